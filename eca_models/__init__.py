@@ -1,0 +1,38 @@
+"""eca-models: ECA-Net (Wang et al., CVPR 2020, arXiv:1910.03151) as timm models.
+
+``import eca_models`` registers ``eca_resnet18`` ... ``eca_resnet152``, ``eca_mobilenetv2`` and the
+released checkpoints' names (``eca_resnet50_k3557``, ...) with ``timm.create_model``.
+"""
+
+from . import models
+from .layers import EcaLayer, adaptive_kernel_size, parse_kernel_code
+from .models import EcaMobileNetV2, EcaResNet
+from .weights import WeightsError
+
+__version__ = "0.1.0"
+
+MODEL_NAMES = (
+    "eca_resnet18",
+    "eca_resnet34",
+    "eca_resnet50",
+    "eca_resnet101",
+    "eca_resnet152",
+    "eca_mobilenetv2",
+    "eca_resnet18_k3577",
+    "eca_resnet34_k3357",
+    "eca_resnet50_k3557",
+    "eca_resnet101_k3357",
+    "eca_resnet152_k3357",
+    "eca_mobilenetv2_k13",
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "EcaLayer",
+    "EcaMobileNetV2",
+    "EcaResNet",
+    "WeightsError",
+    "adaptive_kernel_size",
+    "models",
+    "parse_kernel_code",
+]

@@ -1,0 +1,40 @@
+"""Print the zoo: every registered ECA model with its kernel code, exact parameters, GMACs measured
+at 224x224, the release's published figures in their binary units, the reported Top-1/Top-5, and
+whether its weights are here (cached, in ECA_MODELS_WEIGHTS_DIR), on the Hub, or not published yet."""
+
+import argparse
+import dataclasses
+import json
+
+from ..zoo import zoo_rows
+
+HELP = "list the models, their complexity, reported accuracy and weights"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pattern", nargs="?", default="", help="wildcard filter, e.g. 'eca_resnet5*'")
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = zoo_rows(args.pattern)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return 0
+    header = ("model", "kernels", "params", "params/2^20", "GMACs@224", "published P / F", "Top-1", "Top-5", "weights")
+    table = [header]
+    for r in rows:
+        published = f"{r.published_params} / {r.published_flops}" if r.published_params else "-"
+        top = (f"{r.top1:.2f}", f"{r.top5:.2f}") if r.top1 is not None else ("-", "-")
+        table.append(
+            (r.model, r.kernel_code, f"{r.params:,}", r.params_binary, f"{r.gmacs:.3f}", published, *top, r.weights)
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(
+        "\nparams: exact count. published P / F: the release README's Param and FLOPs, in binary units "
+        "(P / 2^20, thop MACs / 2^30). GMACs@224: measured here with torch.utils.flop_counter (convs and "
+        "matmuls, 1e9 MACs). Top-1/Top-5: the release README, ImageNet-1k val."
+    )
+    return 0

@@ -1,0 +1,61 @@
+"""Kernel codes: the per-stage ECA kernel sizes the released checkpoints are named by.
+
+``'k3557'`` gives the kernel size of each ResNet stage (layer1=3, ..., layer4=7). MobileNetV2 uses
+two digits: the size for blocks with fewer than 96 output channels, then for the rest (``'k13'``).
+``'adaptive'`` picks every layer's size from its channel count (paper eq. 12).
+"""
+
+from typing import Sequence, Tuple, Union
+
+__all__ = ["ADAPTIVE", "KernelSizes", "parse_kernel_code", "format_kernel_code"]
+
+ADAPTIVE = "adaptive"
+KernelSizes = Union[str, Sequence[int]]
+
+
+def parse_kernel_code(code: KernelSizes, num_stages: int) -> Union[str, Tuple[int, ...]]:
+    """Turn ``'k3557'``, ``'3557'``, ``(3, 5, 5, 7)`` or ``'adaptive'`` into a tuple or ``'adaptive'``.
+
+    Args:
+        code: The kernel code in any accepted spelling.
+        num_stages: How many sizes the architecture needs (4 for ResNets, 2 for MobileNetV2).
+
+    Returns:
+        A tuple of ``num_stages`` odd ints >= 1, or the string ``'adaptive'``.
+
+    Raises:
+        ValueError: One line saying what a valid code looks like.
+    """
+    example = "k3557" if num_stages == 4 else "k13" if num_stages == 2 else "k" + "3" * num_stages
+    hint = (
+        f"expected 'k' and {num_stages} odd digits, one per stage (e.g. '{example}'), "
+        f"a tuple of {num_stages} odd ints >= 1, or 'adaptive'"
+    )
+    if isinstance(code, str):
+        text = code.strip().lower()
+        if text == ADAPTIVE:
+            return ADAPTIVE
+        digits = text[1:] if text.startswith("k") else text
+        parts = digits.split("-") if "-" in digits else list(digits)
+        if not all(p.isascii() and p.isdigit() for p in parts):
+            raise ValueError(f"invalid kernel code {code!r}: {hint}")
+        sizes: Tuple[int, ...] = tuple(int(p) for p in parts)
+    else:
+        try:
+            sizes = tuple(code)
+        except TypeError:
+            raise ValueError(f"invalid kernel code {code!r}: {hint}") from None
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+            raise ValueError(f"invalid kernel code {code!r}: {hint}")
+    if len(sizes) != num_stages or any(s < 1 or s % 2 == 0 for s in sizes):
+        raise ValueError(f"invalid kernel code {code!r}: {hint}")
+    return sizes
+
+
+def format_kernel_code(sizes: Union[str, Sequence[int]]) -> str:
+    """``(3, 5, 5, 7)`` -> ``'k3557'``; sizes above 9 are joined with dashes (``'k3-5-11-7'``)."""
+    if isinstance(sizes, str):
+        return sizes
+    if all(s < 10 for s in sizes):
+        return "k" + "".join(str(s) for s in sizes)
+    return "k" + "-".join(str(s) for s in sizes)

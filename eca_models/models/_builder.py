@@ -1,0 +1,143 @@
+"""What every ECA model family shares: pretrained cfgs from the manifest, building, weight checks."""
+
+import dataclasses
+import re
+from typing import Any, Callable, Dict, List, Type, TypeVar
+
+import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models._builder import resolve_pretrained_cfg
+
+from ..layers import format_kernel_code
+from ..weights import WeightsError, list_checkpoints, load_pretrained_weights
+
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
+
+PAPER = dict(
+    paper_ids="arXiv:1910.03151",
+    paper_name="ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
+    origin_url="https://github.com/BangguWu/ECANet",
+    license="mit",
+)
+
+
+def make_default_cfgs(cfg_fn: Callable[..., Dict[str, Any]], family: str) -> Dict[str, Any]:
+    """timm default cfgs for every manifest checkpoint of a family, under both of its names.
+
+    ``eca_resnet50_k3557.in1k`` and ``eca_resnet50.in1k`` (the architecture defaults to the
+    released kernel code) share one cfg carrying the Hub id and the evaluation protocol.
+    """
+    cfgs = {}
+    for ckpt in list_checkpoints():
+        if re.fullmatch(rf"{family}\d*", ckpt.architecture):
+            cfg = cfg_fn(hf_hub_id=ckpt.hf_hub_id, **PAPER)
+            cfgs[f"{ckpt.architecture}.{ckpt.tag}"] = cfg
+            cfgs[ckpt.name] = cfg
+    return generate_default_cfgs(cfgs)
+
+
+def build_eca_model(model_cls: Type[ModelT], variant: str, pretrained: bool = False, **kwargs: Any) -> ModelT:
+    """timm's ``build_model_with_cfg``, with the weights fetched by :mod:`eca_models.weights`.
+
+    Our loader reads only safetensors, or PyTorch files with ``weights_only=True``, verifies Hub
+    downloads against the manifest, and explains failures in one line. The state dict it returns
+    goes to timm as an in-memory source, so timm's classifier and input-channel adaptation apply.
+    """
+    if pretrained:
+        cfg = resolve_pretrained_cfg(
+            variant,
+            pretrained_cfg=kwargs.pop("pretrained_cfg", None),
+            pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
+        )
+        state_dict = load_pretrained_weights(cfg)
+        kwargs["pretrained_cfg"] = dataclasses.replace(cfg, state_dict=state_dict, source="")
+    kwargs.setdefault("pretrained_strict", True)
+    model = build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    model.pretrained_cfg.pop("state_dict", None)  # don't keep a second copy of the weights around
+    return model
+
+
+def checkpoint_filter(checkpoint: Dict[str, Any], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """Unwrap and check a checkpoint for ``model``.
+
+    Accepts the authors' dict (``{'state_dict': ..., 'arch': ..., ...}``, its ``arch`` ignored) or a
+    plain state dict, strips DataParallel's ``module.`` prefix, and refuses a file whose ECA
+    kernels or layout don't fit the model, naming what the file is.
+
+    Args:
+        checkpoint: What was loaded from the file.
+        model: The model to load into; its ``eca_kernel_groups()`` says which ECA weights share a
+            kernel-code digit.
+    """
+    state_dict = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise WeightsError(
+            "the file holds no state dict of tensors (expected a model's state_dict or the authors' checkpoint dict)"
+        )
+    state_dict = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    _check_kernels(state_dict, model, model.eca_kernel_groups())
+    _check_keys(state_dict, model)
+    return state_dict
+
+
+def _model_name(model: torch.nn.Module) -> str:
+    arch = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+    return re.sub(r"_k[\d-]+$", "", arch)
+
+
+def _check_kernels(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module, groups: Dict[str, List[str]]) -> None:
+    own = model.state_dict()
+    file_sizes: List[int] = []
+    mismatch = False
+    for names in groups.values():
+        for name in names:
+            if name not in state_dict:
+                return  # no ECA weight here: _check_keys explains what the file is
+            file_sizes.append(state_dict[name].shape[-1])
+            mismatch |= state_dict[name].shape != own[name].shape
+    if not mismatch:
+        return
+    sizes_by_group = [{state_dict[n].shape[-1] for n in names} for names in groups.values()]
+    arch = _model_name(model)
+    if all(len(s) == 1 for s in sizes_by_group):
+        code = format_kernel_code([s.pop() for s in sizes_by_group])
+        raise WeightsError(
+            f"this checkpoint is {code}; create {arch}_{code} or pass kernel_sizes='{code}' "
+            f"(the model was built with {getattr(model, 'kernel_code', 'other kernel sizes')})"
+        )
+    raise WeightsError(
+        f"this checkpoint's ECA kernel sizes {file_sizes} follow no per-stage code; "
+        f"if they follow the channel count, create {arch} with kernel_sizes='adaptive'"
+    )
+
+
+def _check_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if not missing and not unexpected:
+        return
+    hint = f"{len(missing)} missing (e.g. {missing[0]})" if missing else ""
+    if unexpected:
+        hint += (", " if hint else "") + f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"
+    raise WeightsError(f"this checkpoint does not fit {_model_name(model)}: {hint}; {describe_state_dict(state_dict)}")
+
+
+def describe_state_dict(state_dict: Dict[str, torch.Tensor]) -> str:
+    """A guess at what architecture a state dict belongs to, for error messages."""
+    if any(k.startswith("features.") for k in state_dict):
+        return "it looks like a MobileNetV2 checkpoint (create eca_mobilenetv2)"
+    blocks = [len({k.split(".")[1] for k in state_dict if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
+    if not any(blocks):
+        return "it is not an ECA-ResNet or ECA-MobileNetV2 checkpoint"
+    bottleneck = any(".conv3." in k for k in state_dict)
+    depth = {
+        (2, 2, 2, 2, False): 18,
+        (3, 4, 6, 3, False): 34,
+        (3, 4, 6, 3, True): 50,
+        (3, 4, 23, 3, True): 101,
+        (3, 8, 36, 3, True): 152,
+    }
+    found = depth.get((*blocks, bottleneck))
+    layout = f"{'bottleneck' if bottleneck else 'basic'} blocks {'-'.join(map(str, blocks))}"
+    return f"it looks like eca_resnet{found} ({layout})" if found else f"it has {layout}"

@@ -1,0 +1,274 @@
+"""ECA-MobileNetV2.
+
+Paper: `ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks`
+    - https://arxiv.org/abs/1910.03151 (Wang et al., CVPR 2020)
+Backbone: `MobileNetV2: Inverted Residuals and Linear Bottlenecks`
+    - https://arxiv.org/abs/1801.04381
+
+torchvision's MobileNetV2 layout (width 1.0, last channel 1280) with an ECA layer appended to
+every inverted residual's ``conv`` sequence, after the projection BN and before the residual
+add. The two-digit kernel code gives the size for blocks with fewer than 96 output channels,
+then for the rest: the released ``k13`` uses k=1 for features.1-10 and k=3 for features.11-17.
+"""
+
+from typing import Any, Dict, List, Optional
+
+import torch
+from timm.layers import DropPath, SelectAdaptivePool2d
+from timm.models import register_model
+from torch import nn
+
+from ..layers import EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
+from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
+
+__all__ = ["EcaInvertedResidual", "EcaMobileNetV2"]
+
+# t (expansion), c (output channels), n (repeats), s (first stride): torchvision's table
+INVERTED_RESIDUAL_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+WIDE_CHANNELS = 96  # blocks with at least this many output channels take the code's second kernel size
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class ConvBNReLU(nn.Sequential):
+    """Conv2d, BatchNorm2d, ReLU6: keys ``0`` (conv) and ``1`` (bn), as in torchvision."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_chs, out_chs, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_chs),
+            nn.ReLU6(inplace=True),
+        )
+
+
+class EcaInvertedResidual(nn.Module):
+    """Inverted residual block whose ``conv`` sequence ends in an ECA layer."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        expand_ratio: int,
+        eca_kernel_size: Optional[int],
+        eca_args: Optional[Dict[str, Any]] = None,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            in_chs: Input channels.
+            out_chs: Output channels.
+            stride: Stride of the depthwise conv (1 or 2).
+            expand_ratio: Hidden width as a multiple of ``in_chs``.
+            eca_kernel_size: ECA kernel size; None picks it from ``out_chs``.
+            eca_args: Extra arguments of :class:`EcaLayer` (the adaptive rule's gamma, beta, clamp).
+            drop_path_rate: Stochastic depth on the residual branch.
+        """
+        super().__init__()
+        hidden = int(round(in_chs * expand_ratio))
+        self.use_res_connect = stride == 1 and in_chs == out_chs
+        layers: List[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(ConvBNReLU(in_chs, hidden, kernel_size=1))
+        layers += [
+            ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, out_chs, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(out_chs),
+            EcaLayer(out_chs, eca_kernel_size, **(eca_args or {})),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res_connect:
+            return x + self.drop_path(self.conv(x))
+        return self.conv(x)
+
+
+class EcaMobileNetV2(nn.Module):
+    """ECA-MobileNetV2 with torchvision's parameter names and timm's model API."""
+
+    def __init__(
+        self,
+        kernel_sizes: KernelSizes = "k13",
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        width_mult: float = 1.0,
+        last_channel: int = 1280,
+        global_pool: str = "avg",
+        drop_rate: float = 0.25,
+        drop_path_rate: float = 0.0,
+        adaptive_gamma: float = 2.0,
+        adaptive_beta: float = 1.0,
+        adaptive_min_size: int = 1,
+    ) -> None:
+        """
+        Args:
+            kernel_sizes: Kernel code: ``'k13'`` (below 96 channels, then from 96 on), ``'13'``,
+                ``(1, 3)`` or ``'adaptive'`` (every block's size from its channel count).
+            num_classes: Classifier outputs; 0 for none.
+            in_chans: Input image channels.
+            width_mult: Width multiplier of every layer but the last.
+            last_channel: Channels of the final 1x1 conv.
+            global_pool: Global pooling type (timm's SelectAdaptivePool2d), '' for none.
+            drop_rate: Dropout before the classifier (the authors trained with 0.25).
+            drop_path_rate: Stochastic depth, rising linearly to this rate over the residual blocks.
+            adaptive_gamma: ``gamma`` of the adaptive rule, used with ``'adaptive'``.
+            adaptive_beta: ``b`` of the adaptive rule, used with ``'adaptive'``.
+            adaptive_min_size: Lower clamp of the adaptive rule (1: none).
+        """
+        super().__init__()
+        sizes = parse_kernel_code(kernel_sizes, num_stages=2)
+        eca_args = dict(gamma=adaptive_gamma, beta=adaptive_beta, min_kernel_size=adaptive_min_size)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        in_chs = _make_divisible(32 * width_mult)
+        self.num_features = self.head_hidden_size = _make_divisible(last_channel * max(1.0, width_mult))
+        features: List[nn.Module] = [ConvBNReLU(in_chans, in_chs, stride=2)]
+        self.feature_info = []
+        reduction, num_blocks = 2, sum(n for _, _, n, _ in INVERTED_RESIDUAL_SETTING)
+        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+            out_chs = _make_divisible(c * width_mult)
+            if s > 1:  # the last block before a downsample is a feature tap
+                self.feature_info.append(
+                    dict(num_chs=in_chs, reduction=reduction, module=f"features.{len(features) - 1}")
+                )
+                reduction *= s
+            for i in range(n):
+                kernel = None if sizes == "adaptive" else sizes[int(out_chs >= WIDE_CHANNELS)]
+                dpr = drop_path_rate * (len(features) - 1) / (num_blocks - 1)
+                features.append(EcaInvertedResidual(in_chs, out_chs, s if i == 0 else 1, t, kernel, eca_args, dpr))
+                in_chs = out_chs
+        self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"features.{len(features) - 1}"))
+        features.append(ConvBNReLU(in_chs, self.num_features, kernel_size=1))
+        self.features = nn.Sequential(*features)
+        self.kernel_sizes = tuple(m.kernel_size for m in self.modules() if isinstance(m, EcaLayer))
+        self.kernel_code = format_kernel_code(sizes)
+
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.classifier = nn.Sequential(nn.Dropout(drop_rate), self._linear(num_classes))
+        self.init_weights()
+
+    def _linear(self, num_classes: int) -> nn.Module:
+        in_features = self.num_features * self.global_pool.feat_mult()
+        return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.jit.ignore
+    def init_weights(self) -> None:
+        """torchvision's initialisation: Kaiming-normal convs, unit BN, N(0, 0.01) classifier."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def eca_kernel_groups(self) -> Dict[str, List[str]]:
+        """The ECA weight names each kernel-code digit sets: blocks below 96 channels, then from 96 on."""
+        groups: Dict[str, List[str]] = {"below 96 channels": [], "96 channels and more": []}
+        for name, module in self.named_modules():
+            if isinstance(module, EcaLayer):
+                key = "96 channels and more" if module.channels >= WIDE_CHANNELS else "below 96 channels"
+                groups[key].append(f"{name}.conv.weight")
+        return groups
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r"^features\.0\.", blocks=r"^features\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> Any:
+        return "classifier.1" if name_only else self.classifier[1]
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier for ``num_classes`` outputs (0: none), optionally changing the pooling."""
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        device = next(self.parameters()).device
+        self.classifier[1] = self._linear(num_classes).to(device)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            from timm.models import checkpoint_seq
+
+            return checkpoint_seq(self.features, x)
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: EcaMobileNetV2) -> Dict[str, torch.Tensor]:
+    """Accept the authors' ``.pth.tar`` dict (``state_dict`` key, ``module.`` prefix) or a plain state dict."""
+    return checkpoint_filter(state_dict, model)
+
+
+def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
+    feature_cfg = dict(flatten_sequential=True, out_indices=(0, 1, 2, 3, 4))
+    return build_eca_model(
+        EcaMobileNetV2,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=feature_cfg,
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "features.0.0",
+        "classifier": "classifier.1",
+        **kwargs,
+    }
+
+
+default_cfgs = make_default_cfgs(_cfg, family="eca_mobilenetv2")
+
+
+@register_model
+def eca_mobilenetv2(pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
+    """ECA-MobileNetV2, released kernel code k13."""
+    model_args = dict(kernel_sizes="k13")
+    return _create_eca_mobilenetv2("eca_mobilenetv2", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def eca_mobilenetv2_k13(pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
+    """ECA-MobileNetV2 k13: the authors' released ImageNet checkpoint."""
+    model_args = dict(kernel_sizes="k13")
+    return _create_eca_mobilenetv2("eca_mobilenetv2_k13", pretrained, **dict(model_args, **kwargs))

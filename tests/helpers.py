@@ -1,0 +1,161 @@
+"""Test helpers: an independent reference ECA-Net, the authors' checkpoint format, a loopback Hub.
+
+The reference is torchvision's ResNet / MobileNetV2 with a plainly written ECA layer spliced in
+after the last BN of each block. It shares no code with eca_models, so agreement between the two
+is evidence that both follow the paper and the authors' layout.
+"""
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+ARCHS: Dict[str, Tuple[str, str]] = {
+    # eca_models name: (torchvision builder, kernel code)
+    "eca_resnet18_k3577": ("resnet18", "3577"),
+    "eca_resnet34_k3357": ("resnet34", "3357"),
+    "eca_resnet50_k3557": ("resnet50", "3557"),
+    "eca_resnet101_k3357": ("resnet101", "3357"),
+    "eca_resnet152_k3357": ("resnet152", "3357"),
+    "eca_mobilenetv2_k13": ("mobilenet_v2", "13"),
+}
+
+
+class RefEca(nn.Module):
+    """ECA exactly as eca-facts.md section 1 states it: GAP, 1D conv over channels, sigmoid, scale."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.adaptive_avg_pool2d(x, 1)  # N, C, 1, 1
+        y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        return x * torch.sigmoid(y)
+
+
+def _splice_after(bn: nn.Module, eca: nn.Module) -> None:
+    bn.register_forward_hook(lambda _m, _i, out: eca(out))
+
+
+def reference_model(name: str) -> nn.Module:
+    """torchvision's network with ECA spliced in, parameter names as in the authors' files."""
+    builder, code = ARCHS[name]
+    model = getattr(torchvision.models, builder)()
+    if builder.startswith("resnet"):
+        for stage, k in zip((model.layer1, model.layer2, model.layer3, model.layer4), code):
+            for block in stage:
+                block.eca = RefEca(int(k))
+                last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
+                _splice_after(last_bn, block.eca)
+    else:
+        model.classifier[0] = nn.Dropout(0.25)
+        for block in model.features[1:18]:
+            out_channels = block.conv[-1].num_features
+            block.conv.append(RefEca(int(code[0]) if out_channels < 96 else int(code[1])))
+    return model
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN statistics and affine terms, and random ECA kernels, so no layer is an identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.25)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            elif isinstance(m, nn.Conv1d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.05)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
+    return model
+
+
+def save_authors_checkpoint(state_dict: Dict[str, torch.Tensor], path: Path, arch: str = "eca_resnet50") -> Path:
+    """Write a file in the authors' release format: a torch.save'd dict, ``module.`` prefixed keys."""
+    torch.save(
+        {
+            "epoch": 100,
+            "arch": arch,
+            "state_dict": {f"module.{k}": v for k, v in state_dict.items()},
+            "best_prec1": torch.tensor(77.42),
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.0001, "momentum": 0.9, "params": [0, 1]}]},
+        },
+        path,
+    )
+    return path
+
+
+def authors_file_for(name: str, folder: Path, seed: int = 0) -> Tuple[Path, nn.Module]:
+    """A randomized reference model of ``name`` and its authors'-format file."""
+    ref = randomize(reference_model(name), seed).eval()
+    path = save_authors_checkpoint(ref.state_dict(), folder / f"{name}.pth.tar")
+    return path, ref
+
+
+class LoopbackHub:
+    """A minimal Hugging Face Hub on 127.0.0.1: serves files of local folders under resolve URLs.
+
+    ``repos`` maps ``ORG/NAME`` to a folder; any revision resolves to the same files. huggingface_hub's
+    own download code talks to it through ``HF_ENDPOINT``.
+    """
+
+    COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+    def __init__(self) -> None:
+        self.repos: Dict[str, Path] = {}
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(body=False)
+
+            def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def _serve(self, body: bool) -> None:
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if len(parts) < 5 or parts[2] != "resolve":
+                    return self._error(404, "RepoNotFound")
+                repo, filename = "/".join(parts[:2]), "/".join(parts[4:])
+                if repo not in hub.repos:
+                    return self._error(404, "RepoNotFound")
+                path = hub.repos[repo] / filename
+                if not path.is_file():
+                    return self._error(404, "EntryNotFound")
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", hub.COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def _error(self, code: int, error_code: str) -> None:
+                self.send_response(code)
+                self.send_header("X-Error-Code", error_code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,188 @@
+"""Turn an authors' ``.pth.tar`` into a Hub-ready folder, and prove the result loads to the same logits.
+
+The folder holds ``model.safetensors`` (metadata: architecture, kernel code, source file and its
+sha256), ``config.json`` in timm's Hub format, and a ``README.md`` model card. It is written
+beside the target under a temporary name and renamed into place, so a failed or interrupted run
+leaves nothing half-written.
+"""
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Union
+
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.models._hub import save_config_for_hf
+
+from .._files import sha256_file
+from ..complexity import count_macs, count_params
+from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
+from .manifest import find_checkpoint
+from .model_card import render_model_card
+
+__all__ = ["ConversionReport", "convert_checkpoint", "describe_kernels", "save_hub_folder"]
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What ``convert_checkpoint`` did and found."""
+
+    out_dir: Path
+    model_name: str
+    kernel_code: str
+    source_sha256: str
+    max_abs_diff: float
+    notes: List[str]
+
+
+def describe_kernels(model: torch.nn.Module) -> str:
+    """One line per kernel-code digit: which layers it sets and to what size."""
+    parts = []
+    own = model.state_dict()
+    for group, names in model.eca_kernel_groups().items():
+        sizes = sorted({own[n].shape[-1] for n in names})
+        parts.append(f"{group}: k={'/'.join(map(str, sizes))} ({len(names)} ECA layers)")
+    return f"kernel code {model.kernel_code}: " + "; ".join(parts)
+
+
+def _fixed_input(size: int) -> torch.Tensor:
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give a folder made by mkdtemp (mode 0700) and its files the permissions a plain mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
+def save_hub_folder(
+    model: torch.nn.Module,
+    out_dir: Union[str, Path],
+    card: str,
+    metadata: Dict[str, str],
+    model_config: Optional[Dict] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``README.md`` for ``model``, atomically as a folder.
+
+    Args:
+        model: The model whose weights and config to save.
+        out_dir: Target folder; it must not exist (or be empty) unless ``overwrite``.
+        card: The model card text.
+        metadata: String metadata stored in the safetensors header.
+        model_config: Extra timm config entries (``label_names``, ...).
+        overwrite: Replace an existing folder.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise WeightsError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", **metadata})
+        save_config_for_hf(
+            model, str(tmp / "config.json"), model_config=model_config, model_args={"kernel_sizes": model.kernel_code}
+        )
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        _apply_umask(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def convert_checkpoint(
+    src: Union[str, Path],
+    model_name: str,
+    out_dir: Union[str, Path],
+    overwrite: bool = False,
+    check_size: int = 224,
+    log: Callable[[str], None] = print,
+) -> ConversionReport:
+    """Convert an authors'-format checkpoint to a Hub folder and check it reloads to identical logits.
+
+    Args:
+        src: The authors' ``.pth.tar`` (read with ``weights_only=True``) or any state-dict file.
+        model_name: The eca-models entrypoint the weights belong to (``eca_resnet50_k3557``).
+        out_dir: The folder to write.
+        overwrite: Replace ``out_dir`` if it exists.
+        check_size: Image size of the fixed input used for the logits check.
+        log: Where progress lines go.
+    """
+    from ..zoo import list_models
+
+    src = Path(src)
+    if model_name not in list_models():
+        raise KeyError(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
+    source_sha = sha256_file(src) if src.is_file() else ""
+    checkpoint = read_weights_file(src)
+    notes = []
+    if "arch" in checkpoint:
+        notes.append(
+            f"the file's 'arch' field says {checkpoint['arch']!r}; ignored (the architecture comes from --model)"
+        )
+    named = re.search(r"_(k\d+)", src.name)
+    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=checkpoint)).eval()
+    if named and named.group(1) != model.kernel_code:
+        notes.append(f"the file name says {named.group(1)}, but its weights fit {model.kernel_code}")
+    notes.append(describe_kernels(model))
+    for note in notes:
+        log(note)
+
+    ckpt = find_checkpoint(model_name)
+    hf_hub_id = ckpt.hf_hub_id if ckpt and ckpt.kernel_code == model.kernel_code else f"ORG/{model_name}"
+    card = render_model_card(
+        repo_name=hf_hub_id.split("/")[-1],
+        model_name=model_name,
+        kernel_code=model.kernel_code,
+        num_params=count_params(model),
+        gmacs=count_macs(model) / 1e9,
+        hf_hub_id=hf_hub_id,
+        checkpoint=ckpt if ckpt and ckpt.kernel_code == model.kernel_code else None,
+        source_file=src.name,
+        source_sha256=source_sha,
+    )
+    metadata = {
+        "architecture": model_name,
+        "kernel_code": model.kernel_code,
+        "source_file": src.name,
+        "source_sha256": source_sha,
+    }
+    if ckpt is not None:
+        metadata["checkpoint"] = ckpt.name
+    x = _fixed_input(check_size)
+    with torch.no_grad():
+        expected = model(x)
+    del checkpoint
+    save_hub_folder(model, out_dir, card, metadata, overwrite=overwrite)
+    log(f"wrote {out_dir}: {WEIGHTS_FILE}, config.json, README.md")
+
+    reloaded = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(out_dir))).eval()
+    with torch.no_grad():
+        diff = (reloaded(x) - expected).abs().max().item()
+    if diff != 0.0:
+        raise WeightsError(
+            f"the converted weights give other logits than the source (max abs diff {diff:.3g}); "
+            f"{out_dir} is not usable"
+        )
+    log(
+        f"reloaded {out_dir}: logits identical to the source file's on a fixed "
+        f"{check_size}x{check_size} input (max abs diff 0)"
+    )
+    return ConversionReport(Path(out_dir), model_name, model.kernel_code, source_sha, diff, notes)

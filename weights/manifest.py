@@ -1,0 +1,162 @@
+"""The weights manifest: every released checkpoint and the evidence that goes with it.
+
+``manifest.json`` beside this file is the one place where a checkpoint's figures are written:
+hub id and pinned revision, sha256 and size, kernel code, exact parameters, GMACs, and the
+reported Top-1/Top-5. Pretrained cfgs, model cards, ``eca-models list``, the docs and the
+validation targets are all read from it. ``tests/test_manifest.py`` holds each entry against
+the model it names, the way torchvision's tests check their Weights meta.
+"""
+
+import dataclasses
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from .._files import write_text_atomic
+
+__all__ = ["Checkpoint", "load_manifest", "get_checkpoint", "find_checkpoint", "list_checkpoints", "binary_units"]
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One released checkpoint, as recorded in the manifest.
+
+    Attributes:
+        name: ``architecture_kernelcode.tag``, e.g. ``eca_resnet50_k3557.in1k``: timm's name.tag.
+        architecture: The architecture entrypoint, e.g. ``eca_resnet50``.
+        kernel_code: The per-stage ECA kernel code the weights need, e.g. ``k3557``.
+        source_file: The authors' file name the weights come from.
+        hf_hub_id: The Hugging Face Hub repo that holds (or will hold) the safetensors file.
+        revision: The pinned Hub commit; None until published.
+        sha256: sha256 of ``model.safetensors``; None until published.
+        file_size: Size in bytes of ``model.safetensors``; None until published.
+        num_params: Exact parameter count.
+        gmacs: Multiply-accumulates at 224x224, in units of 1e9 (torch.utils.flop_counter).
+        published: The release README's complexity figures as printed (binary units).
+        metrics: The release README's Top-1/Top-5, ``{"ImageNet-1K": {"acc@1", "acc@5"}}``.
+        paper_metrics: The paper's row where it differs from the release README, else None.
+        measured_metrics: Top-1/Top-5 measured by ``eca-models validate`` on the full val set.
+    """
+
+    name: str
+    architecture: str
+    kernel_code: str
+    source_file: str
+    hf_hub_id: str
+    revision: Optional[str]
+    sha256: Optional[str]
+    file_size: Optional[int]
+    num_params: int
+    gmacs: Optional[float]
+    published: Dict[str, str]
+    metrics: Dict[str, Dict[str, float]]
+    paper_metrics: Optional[Dict[str, Dict[str, float]]] = None
+    measured_metrics: Optional[Dict[str, Dict[str, float]]] = None
+
+    @property
+    def model_name(self) -> str:
+        """The entrypoint named after the checkpoint, e.g. ``eca_resnet50_k3557``."""
+        return self.name.split(".", 1)[0]
+
+    @property
+    def tag(self) -> str:
+        """The pretrained tag, e.g. ``in1k``."""
+        return self.name.split(".", 1)[1]
+
+    @property
+    def is_published(self) -> bool:
+        """True once the Hub revision and checksum are recorded."""
+        return bool(self.revision and self.sha256)
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        """torchvision-style meta: ``num_params``, ``_metrics``, ``_ops`` (GFLOPS), ``_file_size`` (MB)."""
+        return {
+            "num_params": self.num_params,
+            "_metrics": self.metrics,
+            "_ops": None if self.gmacs is None else round(2 * self.gmacs, 3),
+            "_file_size": None if self.file_size is None else round(self.file_size / 2**20, 3),
+            "kernel_code": self.kernel_code,
+            "hf_hub_id": self.hf_hub_id,
+        }
+
+
+def _manifest_path() -> Path:
+    return Path(str(resources.files(__package__).joinpath(MANIFEST_NAME)))
+
+
+def load_manifest(path: Optional[Union[str, Path]] = None) -> Dict[str, Checkpoint]:
+    """Read the manifest into ``{name: Checkpoint}``.
+
+    Args:
+        path: A manifest file; defaults to the one shipped in the package.
+    """
+    raw = json.loads(Path(path or _manifest_path()).read_text(encoding="utf-8"))
+    return {name: Checkpoint(name=name, **entry) for name, entry in raw["checkpoints"].items()}
+
+
+_CACHE: Dict[str, Checkpoint] = {}
+
+
+def _manifest() -> Dict[str, Checkpoint]:
+    if not _CACHE:
+        _CACHE.update(load_manifest())
+    return _CACHE
+
+
+def list_checkpoints() -> List[Checkpoint]:
+    """Every checkpoint of the shipped manifest, in manifest order."""
+    return list(_manifest().values())
+
+
+def get_checkpoint(name: str) -> Checkpoint:
+    """The checkpoint called ``name`` (``eca_resnet50_k3557.in1k``).
+
+    Raises:
+        KeyError: No such checkpoint; the message lists the known ones.
+    """
+    try:
+        return _manifest()[name]
+    except KeyError:
+        raise KeyError(f"no checkpoint {name!r} in the manifest; known: {', '.join(_manifest())}") from None
+
+
+def find_checkpoint(model_name: str = "", hf_hub_id: str = "") -> Optional[Checkpoint]:
+    """The checkpoint for an entrypoint (``eca_resnet50``, ``eca_resnet50_k3557``) or hub id, if any."""
+    base = model_name.split(".", 1)[0]
+    for ckpt in _manifest().values():
+        if hf_hub_id and ckpt.hf_hub_id == hf_hub_id.split("@", 1)[0]:
+            return ckpt
+        if base and base in (ckpt.architecture, ckpt.model_name):
+            return ckpt
+    return None
+
+
+def binary_units(figure: str) -> float:
+    """The count behind a published figure: ``'24.37M'`` -> 24.37 * 2**20, ``'3.86G'`` -> 3.86 * 2**30."""
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}
+    return float(figure[:-1]) * scale[figure[-1].upper()]
+
+
+def update_manifest(name: str, path: Optional[Union[str, Path]] = None, **fields: Any) -> None:
+    """Set ``fields`` of checkpoint ``name`` in the manifest file, written atomically.
+
+    Args:
+        name: The checkpoint to update.
+        path: The manifest file; defaults to the one shipped in the package.
+        **fields: Field names of :class:`Checkpoint` and their new values.
+    """
+    path = Path(path or _manifest_path())
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if name not in raw["checkpoints"]:
+        raise KeyError(f"no checkpoint {name!r} in {path}")
+    known = {f.name for f in dataclasses.fields(Checkpoint)} - {"name"}
+    unknown = set(fields) - known
+    if unknown:
+        raise ValueError(f"unknown manifest fields: {', '.join(sorted(unknown))}")
+    raw["checkpoints"][name].update(fields)
+    write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
+    _CACHE.clear()

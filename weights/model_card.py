@@ -1,0 +1,155 @@
+"""Model cards: the ``README.md`` of a Hub repo, written from the manifest or a fine-tuning run."""
+
+from typing import Dict, List, Optional
+
+from .manifest import Checkpoint, binary_units
+
+__all__ = ["CITATION", "render_model_card"]
+
+CITATION = """@InProceedings{wang2020eca,
+  title     = {ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks},
+  author    = {Wang, Qilong and Wu, Banggu and Zhu, Pengfei and Li, Peihua and Zuo, Wangmeng and Hu, Qinghua},
+  booktitle = {The IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2020}
+}"""
+
+
+def _yaml_results(dataset: str, metrics: Dict[str, float], source: str) -> List[str]:
+    lines = [
+        "  - task:",
+        "      type: image-classification",
+        "    dataset:",
+        f"      name: {dataset}",
+        f"      type: {'imagenet-1k' if dataset == 'ImageNet-1K' else 'imagefolder'}",
+        "    metrics:",
+    ]
+    for key, label in (("acc@1", "Top-1 accuracy"), ("acc@5", "Top-5 accuracy")):
+        if metrics.get(key) is not None:
+            lines += ["      - type: accuracy", f"        name: {label} ({source})", f"        value: {metrics[key]}"]
+    return lines
+
+
+def render_model_card(
+    repo_name: str,
+    model_name: str,
+    kernel_code: str,
+    num_params: int,
+    gmacs: float,
+    hf_hub_id: str,
+    checkpoint: Optional[Checkpoint] = None,
+    source_file: str = "",
+    source_sha256: str = "",
+    measured: Optional[Dict[str, float]] = None,
+    dataset: str = "ImageNet-1K",
+    class_names: Optional[List[str]] = None,
+) -> str:
+    """The model card text: Hub YAML front matter, then usage, kernel code, units note and citation.
+
+    Args:
+        repo_name: The repo's name, the card's title.
+        model_name: The timm entrypoint the weights need (``eca_resnet50_k3557``).
+        kernel_code: The kernel code (``k3557``).
+        num_params: Exact parameter count.
+        gmacs: MACs at 224x224 in units of 1e9.
+        hf_hub_id: Where the repo lives (or will).
+        checkpoint: The manifest entry of a released checkpoint, for the reported figures.
+        source_file: The file the weights were converted from.
+        source_sha256: sha256 of that file.
+        measured: Measured Top-1/Top-5 (``{"acc@1", "acc@5"}``), e.g. of a fine-tuning run.
+        dataset: Name of the evaluation dataset.
+        class_names: Class names of a fine-tuned model.
+    """
+    results: List[str] = []
+    if checkpoint is not None:
+        results += _yaml_results("ImageNet-1K", checkpoint.metrics["ImageNet-1K"], "reported, release README")
+    if measured:
+        results += _yaml_results(dataset, measured, "measured")
+    front = [
+        "---",
+        "library_name: timm",
+        "license: mit",
+        "pipeline_tag: image-classification",
+        "tags:",
+        "  - image-classification",
+        "  - timm",
+        "  - eca-net",
+        "  - eca-models",
+        "datasets:",
+        f"  - {'imagenet-1k' if dataset == 'ImageNet-1K' else dataset}",
+    ]
+    if results:
+        front += ["model-index:", f"  - name: {repo_name}", "    results:"] + ["  " + line for line in results]
+    front.append("---")
+
+    body = [
+        f"# {repo_name}",
+        "",
+        f"ECA-Net ({model_name}, kernel code `{kernel_code}`): a ResNet or MobileNetV2 with Efficient Channel "
+        "Attention, from *ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks* "
+        "(Wang et al., CVPR 2020, [arXiv:1910.03151](https://arxiv.org/abs/1910.03151)).",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import timm",
+        "import eca_models  # registers the ECA models with timm",
+        "",
+        f"model = timm.create_model('hf-hub:{hf_hub_id}', pretrained=True).eval()",
+        "config = timm.data.resolve_data_config({}, model=model)",
+        "transform = timm.data.create_transform(**config)",
+        "```",
+        "",
+        "or with torch.hub, from a checkout of eca-models:",
+        "",
+        "```python",
+        f"model = torch.hub.load('path/to/eca-models', '{model_name}', source='local', "
+        f"pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='{hf_hub_id}'))",
+        "```",
+        "",
+        "## Kernel code",
+        "",
+        f"`{kernel_code}` lists the ECA kernel size of each stage"
+        + (
+            " (ResNet: layer1 to layer4)."
+            if "resnet" in model_name
+            else " (MobileNetV2: blocks below 96 channels, then the rest)."
+        )
+        + " Weights only load into a model built with the same code.",
+        "",
+        "## Complexity",
+        "",
+        f"- Parameters: {num_params:,} (exact); {num_params / 2**20:.2f}M in the binary unit (2^20) the paper uses.",
+        f"- MACs at 224x224: {gmacs:.3f}G (1e9), measured with torch.utils.flop_counter (convolutions and matmuls).",
+    ]
+    if checkpoint is not None:
+        p, f = checkpoint.published["params"], checkpoint.published["flops"]
+        body.append(
+            f"- Published figures: Param {p} and FLOPs {f}. Both are binary units: Param / 2^20 "
+            f"({binary_units(p):,.0f}) and thop multiply-accumulates / 2^30 ({binary_units(f) / 1e9:.2f}e9 MACs)."
+        )
+        m = checkpoint.metrics["ImageNet-1K"]
+        body += [
+            "",
+            "## Accuracy",
+            "",
+            f"Reported (release README, ImageNet-1k val): Top-1 {m['acc@1']}, Top-5 {m['acc@5']}.",
+        ]
+        if checkpoint.paper_metrics:
+            pm = checkpoint.paper_metrics["ImageNet-1K"]
+            body.append(f"The paper's table gives Top-1 {pm['acc@1']}, Top-5 {pm['acc@5']} for this architecture.")
+    if measured:
+        body += ["", f"Measured on {dataset}: Top-1 {measured.get('acc@1')}, Top-5 {measured.get('acc@5')}."]
+    if class_names:
+        body += [
+            "",
+            f"Classes ({len(class_names)}): {', '.join(class_names[:50])}{' ...' if len(class_names) > 50 else ''}",
+        ]
+    if source_file:
+        body += [
+            "",
+            "## Provenance",
+            "",
+            f"Converted from the authors' `{source_file}` (sha256 `{source_sha256}`) by `eca-models convert`.",
+        ]
+    body += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(front + [""] + body)
