@@ -9,6 +9,7 @@ Nothing pickled is ever executed: PyTorch files are read with ``weights_only=Tru
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -27,7 +28,7 @@ from safetensors.torch import load_file
 from .._files import sha256_file
 from .manifest import Checkpoint, find_checkpoint
 
-__all__ = ["WEIGHTS_DIR_ENV", "WeightsError", "fetch_from_hub", "load_pretrained_weights", "read_weights_file"]
+__all__ = ["WEIGHTS_DIR_ENV", "WeightsError", "fetch_from_hub", "load_pretrained_weights", "read_safetensors", "read_weights_file"]
 
 WEIGHTS_DIR_ENV = "ECA_MODELS_WEIGHTS_DIR"
 WEIGHTS_FILE = "model.safetensors"
@@ -53,7 +54,7 @@ def load_pretrained_weights(pretrained_cfg: Any) -> Dict[str, Any]:
     if cfg.get("file"):
         return read_weights_file(cfg["file"])
     if cfg.get("hf_hub_id"):
-        return read_weights_file(fetch_from_hub(cfg["hf_hub_id"], cfg.get("hf_hub_filename") or WEIGHTS_FILE))
+        return read_safetensors(fetch_from_hub(cfg["hf_hub_id"], cfg.get("hf_hub_filename") or WEIGHTS_FILE))
     name = ".".join(filter(None, (cfg.get("architecture"), cfg.get("tag"))))
     raise WeightsError(f"{name or 'this model'} has no pretrained weights; pass pretrained_cfg_overlay=dict(file=PATH)")
 
@@ -77,8 +78,13 @@ def read_weights_file(path: Union[str, Path]) -> Dict[str, Any]:
         head = f.read(9)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         return _read_torch_file(path)
+    return read_safetensors(path)
+
+
+def read_safetensors(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read a safetensors file: the only format accepted for downloaded weights."""
     try:
-        return load_file(path)
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsError(f"{path} is not a valid safetensors file (truncated or corrupt?): {reason}") from None
@@ -88,15 +94,16 @@ def _read_torch_file(path: Path) -> Dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe is None:
+            raise WeightsError(f"{path} is not a readable PyTorch file (truncated or corrupt?)") from None
         raise WeightsError(
-            f"{path} needs arbitrary pickled code to load, which eca-models never runs ({first[:160]}); "
+            f"{path} needs arbitrary pickled code to load ({unsafe.group(1)}), which eca-models never runs; "
             "re-save only its state_dict with torch.save, or load a safetensors file"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise WeightsError(
-            f"{path} is not a readable PyTorch file (truncated or corrupt?): {str(e).splitlines()[0]}"
-        ) from None
+    except Exception as e:  # noqa: BLE001 - torch's unpickler fails in many ways on a damaged file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {reason}") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict or the authors' checkpoint dict")
     return obj

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from timm.layers import DropPath, SelectAdaptivePool2d
-from timm.models import register_model
+from timm.models import checkpoint_seq, register_model
 from torch import nn
 
 from ..layers import EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
@@ -212,8 +212,6 @@ class EcaMobileNetV2(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            from timm.models import checkpoint_seq
-
             return checkpoint_seq(self.features, x)
         return self.features(x)
 

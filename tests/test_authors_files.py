@@ -1,0 +1,85 @@
+"""Loading the authors' files: the format as it is, and one clear line for every file that doesn't fit."""
+
+import pytest
+import timm
+import torch
+from helpers import save_authors_checkpoint
+
+from eca_models import WeightsError
+
+
+def _load(name, path, **kwargs):
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def r18_file(tmp_path_factory):
+    model = timm.create_model("eca_resnet18_k3577")
+    return save_authors_checkpoint(model.state_dict(), tmp_path_factory.mktemp("a") / "eca_resnet18_k3577.pth.tar")
+
+
+def test_wrong_kernel_code_names_the_files_code(r18_file):
+    with pytest.raises(WeightsError) as e:
+        _load("eca_resnet18", r18_file, kernel_sizes="k3357")
+    msg = str(e.value)
+    assert "this checkpoint is k3577; create eca_resnet18_k3577" in msg and "\n" not in msg
+
+
+def test_wrong_kernel_code_for_mobilenetv2(tmp_path):
+    path = save_authors_checkpoint(timm.create_model("eca_mobilenetv2").state_dict(), tmp_path / "m.pth.tar")
+    with pytest.raises(WeightsError, match="this checkpoint is k13; create eca_mobilenetv2_k13"):
+        _load("eca_mobilenetv2", path, kernel_sizes="k33")
+
+
+def test_adaptive_file_is_recognised(tmp_path):
+    path = save_authors_checkpoint(timm.create_model("eca_resnet50", kernel_sizes="adaptive").state_dict(), tmp_path / "a.pth")
+    with pytest.raises(WeightsError, match="this checkpoint is k5557"):
+        _load("eca_resnet50", path)
+    assert _load("eca_resnet50", path, kernel_sizes="adaptive").kernel_code == "adaptive"
+
+
+def test_file_of_another_architecture_says_what_it_is(r18_file):
+    with pytest.raises(WeightsError, match=r"does not fit eca_resnet34: .*looks like eca_resnet18"):
+        _load("eca_resnet34", r18_file)
+    with pytest.raises(WeightsError, match=r"does not fit eca_mobilenetv2: .*looks like eca_resnet18"):
+        _load("eca_mobilenetv2", r18_file)
+
+
+def test_plain_state_dict_and_num_classes_adaptation(r18_file, tmp_path):
+    sd = torch.load(r18_file, weights_only=True)["state_dict"]
+    plain = tmp_path / "plain.pth"
+    torch.save({k.removeprefix("module."): v for k, v in sd.items()}, plain)
+    model = _load("eca_resnet18_k3577", plain, num_classes=5)
+    assert model.fc.out_features == 5
+    torch.testing.assert_close(model.layer2[0].eca.conv.weight, sd["module.layer2.0.eca.conv.weight"])
+
+
+def test_in_chans_adaptation(r18_file):
+    model = _load("eca_resnet18_k3577", r18_file, in_chans=1)
+    assert model.conv1.weight.shape[1] == 1
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_file_needing_pickled_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pth.tar"
+    torch.save({"state_dict": {}, "extra": Payload()}, path)
+    with pytest.raises(WeightsError, match="needs arbitrary pickled code"):
+        _load("eca_resnet18", path)
+    assert "pickled code ran" not in capsys.readouterr().out
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(WeightsError, match="weights file not found"):
+        _load("eca_resnet18", tmp_path / "nope.pth.tar")
+    junk = tmp_path / "junk.pth.tar"
+    junk.write_bytes(b"\x80\x02this is not a checkpoint")
+    with pytest.raises(WeightsError, match="not a readable|pickled code"):
+        _load("eca_resnet18", junk)
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(WeightsError, match="folder without model.safetensors"):
+        _load("eca_resnet18", folder)

@@ -1,0 +1,38 @@
+import json
+
+from conftest import run_cli
+
+from eca_models.weights import list_checkpoints
+
+
+def test_list_prints_the_zoo_with_units():
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for line, fields in [
+        ("eca_resnet50_k3557", ["k3557", "25,557,112", "24.37M", "4.089", "24.37M / 3.86G", "77.42", "93.62", "not published"]),
+        ("eca_mobilenetv2 ", ["k13", "3,504,903", "3.34M", "0.301", "3.34M / 319.9M", "72.56", "90.81"]),
+    ]:
+        row = next(r for r in out.splitlines() if r.startswith(line))
+        for field in fields:
+            assert field in row, (field, row)
+    assert "binary units" in out and "2^20" in out and "2^30" in out
+
+
+def test_list_json_agrees_with_the_manifest():
+    rows = {r["model"]: r for r in json.loads(run_cli("list", "--json").stdout)}
+    assert len(rows) == 12
+    for ckpt in list_checkpoints():
+        for name in (ckpt.model_name, ckpt.architecture):
+            row = rows[name]
+            assert row["params"] == ckpt.num_params and row["kernel_code"] == ckpt.kernel_code
+            assert abs(row["gmacs"] - ckpt.gmacs) < 5e-5
+            assert row["top1"] == ckpt.metrics["ImageNet-1K"]["acc@1"] and row["weights"] == "not published"
+
+
+def test_list_shows_local_weights(tmp_path):
+    repo = tmp_path / "eca_resnet18_k3577.in1k"
+    repo.mkdir()
+    (repo / "model.safetensors").write_bytes(b"x")
+    rows = json.loads(run_cli("list", "eca_resnet18*", "--json", env={"ECA_MODELS_WEIGHTS_DIR": str(tmp_path)}).stdout)
+    assert {r["model"]: r["weights"] for r in rows} == {"eca_resnet18": "local", "eca_resnet18_k3577": "local"}

@@ -1,0 +1,71 @@
+"""Each manifest entry held against the model it names, as torchvision's tests hold their Weights meta."""
+
+import json
+
+import pytest
+import timm
+import torch
+
+from eca_models.complexity import count_macs, count_params
+from eca_models.weights import binary_units, list_checkpoints, load_manifest
+from eca_models.weights.manifest import update_manifest
+
+CHECKPOINTS = list_checkpoints()
+
+
+def test_manifest_lists_the_six_released_checkpoints():
+    assert [c.name for c in CHECKPOINTS] == [
+        "eca_resnet18_k3577.in1k",
+        "eca_resnet34_k3357.in1k",
+        "eca_resnet50_k3557.in1k",
+        "eca_resnet101_k3357.in1k",
+        "eca_resnet152_k3357.in1k",
+        "eca_mobilenetv2_k13.in1k",
+    ]
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS, ids=lambda c: c.name)
+def test_entry_matches_its_model(ckpt):
+    with torch.device("meta"):
+        model = timm.create_model(ckpt.model_name)
+    assert model.kernel_code == ckpt.kernel_code
+    assert count_params(model) == ckpt.num_params == ckpt.meta["num_params"]
+    assert count_macs(model) / 1e9 == pytest.approx(ckpt.gmacs, abs=5e-5)
+    assert ckpt.meta["_ops"] == pytest.approx(2 * ckpt.gmacs, abs=1e-3)
+    # the published parameter figure is the exact count in binary units, to the printed precision
+    assert abs(ckpt.num_params - binary_units(ckpt.published["params"])) <= 0.006 * 2**20
+    top = ckpt.metrics["ImageNet-1K"]
+    assert 60 < top["acc@1"] < top["acc@5"] < 100
+    assert ckpt.source_file == f"{ckpt.model_name}.pth.tar"
+    assert ckpt.hf_hub_id == f"eca-models/{ckpt.name}"
+    assert timm.models.get_pretrained_cfg(ckpt.name).hf_hub_id == ckpt.hf_hub_id
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS, ids=lambda c: c.name)
+def test_unpublished_entries_say_so(ckpt):
+    # nothing is published yet: the fields only publication can fill stay empty, and read as a state
+    assert not ckpt.is_published
+    assert ckpt.revision is None and ckpt.sha256 is None and ckpt.file_size is None
+    assert ckpt.meta["_file_size"] is None
+
+
+def test_paper_rows_where_they_differ():
+    by_name = {c.name: c for c in CHECKPOINTS}
+    assert by_name["eca_resnet50_k3557.in1k"].paper_metrics["ImageNet-1K"] == {"acc@1": 77.48, "acc@5": 93.68}
+    assert by_name["eca_resnet18_k3577.in1k"].paper_metrics["ImageNet-1K"] == {"acc@1": 70.78, "acc@5": 89.92}
+
+
+def test_update_manifest_is_atomic_and_checked(tmp_path):
+    from eca_models.weights.manifest import _manifest_path
+
+    path = tmp_path / "manifest.json"
+    path.write_text(_manifest_path().read_text())
+    update_manifest("eca_resnet18_k3577.in1k", path=path, revision="a" * 40, sha256="b" * 64, file_size=123)
+    entry = load_manifest(path)["eca_resnet18_k3577.in1k"]
+    assert entry.is_published and entry.meta["_file_size"] == pytest.approx(123 / 2**20, abs=1e-3)
+    with pytest.raises(ValueError, match="unknown manifest fields"):
+        update_manifest("eca_resnet18_k3577.in1k", path=path, colour="red")
+    with pytest.raises(KeyError):
+        update_manifest("nope.in1k", path=path, revision="x")
+    assert json.loads(path.read_text())["schema"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,40 @@
+import timm
+from conftest import run_python
+
+import eca_models
+from eca_models.zoo import list_models
+
+ARCHS = ["eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101", "eca_resnet152", "eca_mobilenetv2"]
+RELEASED = ["eca_resnet18_k3577", "eca_resnet34_k3357", "eca_resnet50_k3557", "eca_resnet101_k3357"]
+RELEASED += ["eca_resnet152_k3357", "eca_mobilenetv2_k13"]
+
+
+def test_every_name_is_registered():
+    assert set(list_models()) == set(ARCHS + RELEASED) == set(eca_models.MODEL_NAMES)
+    for name in ARCHS + RELEASED:
+        assert timm.is_model(name)
+
+
+def test_pretrained_tags_carry_hub_id_and_protocol():
+    tags = timm.list_pretrained("eca_*")
+    for name in ARCHS + RELEASED:
+        assert f"{name}.in1k" in tags
+        cfg = timm.models.get_pretrained_cfg(f"{name}.in1k")
+        assert cfg.hf_hub_id.startswith("eca-models/") and cfg.hf_hub_id.endswith(".in1k")
+        assert cfg.input_size == (3, 224, 224) and cfg.crop_pct == 0.875 and cfg.interpolation == "bilinear"
+        assert cfg.mean == (0.485, 0.456, 0.406) and cfg.std == (0.229, 0.224, 0.225)
+    assert timm.models.get_pretrained_cfg("eca_resnet50.in1k").hf_hub_id == "eca-models/eca_resnet50_k3557.in1k"
+
+
+def test_architectures_default_to_the_released_kernel_codes():
+    for arch, released in zip(ARCHS, RELEASED):
+        assert timm.create_model(arch, num_classes=0).kernel_code == released.split("_")[-1]
+
+
+def test_no_timm_name_is_overwritten():
+    code = "import timm; print('\\n'.join(timm.list_models(pretrained=False)))"
+    before = set(run_python(code).stdout.split())
+    assert "resnet50" in before
+    assert not (set(ARCHS + RELEASED) & before), "one of our names is timm's own"
+    after = run_python("import warnings; warnings.simplefilter('error'); import eca_models; print('ok')")
+    assert after.returncode == 0 and "ok" in after.stdout, after.stderr
