@@ -32,7 +32,9 @@ def test_wrong_kernel_code_for_mobilenetv2(tmp_path):
 
 
 def test_adaptive_file_is_recognised(tmp_path):
-    path = save_authors_checkpoint(timm.create_model("eca_resnet50", kernel_sizes="adaptive").state_dict(), tmp_path / "a.pth")
+    path = save_authors_checkpoint(
+        timm.create_model("eca_resnet50", kernel_sizes="adaptive").state_dict(), tmp_path / "a.pth"
+    )
     with pytest.raises(WeightsError, match="this checkpoint is k5557"):
         _load("eca_resnet50", path)
     assert _load("eca_resnet50", path, kernel_sizes="adaptive").kernel_code == "adaptive"

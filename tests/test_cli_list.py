@@ -1,7 +1,6 @@
 import json
 
 from conftest import run_cli
-
 from eca_models.weights import list_checkpoints
 
 
@@ -10,7 +9,10 @@ def test_list_prints_the_zoo_with_units():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for line, fields in [
-        ("eca_resnet50_k3557", ["k3557", "25,557,112", "24.37M", "4.089", "24.37M / 3.86G", "77.42", "93.62", "not published"]),
+        (
+            "eca_resnet50_k3557",
+            ["k3557", "25,557,112", "24.37M", "4.089", "24.37M / 3.86G", "77.42", "93.62", "not published"],
+        ),
         ("eca_mobilenetv2 ", ["k13", "3,504,903", "3.34M", "0.301", "3.34M / 319.9M", "72.56", "90.81"]),
     ]:
         row = next(r for r in out.splitlines() if r.startswith(line))

@@ -40,8 +40,8 @@ def test_torch_hub_load_from_a_checkout_that_is_not_installed(tmp_path):
     for item in ("eca_models", "weights", "hubconf.py"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, copy / item)
     code = (
-        "import torch; m = torch.hub.load(%r, 'eca_mobilenetv2', source='local', trust_repo=True);"
-        "import eca_models.weights as w; print(type(m).__name__, w.__file__)" % str(copy)
+        f"import torch; m = torch.hub.load({str(copy)!r}, 'eca_mobilenetv2', source='local', trust_repo=True);"
+        "import eca_models.weights as w; print(type(m).__name__, w.__file__)"
     )
     result = run_python(code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

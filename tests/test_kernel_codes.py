@@ -17,7 +17,9 @@ def test_adaptive_and_large_kernels():
     assert format_kernel_code((1, 3)) == "k13"
 
 
-@pytest.mark.parametrize("code", ["k2557", "k355", "kabc", "k3507", (3, 5, 5), (3, 0, 5, 7), "k35577", "", 3557, (3.0, 5, 5, 7)])
+@pytest.mark.parametrize(
+    "code", ["k2557", "k355", "kabc", "k3507", (3, 5, 5), (3, 0, 5, 7), "k35577", "", 3557, (3.0, 5, 5, 7)]
+)
 def test_bad_codes_raise_one_line_saying_what_a_code_looks_like(code):
     with pytest.raises(ValueError) as e:
         parse_kernel_code(code, 4)

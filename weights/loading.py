@@ -28,7 +28,14 @@ from safetensors.torch import load_file
 from .._files import sha256_file
 from .manifest import Checkpoint, find_checkpoint
 
-__all__ = ["WEIGHTS_DIR_ENV", "WeightsError", "fetch_from_hub", "load_pretrained_weights", "read_safetensors", "read_weights_file"]
+__all__ = [
+    "WEIGHTS_DIR_ENV",
+    "WeightsError",
+    "fetch_from_hub",
+    "load_pretrained_weights",
+    "read_safetensors",
+    "read_weights_file",
+]
 
 WEIGHTS_DIR_ENV = "ECA_MODELS_WEIGHTS_DIR"
 WEIGHTS_FILE = "model.safetensors"
