@@ -159,3 +159,32 @@ class LoopbackHub:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def ranking_checkpoint(path: Path, ranked: "list[int]", name: str = "eca_resnet18_k3577") -> Path:
+    """An authors'-format file whose model ranks ``ranked`` first, in that order, for every image.
+
+    The classifier's weight is zero and its bias orders the classes, so Top-1/Top-5 on any
+    labelled set are exactly computable from the labels alone.
+    """
+    import timm
+
+    model = timm.create_model(name)
+    state = model.state_dict()
+    state["fc.weight"] = torch.zeros_like(state["fc.weight"])
+    bias = torch.full_like(state["fc.bias"], -1.0)
+    for rank, cls in enumerate(ranked):
+        bias[cls] = 10.0 - rank
+    state["fc.bias"] = bias
+    return save_authors_checkpoint(state, path)
+
+
+def write_image(path: Path, seed: int, size: int = 40) -> Path:
+    """A small random RGB image (format from the suffix)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    pixels = (torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path

@@ -1,6 +1,7 @@
 import json
 
 from conftest import run_cli
+
 from eca_models.weights import list_checkpoints
 
 

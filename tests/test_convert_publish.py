@@ -3,13 +3,13 @@ import json
 import pytest
 import timm
 import torch
-from eca_models.weights import load_manifest
-from eca_models.weights.manifest import _manifest_path
-from eca_models.weights.publish import publish_folder
 from helpers import save_authors_checkpoint
 
 from eca_models._files import sha256_file
 from eca_models.cli import main
+from eca_models.weights import load_manifest
+from eca_models.weights.manifest import _manifest_path
+from eca_models.weights.publish import publish_folder
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 import timm
 import torch
 from conftest import ROOT, run_python
-from eca_models.weights.convert import convert_checkpoint
 from helpers import ARCHS, LoopbackHub, authors_file_for
 
 from eca_models._files import sha256_file
+from eca_models.weights.convert import convert_checkpoint
 
 ORG = "eca-models"
 

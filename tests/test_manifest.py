@@ -5,10 +5,10 @@ import json
 import pytest
 import timm
 import torch
-from eca_models.weights import binary_units, list_checkpoints, load_manifest
-from eca_models.weights.manifest import update_manifest
 
 from eca_models.complexity import count_macs, count_params
+from eca_models.weights import binary_units, list_checkpoints, load_manifest
+from eca_models.weights.manifest import update_manifest
 
 CHECKPOINTS = list_checkpoints()
 

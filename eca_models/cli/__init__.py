@@ -5,17 +5,14 @@ import sys
 from typing import List, Optional
 
 from ..weights import WeightsError
-from . import convert, list_models, publish
+from . import convert, list_models, publish, validate
+from .common import UsageError
 
-COMMANDS = {"list": list_models, "convert": convert, "publish": publish}
-
-
-class UsageError(Exception):
-    """Bad usage the parser can't see (a missing folder, an unknown model): exit status 2."""
+COMMANDS = {"list": list_models, "convert": convert, "publish": publish, "validate": validate}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eca-models", description="ECA-Net models: list, convert, publish.")
+    parser = argparse.ArgumentParser(prog="eca-models", description="ECA-Net models: list, convert, publish, validate.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(sub.add_parser(name, help=module.HELP, description=module.__doc__))

@@ -1,0 +1,218 @@
+"""Check checkpoints' Top-1/Top-5 on ImageNet val against the reported numbers.
+
+For each model: load it (Hub, --checkpoint, or a converted / fine-tuned folder), read the val
+images in either layout with their global labels, apply the evaluation protocol of its
+pretrained cfg, measure, and report measured vs reported with a 95% interval, the complexity
+beside the published figures, and a verdict. Exit status: 0 PASS, 1 FAIL, 2 bad usage.
+Runs on CPU or CUDA, alone or under torchrun (every image counted exactly once).
+"""
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+from timm.data import create_transform, resolve_data_config
+
+from .. import distributed
+from .._files import write_text_atomic
+from ..complexity import count_macs, count_params
+from ..data.imagenet import DataError, imagenet_samples
+from ..data.images import ImageListDataset, ShardSampler, subset
+from ..evaluation import UnreadableImage, evaluate, verdict, wilson_interval
+from ..factory import class_labels, load
+from ..weights import WeightsError, binary_units, find_checkpoint
+from ..zoo import list_models
+from .common import UsageError, add_runtime_args
+
+HELP = "measure Top-1/Top-5 on ImageNet val and check them against the reported numbers"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", nargs="+", required=True, help="names or patterns ('eca_resnet*'), or a model folder"
+    )
+    parser.add_argument(
+        "--checkpoint", help="weights file or folder (authors' .pth.tar, model.safetensors, converted folder)"
+    )
+    parser.add_argument(
+        "--data", required=True, help="val folder: one sub-folder per WordNet id, or flat images + --labels"
+    )
+    parser.add_argument(
+        "--labels", help="ground truth of a flat folder: LOC_val_solution.csv or lines 'file label_index'"
+    )
+    add_runtime_args(parser, batch_size=64)
+    parser.add_argument("--limit", type=int, help="score only N images, spread evenly over the set")
+    parser.add_argument("--img-size", type=int, help="crop size (default: the pretrained cfg's, 224)")
+    parser.add_argument("--crop-pct", type=float, help="crop fraction (default: 0.875, i.e. resize 256)")
+    parser.add_argument("--interpolation", help="resize interpolation (default: bilinear)")
+    parser.add_argument("--mean", type=float, nargs=3, help="normalisation mean")
+    parser.add_argument("--std", type=float, nargs=3, help="normalisation std")
+    parser.add_argument("--tolerance", type=float, default=0.3, help="allowed points off on the full set (default 0.3)")
+    parser.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="unreadable images: count or stop")
+    parser.add_argument("--results-file", help="write one row per model: .json or .csv")
+
+
+def run(args: argparse.Namespace) -> int:
+    names = _expand_models(args.model)
+    if args.checkpoint and len(names) > 1:
+        raise UsageError(
+            "--checkpoint goes with one model; for several, set ECA_MODELS_WEIGHTS_DIR to converted folders"
+        )
+    if args.results_file and Path(args.results_file).suffix.lower() not in (".json", ".csv"):
+        raise UsageError(f"--results-file must end in .json or .csv, got {args.results_file}")
+    device = distributed.setup(args.device)
+    try:
+        rows = [_validate_one(name, args, device) for name in names]
+    finally:
+        distributed.cleanup()
+    if args.results_file and distributed.is_main():
+        _write_results(Path(args.results_file), rows)
+    return 1 if any(row["verdict"] == "FAIL" for row in rows) else 0
+
+
+def _expand_models(patterns: List[str]) -> List[str]:
+    names: List[str] = []
+    for pattern in patterns:
+        if any(c in pattern for c in "*?[") and not Path(pattern).exists():
+            found = list_models(pattern)
+            if not found:
+                raise UsageError(f"no model matches {pattern!r} (see `eca-models list`)")
+            names += found
+        else:
+            names.append(pattern)
+    return list(dict.fromkeys(names))
+
+
+def _load(name: str, args: argparse.Namespace) -> torch.nn.Module:
+    try:
+        return load(name, pretrained=True, checkpoint=args.checkpoint)
+    except (KeyError, WeightsError) as e:
+        message = e.args[0] if isinstance(e, KeyError) else str(e)
+        raise UsageError(f"{name}: {message}") from None
+
+
+def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+    model = _load(name, args)
+    labels = class_labels(model)
+    overrides = {
+        k: v
+        for k, v in dict(crop_pct=args.crop_pct, interpolation=args.interpolation, mean=args.mean, std=args.std).items()
+        if v
+    }
+    if args.img_size:
+        overrides["input_size"] = (3, args.img_size, args.img_size)
+    data_config = resolve_data_config(overrides, model=model)
+    try:
+        samples = imagenet_samples(Path(args.data), Path(args.labels) if args.labels else None, labels)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    dataset = ImageListDataset(samples, create_transform(**data_config, is_training=False), data_config["input_size"])
+    sampler = ShardSampler(subset(len(samples), args.limit), distributed.rank(), distributed.world_size())
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda"
+    )
+    model = model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    try:
+        counts = evaluate(model, loader, device, args.amp, args.channels_last, args.on_error, desc=name)
+    except UnreadableImage as e:
+        raise UsageError(str(e)) from None
+
+    measured = {"acc@1": counts.top1, "acc@5": counts.top5}
+    ckpt = find_checkpoint(model.pretrained_cfg.get("architecture", name)) if labels is None else None
+    if ckpt is not None and ckpt.kernel_code != getattr(model, "kernel_code", None):
+        ckpt = None  # another kernel code: not the released checkpoint, nothing to compare with
+    reported = ckpt.metrics["ImageNet-1K"] if ckpt else None
+    paper = ckpt.paper_metrics["ImageNet-1K"] if ckpt and ckpt.paper_metrics else None
+    state, why = verdict(measured, reported, counts.images, args.tolerance)
+    params, macs = count_params(model), count_macs(model.to("cpu").float(), (3, 224, 224))
+    row = _row(name, model, data_config, counts, reported, paper, state, why, params, macs, ckpt, args.checkpoint)
+    if distributed.is_main():
+        _print_report(row, counts.failed)
+    return row
+
+
+def _row(
+    name, model, data_config, counts, reported, paper, state, why, params, macs, ckpt, checkpoint
+) -> Dict[str, Any]:
+    ci1, ci5 = wilson_interval(counts.top1, counts.images), wilson_interval(counts.top5, counts.images)
+    return {
+        # timm validate.py's columns
+        "model": name,
+        "top1": round(counts.top1, 3),
+        "top1_err": round(100 - counts.top1, 3),
+        "top5": round(counts.top5, 3),
+        "top5_err": round(100 - counts.top5, 3),
+        "param_count": round(params / 1e6, 2),
+        "img_size": data_config["input_size"][-1],
+        "crop_pct": data_config["crop_pct"],
+        "interpolation": data_config["interpolation"],
+        # ours
+        "kernel_code": getattr(model, "kernel_code", ""),
+        "checkpoint": str(checkpoint or model.pretrained_cfg.get("hf_hub_id") or ""),
+        "images": counts.images,
+        "unreadable": len(counts.failed),
+        "unreadable_images": counts.failed,
+        "top1_ci95": [round(v, 3) for v in ci1],
+        "top5_ci95": [round(v, 3) for v in ci5],
+        "reported_top1": reported["acc@1"] if reported else None,
+        "reported_top5": reported["acc@5"] if reported else None,
+        "paper_top1": paper["acc@1"] if paper else None,
+        "paper_top5": paper["acc@5"] if paper else None,
+        "verdict": state,
+        "verdict_reason": why,
+        "params": params,
+        "gmacs": round(macs / 1e9, 4),
+        "published_params": ckpt.published["params"] if ckpt else None,
+        "published_flops": ckpt.published["flops"] if ckpt else None,
+        "seconds": round(counts.seconds, 2),
+        "img_per_sec": round(counts.images / counts.seconds, 1) if counts.seconds else None,
+    }
+
+
+def _print_report(row: Dict[str, Any], failed: List[str]) -> None:
+    p = print
+    p(f"\n{row['model']}  (kernel code {row['kernel_code']}; weights {row['checkpoint'] or 'none'})")
+    resize = round(row["img_size"] / row["crop_pct"])
+    p(f"  protocol  resize {resize} {row['interpolation']}, center crop {row['img_size']}")
+    extra = f", {row['unreadable']} unreadable (not scored, listed in the results file)" if row["unreadable"] else ""
+    p(f"  images    {row['images']:,} scored{extra}")
+    p(f"  {'':8}  {'measured':>8}  {'reported':>8}  {'diff':>6}  {'95% interval':>16}  {'paper':>6}")
+    for key, label in (("top1", "Top-1"), ("top5", "Top-5")):
+        rep, paper = row[f"reported_{key}"], row[f"paper_{key}"]
+        diff = f"{row[key] - rep:+.2f}" if rep is not None else "-"
+        low, high = row[f"{key}_ci95"]
+        p(
+            f"  {label:8}  {row[key]:8.2f}  {rep if rep is not None else '-':>8}  {diff:>6}  "
+            f"{f'[{low:.2f}, {high:.2f}]':>16}  {paper if paper is not None else '-':>6}"
+        )
+    params, macs = row["params"], row["gmacs"] * 1e9
+    pub_p = f"published {row['published_params']} (params / 2^20)" if row["published_params"] else ""
+    pub_f = f"published {row['published_flops']} (thop MACs / 2^30)" if row["published_flops"] else ""
+    p(f"  params    {params:,} exact = {params / 2**20:.2f}M in 2^20 units   {pub_p}")
+    p(f"  MACs      {macs / 1e9:.3f}e9 at 224 (flop_counter) = {macs / 2**30:.2f}G in 2^30 units   {pub_f}")
+    if row["published_flops"]:
+        gap = 100 * (binary_units(row["published_flops"]) / macs - 1)
+        p(f"  {'':8}  (the published count is {gap:+.1f}% against flop_counter's: thop counts other layers)")
+    for path in failed[:5]:
+        p(f"  unreadable: {path}")
+    p(f"  verdict   {row['verdict']}: {row['verdict_reason']}")
+
+
+def _write_results(path: Path, rows: List[Dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for row in rows:
+        flat = {k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
+        writer.writerow(flat)
+    write_text_atomic(path, buffer.getvalue())

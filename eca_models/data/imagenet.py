@@ -1,0 +1,124 @@
+"""ImageNet-1k validation images with their global labels, from either common layout.
+
+Labels are always positions in the 1000 sorted WordNet ids (the ImageFolder order on the full
+set), so a folder that holds only some classes still maps each image to its true global index.
+"""
+
+import csv
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from timm.data import ImageNetInfo
+
+from .images import is_image, list_images
+
+__all__ = ["DataError", "imagenet_class_names", "imagenet_samples", "imagenet_wnids", "folder_samples"]
+
+WNID = re.compile(r"^n\d{8}$")
+
+
+class DataError(ValueError):
+    """The data folder or label file can't be used; the message says why, in one line."""
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> Tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids, sorted: position = class index."""
+    return tuple(ImageNetInfo().label_names())
+
+
+@lru_cache(maxsize=1)
+def imagenet_class_names() -> Tuple[str, ...]:
+    """Short English names of the 1000 classes, in class-index order ('tench', 'goldfish', ...)."""
+    return tuple(d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions())
+
+
+def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tuple[Path, int]]:
+    """``(path, label)`` for a folder of class sub-folders, labels looked up in ``class_names``.
+
+    Args:
+        root: The folder with one sub-folder per class.
+        class_names: The model's classes in index order; each sub-folder must be one of them.
+        what: How to call a class in errors ("ImageNet-1k WordNet id", "class of this model").
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if sub.name not in index:
+            raise DataError(f"{sub} is not named by an {what}; each sub-folder of --data must be one")
+        samples += [(path, index[sub.name]) for path in list_images(sub)]
+    return samples
+
+
+def _read_labels(labels_file: Path, wnids: Sequence[str]) -> Dict[str, int]:
+    """Image stem -> global index, from Kaggle's LOC_val_solution.csv or lines of ``file label_index``."""
+    index = {w: i for i, w in enumerate(wnids)}
+    text = labels_file.read_text(encoding="utf-8", errors="replace")
+    labels: Dict[str, int] = {}
+    if text.startswith("ImageId,PredictionString"):
+        for row in csv.DictReader(text.splitlines()):
+            wnid = row["PredictionString"].split()[0] if row["PredictionString"].split() else ""
+            if wnid not in index:
+                raise DataError(f"{labels_file}: {wnid!r} for {row['ImageId']} is not an ImageNet-1k WordNet id")
+            labels[Path(row["ImageId"]).stem] = index[wnid]
+        return labels
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(
+                f"{labels_file}:{n}: expected 'file label_index' or Kaggle's LOC_val_solution.csv, got {line!r}"
+            )
+        label = int(parts[1])
+        if not 0 <= label < len(wnids):
+            raise DataError(f"{labels_file}:{n}: label {label} is outside 0..{len(wnids) - 1}")
+        labels[Path(parts[0]).stem] = label
+    return labels
+
+
+def imagenet_samples(
+    data: Path, labels_file: Optional[Path] = None, class_names: Optional[Sequence[str]] = None
+) -> List[Tuple[Path, int]]:
+    """The labelled images of a validation folder, in either layout.
+
+    (a) one sub-folder per class (WordNet ids for ImageNet); (b) a flat folder of images plus a
+    ground-truth file (``--labels``, or ``LOC_val_solution.csv`` found in the folder or its parent).
+
+    Args:
+        data: The folder.
+        labels_file: Ground truth for the flat layout.
+        class_names: The model's classes, when it is not an ImageNet-1k model (a fine-tuned one).
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise DataError(f"data folder not found: {data}")
+    wnids = class_names or imagenet_wnids()
+    what = "ImageNet-1k WordNet id" if class_names is None else "class of this model"
+    subdirs = [p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if labels_file is None and subdirs:
+        samples = folder_samples(data, wnids, what)
+    else:
+        if labels_file is None:
+            found = [p / "LOC_val_solution.csv" for p in (data, data.parent) if (p / "LOC_val_solution.csv").is_file()]
+            if not found:
+                raise DataError(f"{data} has no class sub-folders and no ground truth: pass --labels FILE")
+            labels_file = found[0]
+        if not Path(labels_file).is_file():
+            raise DataError(f"labels file not found: {labels_file}")
+        labels = _read_labels(Path(labels_file), wnids)
+        images = list_images(data)
+        unlabelled = [p.name for p in images if p.stem not in labels]
+        if unlabelled:
+            raise DataError(f"{len(unlabelled)} images of {data} have no label in {labels_file} (e.g. {unlabelled[0]})")
+        samples = [(p, labels[p.stem]) for p in images]
+    if not samples:
+        raise DataError(f"no images found in {data} (looked for {', '.join(sorted({'.jpg', '.jpeg', '.png'}))} ...)")
+    return samples
+
+
+def count_images(folder: Path) -> int:
+    """Images directly inside ``folder``."""
+    return sum(1 for p in folder.iterdir() if is_image(p))

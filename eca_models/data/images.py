@@ -1,0 +1,87 @@
+"""A dataset over a list of (image path, label) that reports unreadable images instead of dying.
+
+Each item is ``(image, label, index, ok)``: a corrupt or unreadable file gives a zero image and
+``ok=False``, so the loop that consumes the batch can drop it, count it and name it, even when
+the file was read in a DataLoader worker process.
+"""
+
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageListDataset", "ShardSampler", "is_image"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+
+def is_image(path: Path) -> bool:
+    """True for a file whose extension is an image format's (case-insensitive)."""
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+class ImageListDataset(Dataset):
+    """Images from a list of ``(path, label)``; unreadable ones are flagged, not raised."""
+
+    def __init__(
+        self, samples: Sequence[Tuple[Path, int]], transform: Callable, image_size: Tuple[int, int, int]
+    ) -> None:
+        """
+        Args:
+            samples: ``(path, label)`` pairs.
+            transform: PIL image -> tensor.
+            image_size: ``(C, H, W)`` of the transform's output, for the placeholder of a bad image.
+        """
+        self.samples = list(samples)
+        self.transform = transform
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int, int, bool]:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as img:
+                image = self.transform(img.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            return torch.zeros(self.image_size), label, index, False
+        return image, label, index, True
+
+
+class ShardSampler(Sampler[int]):
+    """Rank ``r`` of ``w`` takes indices ``r, r + w, r + 2w, ...``: every index exactly once, no padding.
+
+    torch's DistributedSampler pads the last shard by repeating images, which would count them
+    twice in an evaluation; this sampler never does.
+    """
+
+    def __init__(self, indices: Sequence[int], rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(indices)[rank::world_size]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def list_images(folder: Path) -> List[Path]:
+    """Image files directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if is_image(p))
+
+
+def unreadable(batch_ok: torch.Tensor, batch_index: torch.Tensor, samples: Sequence[Tuple[Path, int]]) -> List[str]:
+    """Paths of the images of a batch that could not be read."""
+    return [str(samples[int(i)][0]) for i, ok in zip(batch_index, batch_ok) if not ok]
+
+
+def subset(n_total: int, limit: Optional[int]) -> List[int]:
+    """``limit`` indices spread evenly over ``range(n_total)`` (all of them when no limit), so a
+    subset of a class-sorted folder still covers every class."""
+    if not limit or limit >= n_total:
+        return list(range(n_total))
+    step = n_total / limit
+    return [int(i * step) for i in range(limit)]

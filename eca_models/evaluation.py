@@ -1,0 +1,145 @@
+"""Measuring Top-1/Top-5 and judging them against reported figures.
+
+``evaluate`` runs a model over a loader of :class:`~eca_models.data.images.ImageListDataset` items
+and returns counts summed over all torchrun processes; ``verdict`` compares the accuracies with
+the reported ones: on the full 50,000-image val set within a tolerance, on a subset by whether
+the reported value lies inside the 95% confidence interval.
+"""
+
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from tqdm import tqdm
+
+from . import distributed
+from .data.images import unreadable
+
+__all__ = ["Counts", "evaluate", "wilson_interval", "verdict", "IMAGENET_VAL_SIZE"]
+
+IMAGENET_VAL_SIZE = 50_000
+
+
+@dataclasses.dataclass
+class Counts:
+    """Evaluation counts, summed over processes."""
+
+    images: int  # images scored
+    correct1: int
+    correct5: int
+    failed: List[str]  # unreadable images, not scored
+    seconds: float
+
+    @property
+    def top1(self) -> float:
+        return 100.0 * self.correct1 / self.images if self.images else float("nan")
+
+    @property
+    def top5(self) -> float:
+        return 100.0 * self.correct5 / self.images if self.images else float("nan")
+
+
+class UnreadableImage(RuntimeError):
+    """An image could not be read and ``--on-error fail`` was asked for."""
+
+
+def evaluate(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+    on_error: str = "skip",
+    desc: str = "validate",
+) -> Counts:
+    """Top-1/Top-5 counts of ``model`` over ``loader``, reduced over all processes.
+
+    Args:
+        model: The model, already on ``device`` and in eval mode.
+        loader: Yields ``(images, labels, indices, ok)`` batches.
+        device: Where to run.
+        amp: Autocast (bfloat16 on CPU, float16 on CUDA).
+        channels_last: Feed channels-last tensors.
+        on_error: ``'skip'`` counts and lists unreadable images; ``'fail'`` stops at the first.
+        desc: Progress bar label.
+    """
+    samples = loader.dataset.samples
+    correct1 = correct5 = images = 0
+    failed: List[str] = []
+    k = min(5, model.num_classes)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+        if amp
+        else nullcontext()
+    )
+    start = time.perf_counter()
+    bar = tqdm(total=len(loader.sampler), desc=desc, unit="img", disable=not distributed.is_main(), dynamic_ncols=True)
+    with torch.inference_mode(), autocast:
+        for x, y, index, ok in loader:
+            bad = unreadable(ok, index, samples)
+            if bad and on_error == "fail":
+                bar.leave = False
+                bar.close()
+                raise UnreadableImage(
+                    f"cannot read image {bad[0]} (pass --on-error skip to count and list such images)"
+                )
+            failed += bad
+            x, y = x[ok].to(device, non_blocking=True), y[ok].to(device, non_blocking=True)
+            if len(y):
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                top = model(x).topk(k, dim=1).indices
+                hits = top.eq(y[:, None])
+                correct1 += int(hits[:, 0].sum())
+                correct5 += int(hits.any(dim=1).sum())
+                images += len(y)
+            bar.update(len(ok))
+            bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}", refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - start
+    images, correct1, correct5 = map(int, distributed.all_reduce_sum([images, correct1, correct5], device))
+    failed = sorted(sum(distributed.all_gather_objects(failed), []))
+    return Counts(images, correct1, correct5, failed, seconds)
+
+
+def wilson_interval(percent: float, n: int, z: float = 1.959964) -> Tuple[float, float]:
+    """95% Wilson score interval, in percent, of an accuracy measured on ``n`` images."""
+    if n == 0:
+        return (0.0, 100.0)
+    p = percent / 100.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half))
+
+
+def verdict(
+    measured: Dict[str, float], reported: Optional[Dict[str, float]], images: int, tolerance: float = 0.3
+) -> Tuple[str, str]:
+    """``('PASS' | 'FAIL' | 'MEASURED', why)`` for measured vs reported ``{'acc@1', 'acc@5'}``.
+
+    On the full val set (50,000 scored images) each metric must be within ``tolerance`` points of
+    the reported value; on a subset the reported value must lie inside the 95% interval.
+    """
+    if not reported:
+        return "MEASURED", "no reported figures for this model: measured only"
+    full = images == IMAGENET_VAL_SIZE
+    failures = []
+    for key in ("acc@1", "acc@5"):
+        if full:
+            if abs(measured[key] - reported[key]) > tolerance:
+                failures.append(
+                    f"{key} {measured[key]:.2f} is {measured[key] - reported[key]:+.2f} from {reported[key]}"
+                )
+        else:
+            low, high = wilson_interval(measured[key], images)
+            if not low <= reported[key] <= high:
+                failures.append(f"{key} reported {reported[key]} is outside [{low:.2f}, {high:.2f}]")
+    rule = (
+        f"full val set, tolerance {tolerance} points"
+        if full
+        else f"subset of {images} images, reported value inside the 95% interval"
+    )
+    return ("FAIL", f"{rule}: " + "; ".join(failures)) if failures else ("PASS", rule)
