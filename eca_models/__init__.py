@@ -5,6 +5,7 @@ released checkpoints' names (``eca_resnet50_k3557``, ...) with ``timm.create_mod
 """
 
 from . import models
+from .factory import load
 from .layers import EcaLayer, adaptive_kernel_size, parse_kernel_code
 from .models import EcaMobileNetV2, EcaResNet
 from .weights import WeightsError
@@ -33,6 +34,7 @@ __all__ = [
     "EcaResNet",
     "WeightsError",
     "adaptive_kernel_size",
+    "load",
     "models",
     "parse_kernel_code",
 ]

@@ -59,3 +59,8 @@ def all_gather_objects(obj: Any) -> List[Any]:
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def is_main_env() -> bool:
+    """Rank 0 by the torchrun environment, usable before the process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import time
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -32,6 +32,7 @@ class Counts:
     correct5: int
     failed: List[str]  # unreadable images, not scored
     seconds: float
+    loss: float = float("nan")  # mean loss over the scored images, when a loss function was given
 
     @property
     def top1(self) -> float:
@@ -54,6 +55,7 @@ def evaluate(
     channels_last: bool = False,
     on_error: str = "skip",
     desc: str = "validate",
+    loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
 ) -> Counts:
     """Top-1/Top-5 counts of ``model`` over ``loader``, reduced over all processes.
 
@@ -65,9 +67,11 @@ def evaluate(
         channels_last: Feed channels-last tensors.
         on_error: ``'skip'`` counts and lists unreadable images; ``'fail'`` stops at the first.
         desc: Progress bar label.
+        loss_fn: Also average this loss (mean-reduced) over the images.
     """
     samples = loader.dataset.samples
     correct1 = correct5 = images = 0
+    loss_sum = 0.0
     failed: List[str] = []
     k = min(5, model.num_classes)
     autocast = (
@@ -91,7 +95,10 @@ def evaluate(
             if len(y):
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                top = model(x).topk(k, dim=1).indices
+                logits = model(x)
+                if loss_fn is not None:
+                    loss_sum += float(loss_fn(logits.float(), y)) * len(y)
+                top = logits.topk(k, dim=1).indices
                 hits = top.eq(y[:, None])
                 correct1 += int(hits[:, 0].sum())
                 correct5 += int(hits.any(dim=1).sum())
@@ -100,9 +107,10 @@ def evaluate(
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}", refresh=False)
     bar.close()
     seconds = time.perf_counter() - start
-    images, correct1, correct5 = map(int, distributed.all_reduce_sum([images, correct1, correct5], device))
+    images, correct1, correct5, loss_sum = distributed.all_reduce_sum([images, correct1, correct5, loss_sum], device)
     failed = sorted(sum(distributed.all_gather_objects(failed), []))
-    return Counts(images, correct1, correct5, failed, seconds)
+    loss = loss_sum / images if images else float("nan")
+    return Counts(int(images), int(correct1), int(correct5), failed, seconds, loss)
 
 
 def wilson_interval(percent: float, n: int, z: float = 1.959964) -> Tuple[float, float]:

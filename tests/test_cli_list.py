@@ -2,11 +2,12 @@ import json
 
 from conftest import run_cli
 
+from eca_models.cli import main
 from eca_models.weights import list_checkpoints
 
 
 def test_list_prints_the_zoo_with_units():
-    result = run_cli("list")
+    result = run_cli("list")  # the installed command, as a user runs it
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for line, fields in [
@@ -22,8 +23,9 @@ def test_list_prints_the_zoo_with_units():
     assert "binary units" in out and "2^20" in out and "2^30" in out
 
 
-def test_list_json_agrees_with_the_manifest():
-    rows = {r["model"]: r for r in json.loads(run_cli("list", "--json").stdout)}
+def test_list_json_agrees_with_the_manifest(capsys):
+    assert main(["list", "--json"]) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
     assert len(rows) == 12
     for ckpt in list_checkpoints():
         for name in (ckpt.model_name, ckpt.architecture):
@@ -33,9 +35,11 @@ def test_list_json_agrees_with_the_manifest():
             assert row["top1"] == ckpt.metrics["ImageNet-1K"]["acc@1"] and row["weights"] == "not published"
 
 
-def test_list_shows_local_weights(tmp_path):
+def test_list_shows_local_weights(tmp_path, monkeypatch, capsys):
     repo = tmp_path / "eca_resnet18_k3577.in1k"
     repo.mkdir()
     (repo / "model.safetensors").write_bytes(b"x")
-    rows = json.loads(run_cli("list", "eca_resnet18*", "--json", env={"ECA_MODELS_WEIGHTS_DIR": str(tmp_path)}).stdout)
+    monkeypatch.setenv("ECA_MODELS_WEIGHTS_DIR", str(tmp_path))
+    assert main(["list", "eca_resnet18*", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
     assert {r["model"]: r["weights"] for r in rows} == {"eca_resnet18": "local", "eca_resnet18_k3577": "local"}

@@ -5,7 +5,6 @@ scenario runs in a fresh interpreter with those variables set, as a user's progr
 """
 
 import json
-import textwrap
 
 import pytest
 import timm
@@ -19,15 +18,19 @@ from eca_models.weights.convert import convert_checkpoint
 ORG = "eca-models"
 
 LOAD_ALL = """
-import json, sys, torch, timm, eca_models
-x = torch.load(sys.argv[1] if len(sys.argv) > 1 else {x!r})
+import os, torch, timm, eca_models
+x = torch.load({x!r})
 out = {{}}
 for name in {names!r}:
     model = timm.create_model(name, pretrained=True).eval()
     with torch.no_grad():
         out[name] = model(x)
+if {extra!r}:  # timm's hf-hub: names and torch.hub take the same path
+    a = timm.create_model("hf-hub:eca-models/eca_resnet18_k3577.in1k", pretrained=True).eval()
+    b = torch.hub.load({root!r}, "eca_resnet18", source="local", pretrained=True).eval()
+    with torch.no_grad():
+        out["hf-hub"], out["torch.hub"] = a(x), b(x)
 torch.save(out, {out!r})
-print("loaded", len(out))
 """
 
 
@@ -50,10 +53,12 @@ def world(tmp_path_factory):
     return dict(root=root, x=x, expected=expected, repos=repos)
 
 
-def _load_all(world, env, names=tuple(ARCHS), tag="out"):
+def _load_all(world, env, names=tuple(ARCHS), tag="out", extra=False):
     out = world["root"] / f"{tag}.pt"
-    code = LOAD_ALL.format(x=str(world["root"] / "x.pt"), names=list(names), out=str(out))
-    return run_python(code, env=env), out
+    code = LOAD_ALL.format(x=str(world["root"] / "x.pt"), names=list(names), out=str(out), extra=extra, root=str(ROOT))
+    result = run_python(code, env=env)
+    assert result.returncode == 0, result.stderr
+    return torch.load(out)
 
 
 def test_convert_download_load_then_offline_from_cache(world, tmp_path):
@@ -61,129 +66,143 @@ def test_convert_download_load_then_offline_from_cache(world, tmp_path):
     hub.repos.update(world["repos"])
     env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
     try:
-        result, out = _load_all(world, env)
-        assert result.returncode == 0, result.stderr
-        logits = torch.load(out)
-        for name in ARCHS:
-            assert torch.equal(logits[name], world["expected"][name]), f"{name}: downloaded logits differ"
-        assert len(list((tmp_path / "cache").glob("models--eca-models--*"))) == len(ARCHS)
-
-        # timm's hf-hub: names and torch.hub take the same path
-        code = textwrap.dedent(f"""
-            import torch, timm, eca_models
-            x = torch.load({str(world["root"] / "x.pt")!r})
-            a = timm.create_model('hf-hub:{ORG}/eca_resnet18_k3577.in1k', pretrained=True).eval()
-            b = torch.hub.load({str(ROOT)!r}, 'eca_resnet18', source='local', pretrained=True).eval()
-            with torch.no_grad():
-                torch.save([a(x), b(x)], {str(tmp_path / "hf.pt")!r})
-            print(type(a).__name__, a.kernel_code)
-        """)
-        result = run_python(code, env=env)
-        assert result.returncode == 0, result.stderr
-        assert "EcaResNet k3577" in result.stdout
-        for logits in torch.load(tmp_path / "hf.pt"):
-            assert torch.equal(logits, world["expected"]["eca_resnet18_k3577"])
+        logits = _load_all(world, env, extra=True)
     finally:
         hub.stop()
+    for name in ARCHS:
+        assert torch.equal(logits[name], world["expected"][name]), f"{name}: downloaded logits differ from the source's"
+    assert torch.equal(logits["hf-hub"], world["expected"]["eca_resnet18_k3577"])
+    assert torch.equal(logits["torch.hub"], world["expected"]["eca_resnet18_k3577"])
+    assert len(list((tmp_path / "cache").glob("models--eca-models--*"))) == len(ARCHS)
 
-    # the server is gone: the cache serves, with and without HF_HUB_OFFLINE
-    for offline in ("0", "1"):
-        result, out = _load_all(world, {**env, "HF_HUB_OFFLINE": offline}, tag=f"cached{offline}")
-        assert result.returncode == 0, result.stderr
-        logits = torch.load(out)
-        assert all(torch.equal(logits[n], world["expected"][n]) for n in ARCHS)
-
-
-def test_offline_with_nothing_cached_says_how_to_supply_weights(world, tmp_path):
-    env = {"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}
-    result, _ = _load_all(world, env, names=["eca_resnet50"])
-    assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert "WeightsError: no cached copy of eca-models/eca_resnet50_k3557.in1k" in last
-    assert "eca-models convert eca_resnet50_k3557.pth.tar" in last and "ECA_MODELS_WEIGHTS_DIR" in last
+    # the server is gone: the cache serves every architecture offline, and a plain call falls back to it
+    logits = _load_all(world, {**env, "HF_HUB_OFFLINE": "1"}, tag="offline")
+    assert all(torch.equal(logits[n], world["expected"][n]) for n in ARCHS)
+    logits = _load_all(world, env, names=["eca_resnet50", "eca_mobilenetv2"], tag="down")
+    assert torch.equal(logits["eca_resnet50"], world["expected"]["eca_resnet50_k3557"])
+    assert torch.equal(logits["eca_mobilenetv2"], world["expected"]["eca_mobilenetv2_k13"])
 
 
-def test_weights_dir_variable_supplies_converted_folders(world, tmp_path):
-    env = {"ECA_MODELS_WEIGHTS_DIR": str(world["root"] / "repos"), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
-    result, out = _load_all(world, env, names=["eca_mobilenetv2", "eca_resnet34"], tag="dir")
+OFFLINE = """
+import os, timm, torch, eca_models
+try:
+    timm.create_model("eca_resnet50", pretrained=True)
+except eca_models.WeightsError as e:
+    print(e)
+os.environ["ECA_MODELS_WEIGHTS_DIR"] = {repos!r}
+x = torch.load({x!r})
+with torch.no_grad():
+    torch.save({{n: timm.create_model(n, pretrained=True).eval()(x) for n in ("eca_mobilenetv2", "eca_resnet34")}}, {out!r})
+"""
+
+
+def test_offline_nothing_cached_then_the_weights_dir_variable(world, tmp_path):
+    code = OFFLINE.format(repos=str(world["root"] / "repos"), x=str(world["root"] / "x.pt"), out=str(tmp_path / "o.pt"))
+    result = run_python(code, env={"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
-    logits = torch.load(out)
+    message = result.stdout.strip()
+    assert message.startswith("no cached copy of eca-models/eca_resnet50_k3557.in1k") and "\n" not in message
+    assert "eca-models convert eca_resnet50_k3557.pth.tar" in message and "ECA_MODELS_WEIGHTS_DIR" in message
+    logits = torch.load(tmp_path / "o.pt")
     assert torch.equal(logits["eca_mobilenetv2"], world["expected"]["eca_mobilenetv2_k13"])
     assert torch.equal(logits["eca_resnet34"], world["expected"]["eca_resnet34_k3357"])
 
 
-BAD_FILE = """
-import dataclasses, sys, timm, eca_models
+BAD_FILES = """
+import dataclasses, json, timm, eca_models
 from eca_models.weights import manifest
-name = 'eca_resnet18_k3577.in1k'
-if {pin!r}:  # as if published: pinned revision and checksum
-    manifest._manifest()[name] = dataclasses.replace(manifest.get_checkpoint(name), revision={commit!r}, sha256={pin!r})
-for attempt in range({attempts}):
+for name, sha in {pins!r}.items():  # as if published: pinned revision and checksum
+    manifest._manifest()[name] = dataclasses.replace(manifest.get_checkpoint(name), revision={commit!r}, sha256=sha)
+for label, model, repo in {cases!r}:
+    kwargs = dict(pretrained_cfg_overlay=dict(hf_hub_id=repo)) if repo else {{}}
     try:
-        timm.create_model({model!r}, pretrained=True, **{kwargs!r})
-        print('LOADED')
+        timm.create_model(model, pretrained=True, **kwargs)
+        print(json.dumps([label, "LOADED"]))
     except eca_models.WeightsError as e:
-        print('ERROR', e)
+        print(json.dumps([label, str(e)]))
 """
 
 
-def _serve_bad(world, tmp_path, mutate, pin="", attempts=1, model="eca_resnet18_k3577", kwargs=None):
-    good = world["repos"][f"{ORG}/eca_resnet18_k3577.in1k"]
-    bad = tmp_path / "bad"
-    bad.mkdir(parents=True, exist_ok=True)
-    for f in good.iterdir():
-        (bad / f.name).write_bytes(f.read_bytes())
-    mutate(bad / "model.safetensors")
-    hub = LoopbackHub()
-    hub.repos[f"{ORG}/eca_resnet18_k3577.in1k"] = bad
-    env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
-    code = BAD_FILE.format(pin=pin, commit=LoopbackHub.COMMIT, attempts=attempts, model=model, kwargs=kwargs or {})
-    try:
-        result = run_python(code, env=env)
-    finally:
-        hub.stop()
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines(), tmp_path / "cache"
+@pytest.fixture(scope="module")
+def bad_files(world, tmp_path_factory):
+    """Every bad download at once, from one loopback Hub, in one fresh interpreter."""
+    root = tmp_path_factory.mktemp("bad")
+    r18 = world["repos"][f"{ORG}/eca_resnet18_k3577.in1k"]
+    r34 = world["repos"][f"{ORG}/eca_resnet34_k3357.in1k"]
 
-
-def test_truncated_file_is_refused(world, tmp_path):
-    lines, _ = _serve_bad(world, tmp_path, lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]))
-    assert lines[-1].startswith("ERROR") and "is not a valid safetensors file (truncated or corrupt?)" in lines[-1]
-
-
-def test_flipped_byte_fails_the_checksum_and_is_not_used_again(world, tmp_path):
-    good = world["repos"][f"{ORG}/eca_resnet18_k3577.in1k"] / "model.safetensors"
+    def variant(name, mutate):
+        folder = root / name
+        folder.mkdir()
+        for f in r18.iterdir():
+            (folder / f.name).write_bytes(f.read_bytes())
+        mutate(folder / "model.safetensors")
+        return folder
 
     def flip(p):
         data = bytearray(p.read_bytes())
         data[-100] ^= 0xFF
         p.write_bytes(bytes(data))
 
-    lines, cache = _serve_bad(world, tmp_path, flip, pin=sha256_file(good), attempts=2)
-    assert len(lines) == 2 and all(line.startswith("ERROR") for line in lines)
-    assert "the manifest expects" in lines[0] and "removed from the cache and will not be used" in lines[0]
-    assert not [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size > 1_000_000], "bad blob left in cache"
-    # the same pin with the good file served: accepted
-    lines, _ = _serve_bad(world, tmp_path / "ok", lambda p: None, pin=sha256_file(good))
-    assert lines == ["LOADED"]
+    hub = LoopbackHub()
+    hub.repos.update(
+        {
+            f"{ORG}/eca_resnet18_k3577.in1k": variant("flipped", flip),
+            f"{ORG}/eca_resnet34_k3357.in1k": r34,
+            "test/truncated": variant("truncated", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
+            "test/pickle": variant("pickle", lambda p: torch.save({"fc.weight": torch.zeros(1)}, p)),
+            "test/text": variant("text", lambda p: p.write_text("<html>not a model</html>")),
+        }
+    )
+    pins = {
+        "eca_resnet18_k3577.in1k": sha256_file(r18 / "model.safetensors"),
+        "eca_resnet34_k3357.in1k": sha256_file(r34 / "model.safetensors"),
+    }
+    cases = [
+        ("flipped", "eca_resnet18_k3577", ""),
+        ("flipped again", "eca_resnet18_k3577", ""),
+        ("pinned good", "eca_resnet34_k3357", ""),
+        ("truncated", "eca_resnet18", "test/truncated"),
+        ("pickle", "eca_resnet18", "test/pickle"),
+        ("text", "eca_resnet18", "test/text"),
+        ("unpublished", "eca_resnet50", ""),
+        ("missing", "eca_resnet50", "someone/nothing-here"),
+    ]
+    cache = root / "cache"
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0"}
+    try:
+        result = run_python(BAD_FILES.format(pins=pins, commit=LoopbackHub.COMMIT, cases=cases), env=env)
+    finally:
+        hub.stop()
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(line) for line in result.stdout.splitlines()), cache
 
 
-def test_non_safetensors_file_is_refused_even_if_it_is_a_torch_file(world, tmp_path):
-    def as_pickle(p):
-        torch.save({"fc.weight": torch.zeros(1)}, p)
+def test_flipped_byte_fails_the_checksum_and_is_not_used_again(bad_files):
+    outcome, cache = bad_files
+    for case in ("flipped", "flipped again"):  # downloaded again, refused again: the bad file was not kept
+        assert "has sha256" in outcome[case] and "the manifest expects" in outcome[case]
+        assert "removed from the cache and will not be used" in outcome[case]
+    blobs = [
+        p for p in cache.glob("models--eca-models--eca_resnet18_k3577.in1k/blobs/*") if p.stat().st_size > 1_000_000
+    ]
+    assert not blobs, "the bad file was left in the cache"
+    assert outcome["pinned good"] == "LOADED"
 
-    lines, _ = _serve_bad(world, tmp_path, as_pickle)
-    assert lines[-1].startswith("ERROR") and "is not a valid safetensors file" in lines[-1]
-    lines, _ = _serve_bad(world, tmp_path / "text", lambda p: p.write_text("<html>not a model</html>"))
-    assert lines[-1].startswith("ERROR") and "is not a valid safetensors file" in lines[-1]
+
+def test_truncated_file_is_refused(bad_files):
+    assert "is not a valid safetensors file (truncated or corrupt?)" in bad_files[0]["truncated"]
 
 
-def test_missing_repo(world, tmp_path):
-    lines, _ = _serve_bad(world, tmp_path, lambda p: None, model="eca_resnet50")
-    assert lines[-1].startswith("ERROR eca-models/eca_resnet50_k3557.in1k@main is not published on the Hub yet")
-    kwargs = {"pretrained_cfg_overlay": {"hf_hub_id": "someone/nothing-here"}}
-    lines, _ = _serve_bad(world, tmp_path / "b", lambda p: None, model="eca_resnet50", kwargs=kwargs)
-    assert lines[-1].startswith("ERROR someone/nothing-here@main was not found on the Hub (RepositoryNotFoundError)")
+def test_non_safetensors_file_is_refused_even_if_it_is_a_torch_file(bad_files):
+    assert "is not a valid safetensors file" in bad_files[0]["pickle"]
+    assert "is not a valid safetensors file" in bad_files[0]["text"]
+
+
+def test_missing_repo(bad_files):
+    outcome = bad_files[0]
+    assert outcome["unpublished"].startswith("eca-models/eca_resnet50_k3557.in1k@main is not published on the Hub yet")
+    assert "eca-models convert eca_resnet50_k3557.pth.tar" in outcome["unpublished"]
+    assert outcome["missing"].startswith("someone/nothing-here@main was not found on the Hub (RepositoryNotFoundError)")
 
 
 def test_converted_folder_is_hub_ready(world):

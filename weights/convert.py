@@ -19,13 +19,13 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
-from .._files import sha256_file
+from .._files import sha256_file, write_text_atomic
 from ..complexity import count_macs, count_params
 from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
 from .manifest import find_checkpoint
 from .model_card import render_model_card
 
-__all__ = ["ConversionReport", "convert_checkpoint", "describe_kernels", "save_hub_folder"]
+__all__ = ["ConversionReport", "convert_checkpoint", "describe_kernels", "save_hub_folder", "write_hub_files"]
 
 
 @dataclasses.dataclass
@@ -63,22 +63,50 @@ def _apply_umask(folder: Path) -> None:
         path.chmod(0o666 & ~umask)
 
 
+def write_hub_files(
+    model: torch.nn.Module,
+    folder: Union[str, Path],
+    card: str,
+    metadata: Dict[str, str],
+    model_config: Optional[Dict] = None,
+    data_config: Optional[Dict] = None,
+) -> None:
+    """Write ``model.safetensors``, ``config.json`` and ``README.md`` into ``folder``, each atomically.
+
+    Args:
+        model: The model whose weights and config to save.
+        folder: An existing folder.
+        card: The model card text.
+        metadata: String metadata stored in the safetensors header.
+        model_config: Extra timm config entries (``label_names``, ``pretrained_cfg`` overrides).
+        data_config: The preprocessing the weights expect, when not the model's pretrained cfg's.
+    """
+    folder = Path(folder)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = folder / f".{WEIGHTS_FILE}.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt", **metadata})
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    tmp = folder / ".config.json.tmp"
+    model_args = {"kernel_sizes": model.kernel_code}
+    save_config_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, data_config=data_config)
+    os.replace(tmp, folder / "config.json")
+    write_text_atomic(folder / "README.md", card)
+
+
 def save_hub_folder(
     model: torch.nn.Module,
     out_dir: Union[str, Path],
     card: str,
     metadata: Dict[str, str],
-    model_config: Optional[Dict] = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and ``README.md`` for ``model``, atomically as a folder.
+    """:func:`write_hub_files` into a new folder, made whole beside the target and renamed into place.
 
     Args:
         model: The model whose weights and config to save.
         out_dir: Target folder; it must not exist (or be empty) unless ``overwrite``.
         card: The model card text.
         metadata: String metadata stored in the safetensors header.
-        model_config: Extra timm config entries (``label_names``, ...).
         overwrite: Replace an existing folder.
     """
     out_dir = Path(out_dir)
@@ -87,12 +115,7 @@ def save_hub_folder(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", **metadata})
-        save_config_for_hf(
-            model, str(tmp / "config.json"), model_config=model_config, model_args={"kernel_sizes": model.kernel_code}
-        )
-        (tmp / "README.md").write_text(card, encoding="utf-8")
+        write_hub_files(model, tmp, card, metadata)
         _apply_umask(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")

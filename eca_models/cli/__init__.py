@@ -5,14 +5,24 @@ import sys
 from typing import List, Optional
 
 from ..weights import WeightsError
-from . import convert, list_models, publish, validate
+from . import convert, finetune, list_models, predict, publish, validate
 from .common import UsageError
 
-COMMANDS = {"list": list_models, "convert": convert, "publish": publish, "validate": validate}
+COMMANDS = {
+    "list": list_models,
+    "convert": convert,
+    "publish": publish,
+    "validate": validate,
+    "finetune": finetune,
+    "predict": predict,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eca-models", description="ECA-Net models: list, convert, publish, validate.")
+    parser = argparse.ArgumentParser(
+        prog="eca-models",
+        description="ECA-Net models as timm models: list, convert, publish, validate, finetune, predict.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(sub.add_parser(name, help=module.HELP, description=module.__doc__))

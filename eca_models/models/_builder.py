@@ -1,7 +1,9 @@
 """What every ECA model family shares: pretrained cfgs from the manifest, building, weight checks."""
 
 import dataclasses
+import json
 import re
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Type, TypeVar
 
 import torch
@@ -49,12 +51,25 @@ def build_eca_model(model_cls: Type[ModelT], variant: str, pretrained: bool = Fa
             pretrained_cfg=kwargs.pop("pretrained_cfg", None),
             pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
         )
+        cfg = _with_folder_classes(cfg)
         state_dict = load_pretrained_weights(cfg)
         kwargs["pretrained_cfg"] = dataclasses.replace(cfg, state_dict=state_dict, source="")
     kwargs.setdefault("pretrained_strict", True)
     model = build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     model.pretrained_cfg.pop("state_dict", None)  # don't keep a second copy of the weights around
     return model
+
+
+def _with_folder_classes(cfg: Any) -> Any:
+    """A weights folder written by convert or finetune says its classes: use its count and names."""
+    config_file = Path(cfg.file) / "config.json" if cfg.file and Path(cfg.file).is_dir() else None
+    if config_file is None or not config_file.is_file():
+        return cfg
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    names = config.get("label_names") or config.get("pretrained_cfg", {}).get("label_names")
+    return dataclasses.replace(
+        cfg, num_classes=config.get("num_classes", cfg.num_classes), label_names=names or cfg.label_names
+    )
 
 
 def checkpoint_filter(checkpoint: Dict[str, Any], model: torch.nn.Module) -> Dict[str, torch.Tensor]:

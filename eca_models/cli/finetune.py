@@ -1,0 +1,364 @@
+"""Fine-tune an ECA model on your own class folders, resumable, on one machine or many.
+
+Steps: check the run folder, read the class folders, build the model from its pretrained
+weights (or a checkpoint, or from scratch) with a new classifier, build timm's transforms,
+optimizer and scheduler, then train epoch by epoch: a checkpoint written atomically after every
+epoch (and every N steps if asked, and on Ctrl-C), the validation accuracy measured, the best
+model exported as a Hub-format folder (model.safetensors, config.json, README.md) into the run
+folder, the metrics logged, and the curves drawn at the end. Under torchrun every process trains
+its share (DistributedDataParallel) and only rank 0 writes.
+"""
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+from timm.data import Mixup, create_transform, resolve_data_config
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+from .. import distributed
+from .._files import write_text_atomic
+from ..complexity import count_macs, count_params
+from ..data.folders import find_class_folders
+from ..data.imagenet import DataError
+from ..data.images import ImageListDataset, ShardSampler
+from ..evaluation import evaluate
+from ..factory import load
+from ..training.loop import train_one_epoch
+from ..training.plots import plot_curves
+from ..training.sampler import EpochSampler
+from ..training.state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
+from ..weights import WeightsError, find_checkpoint
+from ..weights.convert import write_hub_files
+from ..weights.model_card import render_model_card
+from ..zoo import weights_state
+from .common import UsageError, add_runtime_args
+
+HELP = "fine-tune a model on your own class folders (train/ and val/)"
+RUN_FILES = (
+    CHECKPOINT,
+    "metrics.jsonl",
+    "args.json",
+    "curves.png",
+    "skipped_images.txt",
+    "model.safetensors",
+    "config.json",
+    "README.md",
+)
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="architecture (eca_resnet50, ...) or a fine-tuned run folder")
+    parser.add_argument(
+        "--data", required=True, help="folder with train/ and val/ class folders (or class folders + --val-split)"
+    )
+    parser.add_argument(
+        "--output", required=True, help="run folder: checkpoints, metrics, curves and the exported model"
+    )
+    parser.add_argument("--val-split", type=float, help="hold out this fraction of each class when there is no val/")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--pretrained", action="store_true", help="start from the ImageNet weights (default where they exist)"
+    )
+    weights.add_argument("--checkpoint", help="start from this weights file or folder (e.g. the authors' .pth.tar)")
+    weights.add_argument("--no-pretrained", action="store_true", help="train from scratch")
+    parser.add_argument("--epochs", type=int, default=10)
+    add_runtime_args(parser, batch_size=32)
+    parser.add_argument("--opt", default="sgd", help="timm optimizer name (sgd, adamw, ...)")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--sched", default="cosine", help="timm scheduler name (cosine, step, ...)")
+    parser.add_argument("--warmup-epochs", type=int, default=0)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area range")
+    parser.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    parser.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
+    parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
+    parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
+    parser.add_argument("--drop-rate", type=float, help="dropout before the classifier (default: the model's)")
+    parser.add_argument("--drop-path-rate", type=float, default=0.0)
+    parser.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
+    parser.add_argument("--save-every-steps", type=int, default=0, help="also checkpoint every N steps")
+    parser.add_argument("--seed", type=int, default=0)
+    run_dir = parser.add_mutually_exclusive_group()
+    run_dir.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
+    run_dir.add_argument("--overwrite", action="store_true", help="start over in an existing --output")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = _prepare_run_dir(Path(args.output), args)
+    device = distributed.setup(args.device)
+    try:
+        return _finetune(args, run_dir, device)
+    finally:
+        distributed.cleanup()
+
+
+def _prepare_run_dir(run_dir: Path, args: argparse.Namespace) -> Path:
+    used = run_dir.is_dir() and any(run_dir.iterdir())
+    if args.resume and not (run_dir / CHECKPOINT).is_file():
+        raise UsageError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist")
+    if used and not (args.resume or args.overwrite):
+        raise UsageError(f"{run_dir} is not empty: pass --resume to continue that run or --overwrite to start over")
+    if args.overwrite and distributed.is_main_env():
+        for name in RUN_FILES:  # only what a run writes: never anything else the folder holds
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _warn(message: str) -> None:
+    if distributed.is_main():
+        print(f"eca-models finetune: warning: {message}", file=sys.stderr)
+
+
+def _start_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
+    kwargs: Dict[str, Any] = dict(drop_path_rate=args.drop_path_rate)
+    if args.drop_rate is not None:
+        kwargs["drop_rate"] = args.drop_rate
+    try:
+        if args.checkpoint:
+            model = load(args.model, checkpoint=args.checkpoint, **kwargs)
+        elif args.no_pretrained:
+            _warn(
+                f"training {args.model} from scratch: expect far lower accuracy than fine-tuning and many more "
+                "epochs (the released weights took 100 epochs on 1.28M ImageNet images)"
+            )
+            model = load(args.model, pretrained=False, **kwargs)
+        else:
+            available = Path(args.model).is_dir() or weights_state(find_checkpoint(args.model)) in (
+                "cached",
+                "local",
+                "on the Hub",
+            )
+            if not (args.pretrained or available):
+                raise UsageError(
+                    f"no pretrained weights for {args.model} here (not published on the Hub yet): pass --checkpoint "
+                    "with the authors' .pth.tar or a converted folder, or --no-pretrained to train from scratch"
+                )
+            model = load(args.model, pretrained=True, **kwargs)
+    except (KeyError, WeightsError) as e:
+        raise UsageError(e.args[0] if isinstance(e, KeyError) else str(e)) from None
+    model.reset_classifier(num_classes)
+    return model
+
+
+def _freeze_backbone(model: torch.nn.Module) -> List[torch.nn.Parameter]:
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _finetune(args: argparse.Namespace, run_dir: Path, device: torch.device) -> int:
+    # 1. the data
+    try:
+        data = find_class_folders(Path(args.data), args.val_split, args.seed)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    if len(data.train) // distributed.world_size() < args.batch_size:
+        raise UsageError(f"{len(data.train)} training images is fewer than one batch per process: lower --batch-size")
+
+    # 2. the model, with a classifier for these classes (seeded first: a fresh run's init is reproducible)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = _start_model(args, len(data.classes))
+    arch = model.pretrained_cfg.get("architecture", args.model)
+    params = _freeze_backbone(model) if args.freeze_backbone else [p for p in model.parameters() if p.requires_grad]
+
+    # 3. timm's transforms, optimizer, scheduler, mixup and losses
+    data_config = resolve_data_config({"input_size": (3, args.img_size, args.img_size)}, model=model)
+    train_tf = create_transform(**data_config, is_training=True, scale=tuple(args.scale), hflip=args.hflip)
+    eval_tf = create_transform(**data_config, is_training=False)
+    train_set = ImageListDataset(data.train, train_tf, data_config["input_size"])
+    val_set = ImageListDataset(data.val, eval_tf, data_config["input_size"])
+    optimizer = create_optimizer_v2(
+        params, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum
+    )
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs
+    )
+    scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
+    mixup = None
+    if args.mixup > 0 or args.cutmix > 0:
+        mixup = Mixup(
+            mixup_alpha=args.mixup,
+            cutmix_alpha=args.cutmix,
+            label_smoothing=args.smoothing,
+            num_classes=len(data.classes),
+        )
+        train_loss = SoftTargetCrossEntropy()
+    else:
+        train_loss = LabelSmoothingCrossEntropy(args.smoothing) if args.smoothing > 0 else torch.nn.CrossEntropyLoss()
+
+    # 4. where to start: the beginning, or exactly where the interrupted run stopped
+    epoch, step, carried, best, history = 0, 0, (0.0, 0), {"top1": -1.0, "epoch": -1}, []
+    if args.resume:
+        state = load_state(run_dir)
+        if state["model_name"] != arch or state["classes"] != data.classes:
+            raise UsageError(f"{run_dir} holds a run of {state['model_name']} on other classes; use another --output")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        epoch, step, carried = state["epoch"], state["step"], tuple(state["carried"])
+        best, history = state["best"], state["history"]
+        restore_rng(state["rng"])
+        if distributed.is_main():
+            print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
+    elif distributed.is_main():
+        write_text_atomic(run_dir / "args.json", json.dumps(vars(args), indent=2, default=str) + "\n")
+    model = model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size() > 1 else model
+    skipped: set = set()
+
+    def snapshot(epoch: int, step: int, carried, rng) -> Dict[str, Any]:
+        return {
+            "model_name": arch,
+            "classes": data.classes,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch,
+            "step": step,
+            "carried": list(carried),
+            "best": best,
+            "history": history,
+            "rng": rng,
+        }
+
+    def note_unreadable(paths: List[str]) -> None:
+        new = [p for p in paths if p not in skipped]
+        skipped.update(new)
+        for path in new:
+            print(f"eca-models finetune: warning: skipping unreadable image {path}", file=sys.stderr)
+        if new:
+            with open(run_dir / "skipped_images.txt", "a", encoding="utf-8") as f:
+                f.writelines(p + "\n" for p in new)
+
+    # 5. train, checkpoint, validate, export the best
+    position: Dict[str, Any] = {"epoch": epoch, "step": step, "carried": carried, "rng": capture_rng()}
+    try:
+        while epoch < args.epochs:
+            scheduler.step(epoch)
+            net.train()
+            if args.freeze_backbone:
+                model.eval()  # keep the backbone's BN statistics as loaded
+                model.get_classifier().train()
+            sampler = EpochSampler(
+                len(data.train), args.seed, epoch, distributed.rank(), distributed.world_size(), step * args.batch_size
+            )
+            loader = torch.utils.data.DataLoader(
+                train_set,
+                batch_size=args.batch_size,
+                sampler=sampler,
+                num_workers=args.workers,
+                drop_last=True,
+                pin_memory=device.type == "cuda",
+                generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch * 1_009 + step),
+            )
+
+            def on_step(done: int, loss_sum: float, steps: int, epoch: int = epoch) -> None:
+                position.update(epoch=epoch, step=done, carried=(loss_sum, steps), rng=capture_rng())
+                if args.save_every_steps and done % args.save_every_steps == 0 and distributed.is_main():
+                    save_state(run_dir, snapshot(epoch, done, (loss_sum, steps), position["rng"]))
+
+            mean_loss = train_one_epoch(
+                net, loader, optimizer, train_loss, device, scaler, args.amp, args.channels_last, mixup,
+                on_step, note_unreadable, step, carried, desc=f"epoch {epoch + 1}/{args.epochs}",
+            )  # fmt: skip
+            val = _validate(model, val_set, args, device)
+            epoch, step, carried = epoch + 1, 0, (0.0, 0)
+            history.append(
+                dict(
+                    epoch=epoch,
+                    train_loss=mean_loss,
+                    val_loss=val.loss,
+                    val_top1=val.top1,
+                    val_top5=val.top5,
+                    lr=optimizer.param_groups[0]["lr"],
+                )
+            )
+            if val.top1 > best["top1"]:
+                best = {"top1": val.top1, "top5": val.top5, "epoch": epoch}
+                if distributed.is_main():
+                    _export(model, run_dir, arch, data.classes, data_config, best, Path(args.data).name)
+            position.update(epoch=epoch, step=0, carried=(0.0, 0), rng=capture_rng())
+            if distributed.is_main():
+                save_state(run_dir, snapshot(epoch, 0, (0.0, 0), position["rng"]))
+                write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+                print(
+                    f"epoch {epoch}: train loss {mean_loss:.4f}, val loss {val.loss:.4f}, "
+                    f"val Top-1 {val.top1:.2f}, Top-5 {val.top5:.2f} (best {best['top1']:.2f} at epoch {best['epoch']})"
+                )
+    except KeyboardInterrupt:
+        if distributed.is_main():
+            save_state(run_dir, snapshot(position["epoch"], position["step"], position["carried"], position["rng"]))
+            print(
+                f"\ninterrupted: saved epoch {position['epoch'] + 1} step {position['step']} to {run_dir / CHECKPOINT}; "
+                "continue with the same command and --resume",
+                file=sys.stderr,
+            )
+        return 130
+
+    if distributed.is_main():
+        plot_curves(history, run_dir / "curves.png", f"{arch} on {Path(args.data).name}")
+        print(
+            f"done: best val Top-1 {best['top1']:.2f} at epoch {best['epoch']}; model in {run_dir} (model.safetensors, config.json, README.md)"
+        )
+    return 0
+
+
+def _validate(model: torch.nn.Module, val_set: ImageListDataset, args: argparse.Namespace, device: torch.device):
+    sampler = ShardSampler(range(len(val_set)), distributed.rank(), distributed.world_size())
+    loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers)
+    model.eval()
+    return evaluate(
+        model,
+        loader,
+        device,
+        args.amp,
+        args.channels_last,
+        "skip",
+        desc="validate",
+        loss_fn=torch.nn.functional.cross_entropy,
+    )
+
+
+def _export(
+    model, run_dir: Path, arch: str, classes: List[str], data_config, best: Dict[str, float], dataset: str
+) -> None:
+    """The best model so far as a Hub-format folder: the run folder itself."""
+    measured = {"acc@1": round(best["top1"], 2), "acc@5": round(best["top5"], 2)}
+    card = render_model_card(
+        repo_name=run_dir.name,
+        model_name=arch,
+        kernel_code=model.kernel_code,
+        num_params=count_params(model),
+        gmacs=count_macs(model) / 1e9,
+        hf_hub_id=f"ORG/{run_dir.name}",
+        measured=measured,
+        dataset=dataset,
+        class_names=classes,
+    )
+    metadata = {
+        "architecture": arch,
+        "kernel_code": model.kernel_code,
+        "finetuned_on": dataset,
+        "best_epoch": str(best["epoch"]),
+    }
+    model_config = {"label_names": classes, "pretrained_cfg": {"tag": "finetuned"}}
+    write_hub_files(model, run_dir, card, metadata, model_config=model_config, data_config=dict(data_config))

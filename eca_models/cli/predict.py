@@ -1,0 +1,69 @@
+"""Classify images: the top-k classes of each, by name (ImageNet names for ImageNet models, a
+fine-tuned run's own class names), one line per image, or JSON with --json."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from timm.data import create_transform, resolve_data_config
+
+from ..data.imagenet import imagenet_class_names
+from ..factory import load
+from ..weights import WeightsError
+from .common import UsageError
+
+HELP = "print the top-k classes of images"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--model", required=True, help="a registered name or a fine-tuned / converted folder")
+    parser.add_argument("--checkpoint", help="weights file or folder for a registered name")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        model = load(args.model, pretrained=True, checkpoint=args.checkpoint).to(args.device)
+    except (KeyError, WeightsError) as e:
+        raise UsageError(e.args[0] if isinstance(e, KeyError) else str(e)) from None
+    names = model.pretrained_cfg.get("label_names") or (imagenet_class_names() if model.num_classes == 1000 else None)
+    if names is None:
+        names = [str(i) for i in range(model.num_classes)]
+    transform = create_transform(**resolve_data_config({}, model=model), is_training=False)
+    k = min(args.top_k, model.num_classes)
+    results, failed = [], 0
+    for image in args.images:
+        try:
+            with Image.open(image) as img:
+                x = transform(img.convert("RGB")).unsqueeze(0).to(args.device)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            print(
+                f"eca-models predict: cannot read {image}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                file=sys.stderr,
+            )
+            failed += 1
+            continue
+        with torch.inference_mode():
+            probs = model(x).float().softmax(dim=1)[0]
+        top = probs.topk(k)
+        results.append(
+            {
+                "image": str(image),
+                "top": [
+                    {"class": names[i], "index": int(i), "prob": round(float(p), 4)}
+                    for p, i in zip(top.values, top.indices)
+                ],
+            }
+        )
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{Path(r['image']).name}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+    return 1 if failed else 0

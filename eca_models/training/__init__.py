@@ -1,0 +1,1 @@
+"""Fine-tuning: resumable training state, the epoch sampler, the training step, the curves plot."""

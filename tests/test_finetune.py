@@ -1,0 +1,262 @@
+"""eca-models finetune and predict on real images: scikit-learn's handwritten digits."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import timm
+import torch
+from conftest import run_python
+from helpers import write_image
+
+import eca_models
+from eca_models.cli import main
+
+FAST = ["--img-size", "32", "--batch-size", "64", "--workers", "0", "--opt", "adamw", "--lr", "0.003"]
+FAST += ["--weight-decay", "0.01", "--scale", "0.6", "1.0", "--hflip", "0", "--no-pretrained"]
+
+
+def _write_digits(root, every=1):
+    """The 1,797 8x8 digits of scikit-learn as class folders: every 5th image to val/."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        if i % every:
+            continue
+        folder = root / ("val" if i % 5 == 0 else "train") / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255 / 16).astype(np.uint8)).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = _write_digits(tmp_path_factory.mktemp("digits"))
+    (root / "train" / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "train" / "3" / "README.txt").write_text("not an image: ignored")
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    return _write_digits(tmp_path_factory.mktemp("small"), every=8)
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "digits-r18"
+    code = main(
+        ["finetune", "--model", "eca_resnet18", "--data", str(digits), "--output", str(run_dir), "--epochs", "2", *FAST]
+    )
+    assert code == 0
+    return run_dir
+
+
+def test_from_scratch_run_learns_the_digits(trained):
+    history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[-1]["val_top1"] > 50, history  # chance is 10%
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for name in ("model.safetensors", "config.json", "README.md", "curves.png", "last.pth", "args.json"):
+        assert (trained / name).is_file(), name
+    assert (trained / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "broken.png" in (trained / "skipped_images.txt").read_text()
+    config = json.loads((trained / "config.json").read_text())
+    assert config["architecture"] == "eca_resnet18" and config["num_classes"] == 10
+    assert config["label_names"] == [str(i) for i in range(10)] and config["model_args"]["kernel_sizes"] == "k3577"
+    card = (trained / "README.md").read_text()
+    assert (
+        "library_name: timm" in card and "measured" in card and f"{max(h['val_top1'] for h in history):.2f}"[:4] in card
+    )
+
+
+def test_result_loads_everywhere(trained, digits, tmp_path, capsys):
+    model = eca_models.load(trained)
+    assert model.num_classes == 10 and model.pretrained_cfg["label_names"][3] == "3"
+    same = timm.create_model(
+        "eca_resnet18", num_classes=10, pretrained=True, pretrained_cfg_overlay=dict(file=str(trained))
+    )
+    for a, b in zip(model.state_dict().values(), same.state_dict().values()):
+        assert torch.equal(a, b)
+    # validate takes the run as a checkpoint: no reported numbers, so simply measured
+    results = tmp_path / "r.json"
+    args = ["--data", str(digits / "val"), "--workers", "0", "--results-file", str(results)]
+    assert main(["validate", "--model", "eca_resnet18", "--checkpoint", str(trained), *args]) == 0
+    row = json.loads(results.read_text())[0]
+    history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert row["verdict"] == "MEASURED" and row["images"] == 360
+    assert row["top1"] == pytest.approx(max(h["val_top1"] for h in history), abs=1e-3)
+    # publish takes it
+    assert main(["publish", str(trained), "--repo", "me/digits", "--dry-run"]) == 0
+    assert "no manifest entry" in capsys.readouterr().out
+    # predict prints the run's class names, one line per image, or JSON
+    images = sorted((digits / "val" / "7").iterdir())[:2]
+    assert main(["predict", "--model", str(trained), *map(str, images), "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(images[0].name + ": ") and "%" in lines[0]
+    assert main(["predict", "--model", str(trained), str(images[0]), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert len(top) == 5 and {t["class"] for t in top} <= {str(i) for i in range(10)}
+
+
+def test_predict_with_imagenet_names(tmp_path, capsys):
+    from helpers import ranking_checkpoint
+
+    ckpt = ranking_checkpoint(tmp_path / "r.pth.tar", [1, 2, 3, 4, 5])
+    image = write_image(tmp_path / "x.jpg", 0)
+    assert (
+        main(["predict", "--model", "eca_resnet18_k3577", "--checkpoint", str(ckpt), str(image), "--top-k", "2"]) == 0
+    )
+    assert capsys.readouterr().out.startswith("x.jpg: goldfish ")
+
+
+def _kill_when(proc, path, predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists():
+            try:
+                if predicate(torch.load(path, weights_only=True)):
+                    proc.send_signal(signal.SIGKILL)
+                    return proc.wait()
+            except Exception:  # noqa: BLE001 - mid-rename; try again
+                pass
+        time.sleep(0.05)
+    raise AssertionError("the run never reached the point to kill it at")
+
+
+def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(small_digits, tmp_path):
+    args = ["--data", str(small_digits), "--epochs", "2", "--save-every-steps", "1", *FAST, "--batch-size", "16"]
+    assert main(["finetune", "--model", "eca_resnet18", "--output", str(tmp_path / "straight"), *args]) == 0
+
+    run_dir = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "eca_models.cli",
+        "finetune",
+        "--model",
+        "eca_resnet18",
+        "--output",
+        str(run_dir),
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "2"}
+    )
+    _kill_when(proc, run_dir / "last.pth", lambda s: s["epoch"] == 1 and s["step"] >= 3)  # mid-way through epoch 2
+    killed_at = torch.load(run_dir / "last.pth", weights_only=True)
+    assert killed_at["epoch"] == 1 and killed_at["step"] >= 3
+
+    # an existing run is never overwritten without --resume or --overwrite
+    assert main(["finetune", "--model", "eca_resnet18", "--output", str(run_dir), *args]) == 2
+    assert main(["finetune", "--model", "eca_resnet18", "--output", str(run_dir), *args, "--resume"]) == 0
+    straight = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
+    resumed = torch.load(run_dir / "last.pth", weights_only=True)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), f"{key} differs after resume"
+    assert straight["history"] == resumed["history"]
+
+
+def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
+    run_dir = tmp_path / "interrupted"
+    args = [
+        "--model",
+        "eca_resnet18",
+        "--data",
+        str(small_digits),
+        "--output",
+        str(run_dir),
+        "--epochs",
+        "1",
+        *FAST,
+        "--batch-size",
+        "16",
+    ]
+    cmd = [sys.executable, "-m", "eca_models.cli", "finetune", *args, "--save-every-steps", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "last.pth").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "continue with the same command and --resume" in err
+    state = torch.load(run_dir / "last.pth", weights_only=True)
+    assert state["epoch"] == 0 and state["step"] >= 2
+    assert main(["finetune", *args, "--resume"]) == 0
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+
+
+def test_two_processes_under_torchrun(small_digits, tmp_path):
+    run_dir = tmp_path / "ddp"
+    args = [
+        "finetune",
+        "--model",
+        "eca_resnet18",
+        "--data",
+        str(small_digits),
+        "--output",
+        str(run_dir),
+        "--epochs",
+        "1",
+    ]
+    args += [*FAST, "--batch-size", "16"]
+    torchrun = ["--standalone", "--nproc-per-node", "2", "-m", "eca_models.cli", *args]
+    result = run_python(
+        f"import sys; from torch.distributed.run import main; sys.exit(main({torchrun!r}))",
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("epoch 1: train loss") == 1, "only rank 0 reports"
+    [row] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert row["val_top1"] >= 0 and (run_dir / "model.safetensors").is_file()
+    assert eca_models.load(run_dir).num_classes == 10
+
+
+def _cli_error(*args):
+    return main(["finetune", "--model", "eca_resnet18", *args, "--epochs", "1", *FAST])
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda r: None, "data folder not found"),
+        (
+            lambda r: write_image(r / "train" / "a" / "1.png", 0) and write_image(r / "val" / "a" / "1.png", 0),
+            "at least two",
+        ),
+        (
+            lambda r: (
+                [write_image(r / s / c / "1.png", 0) for s in ("train", "val") for c in "ab"]
+                and (r / "train" / "c").mkdir()
+            ),
+            "holds no images",
+        ),
+        (
+            lambda r: [
+                write_image(r / s / c / "1.png", 0)
+                for s, c in (("train", "a"), ("train", "b"), ("val", "a"), ("val", "z"))
+            ],
+            "val classes differ",
+        ),
+        (lambda r: [write_image(r / c / "1.png", 0) for c in "ab"], "no train/ and val/"),
+    ],
+)
+def test_bad_data_gets_one_line(tmp_path, capsys, make, expected):
+    data = tmp_path / "data"
+    make(data)
+    assert _cli_error("--data", str(data), "--output", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+
+
+def test_pretrained_default_says_what_to_do_when_weights_are_unpublished(digits, tmp_path, capsys):
+    code = main(["finetune", "--model", "eca_resnet50", "--data", str(digits), "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no pretrained weights for eca_resnet50 here" in err and "--no-pretrained" in err
