@@ -5,6 +5,7 @@ released checkpoints' names (``eca_resnet50_k3557``, ...) with ``timm.create_mod
 """
 
 from . import models
+from .attention import attention_weights, capture_attention
 from .factory import load
 from .layers import EcaLayer, adaptive_kernel_size, parse_kernel_code
 from .models import EcaMobileNetV2, EcaResNet
@@ -34,6 +35,8 @@ __all__ = [
     "EcaResNet",
     "WeightsError",
     "adaptive_kernel_size",
+    "attention_weights",
+    "capture_attention",
     "load",
     "models",
     "parse_kernel_code",

@@ -21,11 +21,13 @@ def count_macs(model: torch.nn.Module, input_size: Tuple[int, int, int] = (3, 22
     elementwise multiply are not counted, like the thop figures the paper publishes.
     """
     param = next(model.parameters())
-    x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
+    # a grad-requiring input keeps the models on their plain path: the inference shortcuts (an ECA
+    # pool taken before a 1x1 conv) are an implementation detail, not the architecture's cost
+    x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype, requires_grad=True)
     counter = FlopCounterMode(display=False)
     was_training = model.training
     model.eval()
-    with counter, torch.no_grad():
+    with counter:
         model(x)
     model.train(was_training)
     return counter.get_total_flops() // 2

@@ -5,7 +5,7 @@ import sys
 from typing import List, Optional
 
 from ..weights import WeightsError
-from . import convert, finetune, list_models, predict, publish, validate
+from . import attention, benchmark, convert, finetune, list_models, predict, publish, validate
 from .common import UsageError
 
 COMMANDS = {
@@ -15,13 +15,15 @@ COMMANDS = {
     "validate": validate,
     "finetune": finetune,
     "predict": predict,
+    "benchmark": benchmark,
+    "attention": attention,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eca-models",
-        description="ECA-Net models as timm models: list, convert, publish, validate, finetune, predict.",
+        description="ECA-Net models as timm models: list, convert, publish, validate, finetune, predict, benchmark, attention.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():

@@ -76,10 +76,12 @@ class EcaLayer(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Channel weights in (0, 1) for ``x`` of shape (N, C, H, W), shaped (N, C, 1, 1)."""
-        n, c = x.shape[0], x.shape[1]
-        y = x.mean(dim=(2, 3)).view(n, 1, c)
-        y = self.conv(y)
-        return y.sigmoid().view(n, c, 1, 1)
+        return self.gate_from_pooled(x.mean(dim=(2, 3)))
+
+    def gate_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Channel weights from the per-channel means ``pooled`` (N, C), shaped (N, C, 1, 1)."""
+        n, c = pooled.shape
+        return self.conv(pooled.view(n, 1, c)).sigmoid().view(n, c, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)

@@ -13,8 +13,10 @@ import functools
 from typing import Any, Callable, Dict, List, Tuple, Type
 
 import torch
+import torch.nn.functional as F
 from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from torch import nn
 
 from ..layers import EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
 from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
@@ -22,7 +24,56 @@ from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
 __all__ = ["EcaBasicBlock", "EcaBottleneck", "EcaResNet"]
 
 
-class EcaBasicBlock(BasicBlock):
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+class _EcaAddFunction(torch.autograd.Function):
+    """``shortcut + x * sigmoid(conv1d(mean_hw(x)))`` with a backward that makes two passes over the
+    block-sized tensors where autograd's generic one makes four (it materialises the mean's gradient
+    and accumulates it separately). The conv runs through the ECA module, so its hooks still fire."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, shortcut: torch.Tensor, weight: torch.Tensor, eca: EcaLayer) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))
+        gate = eca.gate_from_pooled(pooled)
+        ctx.save_for_backward(x, pooled, gate, weight)
+        ctx.padding = eca.conv.padding
+        return torch.addcmul(shortcut, x, gate)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, pooled, gate, weight = ctx.saved_tensors
+        n, c = pooled.shape
+        d_gate = (grad * x).sum(dim=(2, 3))
+        d_logits = (d_gate * gate.view(n, c) * (1 - gate.view(n, c))).view(n, 1, c)
+        pooled3 = pooled.view(n, 1, c)
+        d_pooled = torch.nn.grad.conv1d_input(pooled3.shape, weight, d_logits, padding=ctx.padding).view(n, c, 1, 1)
+        d_weight = torch.nn.grad.conv1d_weight(pooled3, weight.shape, d_logits, padding=ctx.padding)
+        d_x = torch.addcmul(d_pooled / (x.shape[2] * x.shape[3]), grad, gate)
+        return d_x, grad, d_weight, None
+
+
+class _EcaResidual:
+    """The end of an ECA block: ``shortcut + x * gate``, in one pass over ``x``."""
+
+    def _attend_and_add(self, x: torch.Tensor, shortcut: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """When autograd needs none of the three, the result is written into ``x`` (the block's own BN
+        output), so no new block-sized tensor is allocated, as with the plain ResNet's in-place add."""
+        if self.drop_path is not None:
+            return self.drop_path(x * gate) + shortcut
+        if _needs_grad(x) or _needs_grad(gate) or _needs_grad(shortcut):
+            return torch.addcmul(shortcut, x, gate)
+        return torch.addcmul(shortcut, x, gate, out=x)
+
+    def _eca_add(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """ECA and the residual add on the block output ``x``, by the cheapest exact path."""
+        if self.drop_path is None and not torch.jit.is_scripting() and (_needs_grad(x) or _needs_grad(shortcut)):
+            return _EcaAddFunction.apply(x, shortcut, self.eca.conv.weight, self.eca)
+        return self._attend_and_add(x, shortcut, self.eca.gate(x))
+
+
+class EcaBasicBlock(_EcaResidual, BasicBlock):
     """timm's BasicBlock with ECA after ``bn2``; the gate's multiply rides on the residual add."""
 
     def __init__(
@@ -51,14 +102,10 @@ class EcaBasicBlock(BasicBlock):
         x = self.bn2(x)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        if self.drop_path is not None:
-            x = self.drop_path(self.eca(x)) + shortcut
-        else:
-            x = torch.addcmul(shortcut, x, self.eca.gate(x))
-        return self.act2(x)
+        return self.act2(self._eca_add(x, shortcut))
 
 
-class EcaBottleneck(Bottleneck):
+class EcaBottleneck(_EcaResidual, Bottleneck):
     """timm's Bottleneck with ECA after ``bn3``; the gate's multiply rides on the residual add."""
 
     def __init__(
@@ -75,6 +122,13 @@ class EcaBottleneck(Bottleneck):
         del self.se
         dd = {"device": self.bn3.weight.device, "dtype": self.bn3.weight.dtype}
         self.eca = EcaLayer(self.bn3.num_features, eca_kernel_size, **(eca_args or {}), **dd)
+        c3, bn3 = self.conv3, self.bn3
+        # In inference, mean(bn3(conv3(h))) = bn3(W3 @ mean(h)) exactly: conv3 is a 1x1 linear map and an eval-mode
+        # BatchNorm is affine. Pooling h (a quarter of the channels) instead of the block output makes ECA's pool cheap.
+        self.pool_before_conv3 = (
+            c3.kernel_size == (1, 1) and c3.stride == (1, 1) and c3.groups == 1 and c3.bias is None
+            and type(bn3) is nn.BatchNorm2d and bn3.track_running_stats and bn3.affine
+        )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -86,15 +140,19 @@ class EcaBottleneck(Bottleneck):
         x = self.drop_block(x)
         x = self.act2(x)
         x = self.aa(x)
+        pooled = torch.empty(0)
+        early = self.pool_before_conv3 and not self.bn3.training and not _needs_grad(x)
+        if early:
+            pooled = F.linear(x.mean(dim=(2, 3)), self.conv3.weight.flatten(1))
+            bn = self.bn3
+            pooled = F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
         x = self.conv3(x)
         x = self.bn3(x)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        if self.drop_path is not None:
-            x = self.drop_path(self.eca(x)) + shortcut
-        else:
-            x = torch.addcmul(shortcut, x, self.eca.gate(x))
-        return self.act3(x)
+        if early:
+            return self.act3(self._attend_and_add(x, shortcut, self.eca.gate_from_pooled(pooled)))
+        return self.act3(self._eca_add(x, shortcut))
 
 
 def _stage_block(

@@ -1,4 +1,4 @@
-"""The loss and accuracy curves of a run, as a PNG."""
+"""Figures: a run's loss and accuracy curves, the benchmark's bar chart, the attention panels."""
 
 import io
 from pathlib import Path
@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .._files import write_bytes_atomic  # noqa: E402
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_attention", "plot_benchmark", "plot_curves"]
 
 
 def plot_curves(history: List[Dict[str, float]], path: Path, title: str) -> Path:
@@ -35,3 +35,64 @@ def plot_curves(history: List[Dict[str, float]], path: Path, title: str) -> Path
     plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
     return Path(path)
+
+
+def plot_benchmark(results, path: Path, title: str) -> Path:
+    """Bars of each model's inference and training images/s relative to the plain model, with the
+    paper's Table 3 ratios as markers where it has them; written atomically."""
+    names = [r.name for r in results]
+    xs = range(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
+    width = 0.38
+    ax.bar([x - width / 2 for x in xs], [r.infer_ratio for r in results], width, label="inference (measured)")
+    if any(r.train_ratio for r in results):
+        ax.bar([x + width / 2 for x in xs], [r.train_ratio for r in results], width, label="training (measured)")
+    paper = [(x, r.paper_infer_ratio, r.paper_train_ratio) for x, r in zip(xs, results) if r.paper_infer_ratio]
+    if paper:
+        ax.scatter(
+            [x - width / 2 for x, _, _ in paper],
+            [p for _, p, _ in paper],
+            marker="_",
+            s=400,
+            c="k",
+            label="paper Table 3",
+        )
+        ax.scatter([x + width / 2 for x, _, _ in paper], [p for _, _, p in paper], marker="_", s=400, c="k")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xticks(list(xs), names, rotation=15)
+    ax.set_ylabel("images/s relative to the plain model")
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+    return Path(path)
+
+
+def plot_attention(out: Path, panels, blocks, display, title: str) -> Path:
+    """One panel per block and attention kind (ECA, SE): a line per class and a dashed one for all
+    images, the average weight of each channel (the layout of the paper's Figure 6); written atomically."""
+    kinds = list(panels)
+    fig, axes = plt.subplots(len(blocks), len(kinds), figsize=(7 * len(kinds), 2.4 * len(blocks)), squeeze=False)
+    for col, kind in enumerate(kinds):
+        for row, block in enumerate(blocks):
+            ax = axes[row][col]
+            data = panels[kind][block]
+            for i, label in enumerate(display + ["all images"]):
+                style = dict(color="k", lw=1.2, ls="--") if label == "all images" else dict(lw=0.9)
+                ax.plot(data[i], label=label, **style)
+            ax.set_title(f"{kind}: {block}", fontsize=9)
+            ax.set_xlim(0, data.shape[1] - 1)
+            ax.set_ylabel("weight")
+            if row == len(blocks) - 1:
+                ax.set_xlabel("channel")
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    write_bytes_atomic(out, buffer.getvalue())
+    return Path(out)

@@ -1,0 +1,36 @@
+"""MkDocs hook: fill the zoo page's table from the weights manifest and the models themselves."""
+
+MARKER = "<!-- zoo-table -->"
+
+
+def _table() -> str:
+    from eca_models.weights import list_checkpoints
+    from eca_models.zoo import zoo_rows
+
+    rows = {r.model: r for r in zoo_rows()}
+    lines = [
+        "| checkpoint | kernel code | params (exact) | published Param (/2^20) | GMACs @224 | published FLOPs (thop MACs /2^30) "
+        "| Top-1 / Top-5 reported | paper | measured | Hub | state |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ckpt in list_checkpoints():
+        row = rows[ckpt.model_name]
+        top = ckpt.metrics["ImageNet-1K"]
+        paper = ckpt.paper_metrics["ImageNet-1K"] if ckpt.paper_metrics else None
+        measured = ckpt.measured_metrics["ImageNet-1K"] if ckpt.measured_metrics else None
+        state = "published" if ckpt.is_published else "not published yet"
+        paper_text = "{} / {}".format(paper["acc@1"], paper["acc@5"]) if paper else "same"
+        measured_text = "{} / {}".format(measured["acc@1"], measured["acc@5"]) if measured else "-"
+        lines.append(
+            f"| `{ckpt.name}` | {ckpt.kernel_code} | {ckpt.num_params:,} | {ckpt.published['params']} "
+            f"({ckpt.num_params / 2**20:.2f}M exact) | {row.gmacs:.3f} | {ckpt.published['flops']} "
+            f"| {top['acc@1']} / {top['acc@5']} | {paper_text} | {measured_text} "
+            f"| [{ckpt.hf_hub_id}](https://huggingface.co/{ckpt.hf_hub_id}) | {state} |"
+        )
+    return "\n".join(lines)
+
+
+def on_page_markdown(markdown, page, config, files):
+    if MARKER in markdown:
+        return markdown.replace(MARKER, _table())
+    return markdown

@@ -1,0 +1,246 @@
+"""The efficiency half of the paper's Table 3, measured on the user's hardware.
+
+For one backbone: timm's plain ResNet, SE-ResNet and CBAM-ResNet of the same depth (same stem
+and layout as ours), timm's own ECA path with our kernel sizes, and our ECA-ResNet; or timm's
+plain MobileNetV2 and ours. For each: exact parameters, GMACs, inference and training
+images/s (forward + backward + optimizer step), each the median of several timed repetitions,
+the models interleaved so that drift in the machine's speed hits all alike.
+"""
+
+import dataclasses
+import io
+import platform
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.layers import EcaModule
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from .complexity import count_macs, count_params
+from .training.loop import autocast_for
+from .weights import read_weights_file
+
+__all__ = ["BACKBONES", "PAPER_TABLE3", "Result", "build_models", "run_benchmark", "time_loading"]
+
+DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
+DEPTHS.update({101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))})
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
+
+# Paper Table 3 (2080Ti GPUs, batch not stated): training and inference FPS.
+PAPER_TABLE3 = {
+    "resnet50": {"plain": (1024, 1855), "se": (759, 1620), "cbam": (472, 1213), "eca": (785, 1805)},
+    "resnet101": {"plain": (386, 1174), "se": (367, 1044), "cbam": (270, 635), "eca": (380, 1089)},
+    "resnet152": {"plain": (281, 815), "se": (268, 761), "eca": (279, 785)},
+    "mobilenetv2": {"plain": (711, 2086), "se": (671, 2000), "eca": (676, 2010)},
+}
+
+
+@dataclasses.dataclass
+class Result:
+    """One model's figures."""
+
+    name: str
+    kind: str  # plain, se, cbam, timm-eca, eca
+    params: int
+    gmacs: float
+    infer_img_s: float = 0.0
+    infer_spread: float = 0.0  # (max - min) / median of the repetitions, percent
+    train_img_s: float = 0.0
+    train_spread: float = 0.0
+    infer_ratio: float = 0.0  # to the plain model
+    train_ratio: float = 0.0
+    infer_runs: List[float] = dataclasses.field(default_factory=list)
+    train_runs: List[float] = dataclasses.field(default_factory=list)
+    paper_infer_ratio: Optional[float] = None
+    paper_train_ratio: Optional[float] = None
+
+
+def _timm_eca(depth: int, kernel_sizes) -> torch.nn.Module:
+    """timm's ResNet with timm's EcaModule at our kernel sizes: its EcaModule adapts k to the channel
+    count when given one, so each stage's module is built from its width with the size fixed."""
+    block, layers = DEPTHS[depth]
+    widths = [64 * 2**i * block.expansion for i in range(4)]
+    sizes = dict(zip(widths, kernel_sizes))
+    return ResNet(
+        block, layers, block_args=dict(attn_layer=lambda channels, **kw: EcaModule(kernel_size=sizes[channels]))
+    )
+
+
+def build_models(backbone: str) -> Dict[str, Callable[[], torch.nn.Module]]:
+    """Constructors of the models to compare, keyed by display name, the plain model first."""
+    if backbone == "mobilenetv2":
+        return {
+            "mobilenetv2_100": partial(timm.create_model, "mobilenetv2_100"),
+            "eca_mobilenetv2": partial(timm.create_model, "eca_mobilenetv2"),
+        }
+    depth = int(backbone.removeprefix("resnet"))
+    block, layers = DEPTHS[depth]
+    ours = partial(timm.create_model, f"eca_{backbone}")
+    kernel_sizes = timm.create_model(f"eca_{backbone}", num_classes=0).kernel_sizes if depth else None
+    return {
+        backbone: partial(timm.create_model, backbone),
+        f"se{backbone}": partial(timm.create_model, f"se{backbone}"),
+        f"cbam_{backbone}": partial(ResNet, block, layers, block_args=dict(attn_layer="cbam")),
+        f"timm_eca_{backbone}": partial(_timm_eca, depth, kernel_sizes),
+        f"eca_{backbone}": ours,
+    }
+
+
+def _kind(name: str) -> str:
+    for prefix, kind in (("timm_eca", "timm-eca"), ("eca", "eca"), ("se", "se"), ("cbam", "cbam")):
+        if name.startswith(prefix):
+            return kind
+    return "plain"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_benchmark(
+    backbone: str = "resnet50",
+    device: str = "cpu",
+    batch_size: int = 32,
+    img_size: int = 224,
+    channels_last: bool = False,
+    amp: bool = False,
+    compile: bool = False,
+    reps: int = 5,
+    warmup: int = 2,
+    iters: int = 1,
+    train: bool = True,
+    log: Callable[[str], None] = print,
+) -> List[Result]:
+    """Measure the models of ``backbone``; every repetition times each model once, in turn.
+
+    Args:
+        backbone: One of :data:`BACKBONES`.
+        device: 'cpu' or 'cuda'.
+        batch_size: Images per step.
+        img_size: Input size.
+        channels_last: Channels-last tensors and weights.
+        amp: Autocast (float16 on CUDA, bfloat16 on CPU).
+        compile: ``torch.compile`` every model (warm-up includes the compilation).
+        reps: Timed repetitions per model and mode; the median is reported.
+        warmup: Untimed repetitions before them.
+        iters: Steps per timed repetition.
+        train: Also time training steps.
+        log: Progress lines.
+    """
+    dev = torch.device(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch_size, 3, img_size, img_size, device=dev).contiguous(memory_format=fmt)
+    y = torch.randint(0, 1000, (batch_size,), device=dev)
+    results: List[Result] = []
+    steps: Dict[str, Dict[str, Callable[[], None]]] = {}
+    for name, make in build_models(backbone).items():
+        model = make()
+        params, macs = count_params(model), count_macs(model, (3, img_size, img_size))
+        results.append(Result(name, _kind(name), params, macs / 1e9))
+        model = model.to(dev, memory_format=fmt)
+        steps[name] = _steps(model, x, y, dev, amp, compile, train)
+    modes = ["infer", "train"] if train else ["infer"]
+    for mode in modes:
+        for _ in range(warmup):
+            for name in steps:
+                steps[name][mode]()
+        for rep in range(reps):
+            for r in results:
+                _sync(dev)
+                start = time.perf_counter()
+                for _ in range(iters):
+                    steps[r.name][mode]()
+                _sync(dev)
+                getattr(r, f"{mode}_runs").append(batch_size * iters / (time.perf_counter() - start))
+            log(f"{mode} repetition {rep + 1}/{reps} done")
+    paper = PAPER_TABLE3.get(backbone, {})
+    base = results[0]
+    for r in results:
+        for mode in modes:
+            runs = getattr(r, f"{mode}_runs")
+            median = statistics.median(runs)
+            setattr(r, f"{mode}_img_s", median)
+            setattr(r, f"{mode}_spread", 100 * (max(runs) - min(runs)) / median)
+        r.infer_ratio = r.infer_img_s / statistics.median(base.infer_runs)
+        r.train_ratio = r.train_img_s / statistics.median(base.train_runs) if train else 0.0
+        if r.kind in paper and "plain" in paper:
+            r.paper_train_ratio = paper[r.kind][0] / paper["plain"][0]
+            r.paper_infer_ratio = paper[r.kind][1] / paper["plain"][1]
+    return results
+
+
+def _steps(model, x, y, device, amp, compile, train) -> Dict[str, Callable[[], None]]:
+    infer_model = torch.compile(model) if compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def infer() -> None:
+        model.eval()
+        with torch.inference_mode(), autocast_for(device, amp):
+            infer_model(x)
+
+    def train_step() -> None:
+        model.train()
+        with autocast_for(device, amp):
+            loss = loss_fn(infer_model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return {"infer": infer, "train": train_step}
+
+
+def time_loading(model_name: str, reps: int = 5) -> Dict[str, float]:
+    """Seconds to read one checkpoint of ``model_name`` from safetensors and from the authors' pickle
+    format (``torch.load(weights_only=True)``): the median of ``reps`` reads of files in one folder."""
+    model = timm.create_model(model_name)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    with tempfile.TemporaryDirectory() as folder:
+        pickle_path, safe_path = Path(folder) / f"{model_name}.pth.tar", Path(folder) / "model.safetensors"
+        buffer = io.BytesIO()
+        torch.save({"epoch": 0, "arch": model_name, "state_dict": {f"module.{k}": v for k, v in state.items()}}, buffer)
+        pickle_path.write_bytes(buffer.getvalue())
+        save_file(state, str(safe_path))
+        out = {}
+        for label, path in (("safetensors", safe_path), ("pickle", pickle_path)):
+            runs = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                read_weights_file(path)
+                runs.append(time.perf_counter() - start)
+            out[label] = statistics.median(runs)
+        out["file_mb"] = safe_path.stat().st_size / 2**20
+    return out
+
+
+def machine() -> Dict[str, str]:
+    """What the figures were measured on."""
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+    }
+    info["cpu"] = _cpu_name()
+    info["threads"] = str(torch.get_num_threads())
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

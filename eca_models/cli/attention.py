@@ -1,0 +1,143 @@
+"""Draw what ECA learns, as in the paper's Figure 6: for chosen blocks, the average channel weight
+of each chosen class and of all images, one panel per block; with --compare, the SE-ResNet's
+weights in the same layout beside them. The averaged arrays are saved next to the figure (.npz)."""
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from timm.data import create_transform, resolve_data_config
+
+from .._files import write_bytes_atomic, write_text_atomic
+from ..attention import attention_layers, capture_attention
+from ..data.imagenet import DataError, imagenet_class_names, imagenet_samples, imagenet_wnids
+from ..data.images import ImageListDataset
+from ..factory import class_labels, load
+from ..training.plots import plot_attention
+from ..weights import WeightsError
+from .common import UsageError
+
+HELP = "plot per-class channel weights of ECA blocks (the paper's Figure 6)"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a registered name or a fine-tuned / converted folder")
+    parser.add_argument("--checkpoint", help="weights file or folder for --model")
+    parser.add_argument("--data", required=True, help="images in class folders (WordNet ids for ImageNet models)")
+    parser.add_argument(
+        "--classes", nargs="+", help="classes to plot: folder names or class indices (default: the first 4 present)"
+    )
+    parser.add_argument(
+        "--blocks", nargs="+", help="blocks to plot, e.g. layer2.1 layer4.2 (default: the last block of each stage)"
+    )
+    parser.add_argument("--out", required=True, help="figure file (.png); the arrays go beside it as .npz and .json")
+    parser.add_argument("--compare", help="a timm SE model to show beside, e.g. seresnet50")
+    parser.add_argument("--compare-checkpoint", help="weights for --compare")
+    parser.add_argument("--img-size", type=int, help="input size (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    model = _load(args.model, args.checkpoint)
+    labels = class_labels(model)
+    names = list(labels or imagenet_wnids())
+    try:
+        samples = imagenet_samples(Path(args.data), None, labels)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    present = sorted({label for _, label in samples})
+    classes = _choose_classes(args.classes, names, present)
+    blocks = args.blocks or _default_blocks(model)
+    unknown = [b for b in blocks if b not in attention_layers(model)]
+    if unknown:
+        raise UsageError(
+            f"{unknown[0]} is not an ECA block of {args.model}; blocks are e.g. {', '.join(list(attention_layers(model))[:4])}"
+        )
+    panels = {"ECA": _averages(model, samples, classes, blocks, args)}
+    if args.compare:
+        other = _load(args.compare, args.compare_checkpoint)
+        missing = [b for b in blocks if b not in attention_layers(other)]
+        if missing:
+            raise UsageError(
+                f"{args.compare} has no attention layer at {missing[0]}; --compare takes an SE model of the same layout"
+            )
+        panels["SE"] = _averages(other, samples, classes, blocks, args)
+    display = [_display_name(names, c, labels is None) for c in classes]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save_arrays(out, panels, blocks, display)
+    plot_attention(out, panels, blocks, display, f"{args.model}" + (f" vs {args.compare}" if args.compare else ""))
+    print(f"wrote {out}, {out.with_suffix('.npz')} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _load(name: str, checkpoint: Optional[str]) -> torch.nn.Module:
+    try:
+        return load(name, pretrained=True, checkpoint=checkpoint)
+    except (KeyError, WeightsError) as e:
+        raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+
+
+def _choose_classes(requested: Optional[List[str]], names: List[str], present: List[int]) -> List[int]:
+    if not requested:
+        return present[:4]
+    chosen = []
+    for item in requested:
+        index = int(item) if item.isdigit() else names.index(item) if item in names else -1
+        if index not in present:
+            raise UsageError(f"class {item!r} has no images in --data")
+        chosen.append(index)
+    return chosen
+
+
+def _default_blocks(model: torch.nn.Module) -> List[str]:
+    """The last attention block under each feature stage: layer1.2, layer2.3, ... or features.1, features.3, ..."""
+    layers = list(attention_layers(model))
+    chosen = []
+    for info in model.feature_info:
+        inside = [b for b in layers if b == info["module"] or b.startswith(info["module"] + ".")]
+        if inside:
+            chosen.append(inside[-1])
+    return chosen
+
+
+def _display_name(names: List[str], index: int, imagenet: bool) -> str:
+    return f"{names[index]} ({imagenet_class_names()[index]})" if imagenet else names[index]
+
+
+def _averages(model, samples, classes, blocks, args) -> Dict[str, np.ndarray]:
+    """block -> array (len(classes) + 1, C): the mean weight per channel for each class, then for all images."""
+    overrides = {"input_size": (3, args.img_size, args.img_size)} if args.img_size else {}
+    config = resolve_data_config(overrides, model=model)
+    dataset = ImageListDataset(samples, create_transform(**config, is_training=False), config["input_size"])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size)
+    model = model.to(args.device).eval()
+    sums: Dict[str, torch.Tensor] = {}
+    counts = torch.zeros(len(classes) + 1)
+    with capture_attention(model) as captured, torch.no_grad():
+        for x, y, _, ok in loader:
+            captured.clear()
+            if not ok.any():
+                continue
+            x, y = x[ok].to(args.device), y[ok]
+            model(x)
+            onehot = torch.stack([y == c for c in classes] + [torch.ones_like(y, dtype=torch.bool)]).float()  # (K+1, N)
+            counts += onehot.sum(1)
+            for block in blocks:
+                weights = torch.cat(captured[block]).cpu()  # (N, C)
+                sums[block] = sums.get(block, 0) + onehot @ weights
+    return {block: (sums[block] / counts.clamp(min=1)[:, None]).numpy() for block in blocks}
+
+
+def _save_arrays(out: Path, panels, blocks, display) -> None:
+    arrays = {f"{kind}/{block}": panels[kind][block] for kind in panels for block in blocks}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes_atomic(out.with_suffix(".npz"), buffer.getvalue())
+    meta = {"rows": display + ["all images"], "blocks": blocks, "arrays": sorted(arrays), "shape": "rows x channels"}
+    write_text_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")

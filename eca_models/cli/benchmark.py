@@ -1,0 +1,114 @@
+"""Measure, side by side and interleaved, the plain ResNet, SE-ResNet, CBAM-ResNet, timm's ECA path
+and our ECA-ResNet of one depth (or plain and ECA MobileNetV2): exact parameters and GMACs, training
+and inference images/s with their spread and ratio to the plain model, the paper's Table 3 ratios
+beside them, and the time to load a checkpoint from safetensors against the authors' pickle."""
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from .._files import write_text_atomic
+from ..benchmark import BACKBONES, PAPER_TABLE3, machine, run_benchmark, time_loading
+from .common import UsageError
+
+HELP = "time plain, SE, CBAM and ECA models side by side (the paper's Table 3)"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default="resnet50", choices=BACKBONES)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per model (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=1, help="steps per timed repetition")
+    parser.add_argument("--no-train", action="store_true", help="time inference only")
+    parser.add_argument("--results-file", help="write the results as JSON")
+    parser.add_argument("--plot", help="draw the images/s ratios as a bar chart (PNG)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but torch sees no CUDA device here")
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "backbone",
+            "device",
+            "batch_size",
+            "img_size",
+            "channels_last",
+            "amp",
+            "compile",
+            "reps",
+            "warmup",
+            "iters",
+        )
+    }
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    results = run_benchmark(
+        args.backbone, args.device, args.batch_size, args.img_size, args.channels_last, args.amp, args.compile,
+        args.reps, args.warmup, args.iters, train=not args.no_train,
+    )  # fmt: skip
+    ours = results[-1].name
+    loading = time_loading(ours)
+    _print_table(results, not args.no_train)
+    print(
+        f"\nloading {ours} ({loading['file_mb']:.1f} MiB): safetensors {1000 * loading['safetensors']:.1f} ms, "
+        f"authors' pickle (torch.load weights_only=True) {1000 * loading['pickle']:.1f} ms"
+    )
+    report = {
+        "settings": settings,
+        "machine": machine(),
+        "models": [dataclasses.asdict(r) for r in results],
+        "loading": loading,
+    }
+    report["paper_table3"] = PAPER_TABLE3.get(args.backbone)
+    if args.results_file:
+        write_text_atomic(Path(args.results_file), json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.results_file}")
+    if args.plot:
+        from ..training.plots import plot_benchmark
+
+        plot_benchmark(
+            results, Path(args.plot), f"{args.backbone}, batch {args.batch_size}, {args.img_size}px, {args.device}"
+        )
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _print_table(results, train: bool) -> None:
+    header = ["model", "params", "/2^20", "GMACs", "infer img/s", "spread", "ratio", "paper"]
+    if train:
+        header += ["train img/s", "spread", "ratio", "paper"]
+    rows = [header]
+    for r in results:
+        row = [
+            r.name,
+            f"{r.params:,}",
+            f"{r.params / 2**20:.2f}M",
+            f"{r.gmacs:.3f}",
+            f"{r.infer_img_s:.1f}",
+            f"{r.infer_spread:.1f}%",
+        ]
+        row += [f"{r.infer_ratio:.3f}", f"{r.paper_infer_ratio:.3f}" if r.paper_infer_ratio else "-"]
+        if train:
+            row += [f"{r.train_img_s:.1f}", f"{r.train_spread:.1f}%", f"{r.train_ratio:.3f}"]
+            row += [f"{r.paper_train_ratio:.3f}" if r.paper_train_ratio else "-"]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    print()
+    for row in rows:
+        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    print(
+        "ratio: images/s relative to the plain model (first row); paper: the same ratio in the paper's Table 3 (2080Ti GPUs)."
+    )
+    print(
+        "spread: (max - min) / median over the timed repetitions. GMACs: torch.utils.flop_counter, 1e9 MACs per image."
+    )

@@ -1,0 +1,44 @@
+import json
+
+from eca_models.benchmark import run_benchmark
+from eca_models.cli import main
+
+
+def test_benchmark_command_on_a_tiny_configuration(tmp_path, capsys):
+    results, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    args = [
+        "benchmark",
+        "--backbone",
+        "resnet18",
+        "--batch-size",
+        "2",
+        "--img-size",
+        "32",
+        "--reps",
+        "2",
+        "--warmup",
+        "0",
+    ]
+    assert main([*args, "--results-file", str(results), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(results.read_text())
+    assert set(report) == {"settings", "machine", "models", "loading", "paper_table3"}
+    names = [m["name"] for m in report["models"]]
+    assert names == ["resnet18", "seresnet18", "cbam_resnet18", "timm_eca_resnet18", "eca_resnet18"]
+    by_name = {m["name"]: m for m in report["models"]}
+    assert by_name["resnet18"]["infer_ratio"] == 1.0 and by_name["resnet18"]["train_ratio"] == 1.0
+    assert by_name["eca_resnet18"]["params"] - by_name["resnet18"]["params"] == 44  # k3577: 2*3 + 2*5 + 2*7 + 2*7
+    assert by_name["timm_eca_resnet18"]["params"] == by_name["eca_resnet18"]["params"]  # same kernel sizes
+    for m in report["models"]:
+        assert len(m["infer_runs"]) == 2 and len(m["train_runs"]) == 2 and m["infer_img_s"] > 0 and m["train_img_s"] > 0
+        assert m["gmacs"] > 0
+    assert report["loading"]["safetensors"] > 0 and report["loading"]["pickle"] > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "eca_resnet18" in out and "safetensors" in out
+
+
+def test_mobilenetv2_backbone_and_paper_ratios():
+    results = run_benchmark("mobilenetv2", batch_size=2, img_size=32, reps=1, warmup=0, train=False, log=lambda _: None)
+    assert [r.name for r in results] == ["mobilenetv2_100", "eca_mobilenetv2"]
+    assert results[1].params - results[0].params == 31
+    assert results[1].paper_infer_ratio == 2010 / 2086

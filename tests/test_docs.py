@@ -1,0 +1,66 @@
+"""The docs: every Python sample runs, every command line parses, and the site builds strictly."""
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+import timm
+from conftest import ROOT
+from helpers import save_authors_checkpoint
+
+from eca_models.cli import build_parser
+
+PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.S | re.M)
+
+
+def _blocks(page, lang):
+    return [code for kind, code in FENCE.findall(page.read_text()) if kind == lang]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """What the samples assume is at hand: an authors'-format file, and torch.hub's repo at '.'."""
+    folder = tmp_path_factory.mktemp("docs")
+    save_authors_checkpoint(timm.create_model("eca_resnet50_k3557").state_dict(), folder / "eca_resnet50_k3557.pth.tar")
+    shutil.copy(ROOT / "hubconf.py", folder / "hubconf.py")
+    return folder
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _blocks(p, "python")], ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_samples_run(page, workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    namespace = {"__name__": f"docs_{page.stem}"}
+    for n, code in enumerate(_blocks(page, "python")):
+        exec(compile(code, f"{page.name}[{n}]", "exec"), namespace)  # noqa: S102 - the docs' own samples
+
+
+def _command_lines(code):
+    for line in code.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["eca-models"]:
+            yield words[1:]
+        elif "eca_models.cli" in words:
+            yield words[words.index("eca_models.cli") + 1 :]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_command_lines_parse(page):
+    parser = build_parser()
+    for words in (w for code in _blocks(page, "bash") for w in _command_lines(code)):
+        parser.parse_args(words)  # exits (fails the test) on a flag or command that does not exist
+
+
+def test_mkdocs_build_strict(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    zoo = (tmp_path / "site" / "zoo" / "index.html").read_text()
+    assert "25,557,112" in zoo and "eca_mobilenetv2_k13.in1k" in zoo and "not published yet" in zoo
+    assert "EcaResNet" in (tmp_path / "site" / "api" / "index.html").read_text()
