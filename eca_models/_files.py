@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-__all__ = ["sha256_file", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["default_mode", "sha256_file", "write_bytes_atomic", "write_text_atomic"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -18,6 +18,13 @@ def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def default_mode(executable: bool = False) -> int:
+    """The permissions a plain ``open()`` (or ``mkdir``) would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if executable else 0o666) & ~umask
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
@@ -32,6 +39,7 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else default_mode())  # mkstemp's is 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 import pytest
 import timm
 import torch
-from helpers import save_authors_checkpoint
+from helpers import Payload, save_authors_checkpoint
 
 from eca_models import WeightsError
 
@@ -59,11 +59,6 @@ def test_plain_state_dict_and_num_classes_adaptation(r18_file, tmp_path):
 def test_in_chans_adaptation(r18_file):
     model = _load("eca_resnet18_k3577", r18_file, in_chans=1)
     assert model.conv1.weight.shape[1] == 1
-
-
-class Payload:
-    def __reduce__(self):
-        return (print, ("pickled code ran",))
 
 
 def test_file_needing_pickled_code_is_refused(tmp_path, capsys):

@@ -3,7 +3,7 @@ import json
 import pytest
 import timm
 import torch
-from helpers import save_authors_checkpoint
+from helpers import Payload, save_authors_checkpoint
 
 from eca_models._files import sha256_file
 from eca_models.cli import main
@@ -75,11 +75,6 @@ def test_convert_names_the_kernel_code_of_a_mismatched_file(tmp_path, capsys):
     )
     assert main(["convert", str(src), "--model", "eca_resnet18", "--out", str(tmp_path / "o")]) == 1
     assert "this checkpoint is k3357; create eca_resnet18_k3357 or pass kernel_sizes='k3357'" in capsys.readouterr().err
-
-
-class Payload:
-    def __reduce__(self):
-        return (print, ("pickled code ran",))
 
 
 def test_convert_refuses_files_that_need_pickled_code(tmp_path, capsys):

@@ -117,6 +117,23 @@ def test_predict_with_imagenet_names(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("x.jpg: goldfish ")
 
 
+def _small_run(data, run_dir, epochs):
+    """finetune arguments for a quick from-scratch run on the small digits set."""
+    return [
+        "--model",
+        "eca_resnet18",
+        "--data",
+        str(data),
+        "--output",
+        str(run_dir),
+        "--epochs",
+        str(epochs),
+        *FAST,
+        "--batch-size",
+        "16",
+    ]
+
+
 def _kill_when(proc, path, predicate, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
@@ -166,19 +183,7 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(small_digits
 
 def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
     run_dir = tmp_path / "interrupted"
-    args = [
-        "--model",
-        "eca_resnet18",
-        "--data",
-        str(small_digits),
-        "--output",
-        str(run_dir),
-        "--epochs",
-        "1",
-        *FAST,
-        "--batch-size",
-        "16",
-    ]
+    args = _small_run(small_digits, run_dir, epochs=1)
     cmd = [sys.executable, "-m", "eca_models.cli", "finetune", *args, "--save-every-steps", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -195,19 +200,8 @@ def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
 
 def test_two_processes_under_torchrun(small_digits, tmp_path):
     run_dir = tmp_path / "ddp"
-    args = [
-        "finetune",
-        "--model",
-        "eca_resnet18",
-        "--data",
-        str(small_digits),
-        "--output",
-        str(run_dir),
-        "--epochs",
-        "1",
-    ]
-    args += [*FAST, "--batch-size", "16"]
-    torchrun = ["--standalone", "--nproc-per-node", "2", "-m", "eca_models.cli", *args]
+    torchrun = ["--standalone", "--nproc-per-node", "2", "-m", "eca_models.cli", "finetune"]
+    torchrun += _small_run(small_digits, run_dir, epochs=1)
     result = run_python(
         f"import sys; from torch.distributed.run import main; sys.exit(main({torchrun!r}))",
         env={"OMP_NUM_THREADS": "1"},

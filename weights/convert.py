@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
-from .._files import sha256_file, write_text_atomic
+from .._files import default_mode, sha256_file, write_text_atomic
 from ..complexity import count_macs, count_params
 from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
 from .manifest import find_checkpoint
@@ -56,11 +56,9 @@ def _fixed_input(size: int) -> torch.Tensor:
 
 def _apply_umask(folder: Path) -> None:
     """Give a folder made by mkdtemp (mode 0700) and its files the permissions a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
+    folder.chmod(default_mode(executable=True))
     for path in folder.iterdir():
-        path.chmod(0o666 & ~umask)
+        path.chmod(default_mode())
 
 
 def write_hub_files(

@@ -14,6 +14,15 @@ from .._files import write_bytes_atomic  # noqa: E402
 __all__ = ["plot_attention", "plot_benchmark", "plot_curves"]
 
 
+def _save(fig, path: Path) -> Path:
+    """Render ``fig`` to PNG in memory, close it, and write the file atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+    return Path(path)
+
+
 def plot_curves(history: List[Dict[str, float]], path: Path, title: str) -> Path:
     """Two panels, loss (train and val) and val Top-1/Top-5 per epoch, written atomically."""
     epochs = [h["epoch"] for h in history]
@@ -30,11 +39,7 @@ def plot_curves(history: List[Dict[str, float]], path: Path, title: str) -> Path
     fig.suptitle(title)
     fig.tight_layout()
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_benchmark(results, path: Path, title: str) -> Path:
@@ -62,13 +67,9 @@ def plot_benchmark(results, path: Path, title: str) -> Path:
     ax.set_xticks(list(xs), names, rotation=15)
     ax.set_ylabel("images/s relative to the plain model")
     ax.set_title(title)
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3, frameon=False)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_attention(out: Path, panels, blocks, display, title: str) -> Path:
@@ -91,8 +92,4 @@ def plot_attention(out: Path, panels, blocks, display, title: str) -> Path:
     axes[0][0].legend(fontsize=7, loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    write_bytes_atomic(out, buffer.getvalue())
-    return Path(out)
+    return _save(fig, out)
