@@ -93,6 +93,8 @@ def test_result_loads_everywhere(trained, digits, tmp_path, capsys):
     history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert row["verdict"] == "MEASURED" and row["images"] == 360
     assert row["top1"] == pytest.approx(max(h["val_top1"] for h in history), abs=1e-3)
+    assert main(["validate", "--model", str(trained), *args]) == 0  # the run folder itself as --model
+    assert json.loads(results.read_text())[0]["images"] == 360
     # publish takes it
     assert main(["publish", str(trained), "--repo", "me/digits", "--dry-run"]) == 0
     assert "no manifest entry" in capsys.readouterr().out
@@ -211,6 +213,17 @@ def test_two_processes_under_torchrun(small_digits, tmp_path):
     [row] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert row["val_top1"] >= 0 and (run_dir / "model.safetensors").is_file()
     assert eca_models.load(run_dir).num_classes == 10
+
+
+def test_freeze_backbone_trains_the_head_only_and_mixup_runs(small_digits, tmp_path):
+    run_dir = tmp_path / "frozen"
+    args = ["finetune", *_small_run(small_digits, run_dir, epochs=1), "--freeze-backbone"]
+    assert main([*args, "--mixup", "0.2", "--cutmix", "0.2", "--smoothing", "0.1"]) == 0
+    torch.manual_seed(0)  # the run seeds the same way before building its model
+    initial = timm.create_model("eca_resnet18").state_dict()
+    trained = torch.load(run_dir / "last.pth", weights_only=True)["model"]
+    changed = {k for k, v in trained.items() if not torch.equal(v, initial[k])}
+    assert changed == {"fc.weight", "fc.bias"}, changed
 
 
 def _cli_error(*args):

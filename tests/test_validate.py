@@ -111,6 +111,26 @@ def test_flat_layout_finds_kaggle_solution_beside_it(data, tmp_path):
     assert json.loads(results.read_text())[0]["images"] == 8
 
 
+def test_amp_channels_last_and_recording_a_full_set(data, tmp_path, monkeypatch, capsys):
+    import eca_models.cli.validate as validate_cmd
+    from eca_models.weights import manifest
+
+    copy = tmp_path / "manifest.json"
+    copy.write_text(manifest._manifest_path().read_text())
+    monkeypatch.setattr(manifest, "_manifest_path", lambda: copy)
+    manifest._CACHE.clear()
+    monkeypatch.setattr(validate_cmd, "IMAGENET_VAL_SIZE", 8)  # this little set plays the full 50,000
+    results = tmp_path / "r.json"
+    args = ["--model", "eca_resnet18_k3577", "--checkpoint", data["ckpt"], "--data", data["folder"]]
+    assert _validate(*args, "--amp", "--channels-last", "--record", "--results-file", results) in (0, 1)
+    row = json.loads(results.read_text())[0]
+    assert (row["images"], row["top1"], row["top5"]) == (8, 62.5, 87.5)  # the ranking survives bfloat16
+    entry = manifest.load_manifest(copy)["eca_resnet18_k3577.in1k"]
+    assert entry.measured_metrics == {"ImageNet-1K": {"acc@1": 62.5, "acc@5": 87.5}}
+    assert "recorded the measurement" in capsys.readouterr().out
+    manifest._CACHE.clear()
+
+
 def test_fail_verdict_exits_1(data, tmp_path, capsys):
     results = tmp_path / "r.json"
     assert (

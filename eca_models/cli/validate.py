@@ -22,9 +22,10 @@ from .._files import write_text_atomic
 from ..complexity import count_macs, count_params
 from ..data.imagenet import DataError, imagenet_samples
 from ..data.images import ImageListDataset, ShardSampler, subset
-from ..evaluation import UnreadableImage, evaluate, verdict, wilson_interval
+from ..evaluation import IMAGENET_VAL_SIZE, UnreadableImage, evaluate, verdict, wilson_interval
 from ..factory import class_labels, load
 from ..weights import WeightsError, binary_units, find_checkpoint
+from ..weights.manifest import update_manifest
 from ..zoo import list_models
 from .common import UsageError, add_runtime_args
 
@@ -54,6 +55,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=0.3, help="allowed points off on the full set (default 0.3)")
     parser.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="unreadable images: count or stop")
     parser.add_argument("--results-file", help="write one row per model: .json or .csv")
+    parser.add_argument(
+        "--record", action="store_true", help="write a full-val-set measurement into the weights manifest"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,11 +134,23 @@ def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> 
     reported = ckpt.metrics["ImageNet-1K"] if ckpt else None
     paper = ckpt.paper_metrics["ImageNet-1K"] if ckpt and ckpt.paper_metrics else None
     state, why = verdict(measured, reported, counts.images, args.tolerance)
+    if args.record and distributed.is_main():
+        _record(ckpt, measured, counts.images)
     params, macs = count_params(model), count_macs(model.to("cpu").float(), (3, 224, 224))
     row = _row(name, model, data_config, counts, reported, paper, state, why, params, macs, ckpt, args.checkpoint)
     if distributed.is_main():
         _print_report(row, counts.failed)
     return row
+
+
+def _record(ckpt, measured: Dict[str, float], images: int) -> None:
+    """Keep a measurement in the manifest: only a released checkpoint on the full validation set."""
+    if ckpt is None or images != IMAGENET_VAL_SIZE:
+        print(f"  not recorded: --record takes a released checkpoint measured on all {IMAGENET_VAL_SIZE:,} images")
+        return
+    values = {"acc@1": round(measured["acc@1"], 3), "acc@5": round(measured["acc@5"], 3)}
+    update_manifest(ckpt.name, measured_metrics={"ImageNet-1K": values})
+    print(f"  recorded the measurement in the manifest entry {ckpt.name}")
 
 
 def _row(
