@@ -203,7 +203,7 @@ def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
 def test_two_processes_under_torchrun(small_digits, tmp_path):
     run_dir = tmp_path / "ddp"
     torchrun = ["--standalone", "--nproc-per-node", "2", "-m", "eca_models.cli", "finetune"]
-    torchrun += _small_run(small_digits, run_dir, epochs=1)
+    torchrun += [*_small_run(small_digits, run_dir, epochs=1), "--amp"]  # bfloat16 autocast on the CPU
     result = run_python(
         f"import sys; from torch.distributed.run import main; sys.exit(main({torchrun!r}))",
         env={"OMP_NUM_THREADS": "1"},

@@ -49,19 +49,22 @@ class _EcaAddFunction(torch.autograd.Function):
         gate = eca.gate_from_pooled(pooled)
         ctx.save_for_backward(x, pooled, gate, weight)
         ctx.padding = eca.conv.padding
+        ctx.shortcut_dtype = shortcut.dtype
         return torch.addcmul(shortcut, x, gate)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, pooled, gate, weight = ctx.saved_tensors
         n, c = pooled.shape
-        d_gate = _channel_dot(grad, x)
-        d_logits = (d_gate * gate.view(n, c) * (1 - gate.view(n, c))).view(n, 1, c)
-        pooled3 = pooled.view(n, 1, c)
+        # under autocast the forward ran in low precision, the backward does not: the small (N, C) part runs
+        # in the weight's dtype, the block-sized part in the gradient's
+        g = gate.view(n, c).to(weight.dtype)
+        d_logits = (_channel_dot(grad, x).to(weight.dtype) * g * (1 - g)).view(n, 1, c)
+        pooled3 = pooled.view(n, 1, c).to(weight.dtype)
         d_pooled = torch.nn.grad.conv1d_input(pooled3.shape, weight, d_logits, padding=ctx.padding).view(n, c, 1, 1)
         d_weight = torch.nn.grad.conv1d_weight(pooled3, weight.shape, d_logits, padding=ctx.padding)
-        d_x = torch.addcmul(d_pooled / (x.shape[2] * x.shape[3]), grad, gate)
-        return d_x, grad, d_weight, None
+        d_x = torch.addcmul((d_pooled / (x.shape[2] * x.shape[3])).to(grad.dtype), grad, gate.to(grad.dtype))
+        return d_x.to(x.dtype), grad.to(ctx.shortcut_dtype), d_weight, None
 
 
 class _EcaResidual:
