@@ -10,23 +10,11 @@ from .factory import load
 from .layers import EcaLayer, adaptive_kernel_size, parse_kernel_code
 from .models import EcaMobileNetV2, EcaResNet
 from .weights import WeightsError
+from .zoo import list_models
 
 __version__ = "0.1.0"
 
-MODEL_NAMES = (
-    "eca_resnet18",
-    "eca_resnet34",
-    "eca_resnet50",
-    "eca_resnet101",
-    "eca_resnet152",
-    "eca_mobilenetv2",
-    "eca_resnet18_k3577",
-    "eca_resnet34_k3357",
-    "eca_resnet50_k3557",
-    "eca_resnet101_k3357",
-    "eca_resnet152_k3357",
-    "eca_mobilenetv2_k13",
-)
+MODEL_NAMES = tuple(list_models())  # every name registered with timm by this package
 
 __all__ = [
     "MODEL_NAMES",
@@ -37,6 +25,7 @@ __all__ = [
     "adaptive_kernel_size",
     "attention_weights",
     "capture_attention",
+    "list_models",
     "load",
     "models",
     "parse_kernel_code",

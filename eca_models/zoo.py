@@ -12,7 +12,7 @@ import timm
 from huggingface_hub import try_to_load_from_cache
 
 from .complexity import measure
-from .weights import WEIGHTS_DIR_ENV, Checkpoint, binary_units, find_checkpoint
+from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint
 from .weights.loading import WEIGHTS_FILE, _local_repo
 
 __all__ = ["ZooRow", "list_models", "zoo_rows", "weights_state"]
@@ -84,8 +84,3 @@ def zoo_rows(pattern: str = "") -> List[ZooRow]:
             )
         )
     return rows
-
-
-def published_macs(figure: str) -> float:
-    """A published FLOPs figure (thop MACs, binary units) as a plain count: '3.86G' -> 4.14e9."""
-    return binary_units(figure)

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from timm.data import ImageNetInfo
 
-from .images import is_image, list_images
+from .images import list_images
 
 __all__ = ["DataError", "imagenet_class_names", "imagenet_samples", "imagenet_wnids", "folder_samples"]
 
@@ -117,8 +117,3 @@ def imagenet_samples(
     if not samples:
         raise DataError(f"no images found in {data} (looked for {', '.join(sorted({'.jpg', '.jpeg', '.png'}))} ...)")
     return samples
-
-
-def count_images(folder: Path) -> int:
-    """Images directly inside ``folder``."""
-    return sum(1 for p in folder.iterdir() if is_image(p))
