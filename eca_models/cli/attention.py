@@ -16,10 +16,9 @@ from .._files import write_bytes_atomic, write_text_atomic
 from ..attention import attention_layers, capture_attention
 from ..data.imagenet import DataError, imagenet_class_names, imagenet_samples, imagenet_wnids
 from ..data.images import ImageListDataset
-from ..factory import class_labels, load
+from ..factory import class_labels
 from ..training.plots import plot_attention
-from ..weights import WeightsError
-from .common import UsageError
+from .common import UsageError, load_model
 
 HELP = "plot per-class channel weights of ECA blocks (the paper's Figure 6)"
 
@@ -43,7 +42,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = _load(args.model, args.checkpoint)
+    model = load_model(args.model, args.checkpoint)
     labels = class_labels(model)
     names = list(labels or imagenet_wnids())
     try:
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         )
     panels = {"ECA": _averages(model, samples, classes, blocks, args)}
     if args.compare:
-        other = _load(args.compare, args.compare_checkpoint)
+        other = load_model(args.compare, args.compare_checkpoint)
         missing = [b for b in blocks if b not in attention_layers(other)]
         if missing:
             raise UsageError(
@@ -74,13 +73,6 @@ def run(args: argparse.Namespace) -> int:
     plot_attention(out, panels, blocks, display, f"{args.model}" + (f" vs {args.compare}" if args.compare else ""))
     print(f"wrote {out}, {out.with_suffix('.npz')} and {out.with_suffix('.json')}")
     return 0
-
-
-def _load(name: str, checkpoint: Optional[str]) -> torch.nn.Module:
-    try:
-        return load(name, pretrained=True, checkpoint=checkpoint)
-    except (KeyError, WeightsError) as e:
-        raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 
 
 def _choose_classes(requested: Optional[List[str]], names: List[str], present: List[int]) -> List[int]:

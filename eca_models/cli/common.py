@@ -1,14 +1,29 @@
 """What the commands share: the usage error and the run-time flags every timm script has."""
 
 import argparse
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import torch
 
-__all__ = ["UsageError", "add_runtime_args"]
+from ..factory import load
+from ..weights import WeightsError
+
+__all__ = ["UsageError", "add_runtime_args", "load_model"]
 
 
 class UsageError(Exception):
     """Bad usage the parser can't see (a missing folder, an unknown model): exit status 2."""
+
+
+def load_model(
+    name: str, checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
+) -> torch.nn.Module:
+    """:func:`eca_models.load`, an unknown model or unusable weights turned into a one-line usage error."""
+    try:
+        return load(name, pretrained=pretrained, checkpoint=checkpoint, **kwargs)
+    except (KeyError, WeightsError) as e:
+        raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 
 
 def add_runtime_args(parser: argparse.ArgumentParser, batch_size: int) -> None:

@@ -30,16 +30,15 @@ from ..data.folders import find_class_folders
 from ..data.imagenet import DataError
 from ..data.images import ImageListDataset, ShardSampler
 from ..evaluation import evaluate
-from ..factory import load
 from ..training.loop import train_one_epoch
 from ..training.plots import plot_curves
 from ..training.sampler import EpochSampler
 from ..training.state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
-from ..weights import WeightsError, find_checkpoint
+from ..weights import find_checkpoint
 from ..weights.convert import write_hub_files
 from ..weights.model_card import render_model_card
 from ..zoo import weights_state
-from .common import UsageError, add_runtime_args
+from .common import UsageError, add_runtime_args, load_model
 
 HELP = "fine-tune a model on your own class folders (train/ and val/)"
 RUN_FILES = (
@@ -124,29 +123,26 @@ def _start_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     kwargs: Dict[str, Any] = dict(drop_path_rate=args.drop_path_rate)
     if args.drop_rate is not None:
         kwargs["drop_rate"] = args.drop_rate
-    try:
-        if args.checkpoint:
-            model = load(args.model, checkpoint=args.checkpoint, **kwargs)
-        elif args.no_pretrained:
-            _warn(
-                f"training {args.model} from scratch: expect far lower accuracy than fine-tuning and many more "
-                "epochs (the released weights took 100 epochs on 1.28M ImageNet images)"
+    if args.checkpoint:
+        model = load_model(args.model, args.checkpoint, **kwargs)
+    elif args.no_pretrained:
+        _warn(
+            f"training {args.model} from scratch: expect far lower accuracy than fine-tuning and many more "
+            "epochs (the released weights took 100 epochs on 1.28M ImageNet images)"
+        )
+        model = load_model(args.model, pretrained=False, **kwargs)
+    else:
+        available = Path(args.model).is_dir() or weights_state(find_checkpoint(args.model)) in (
+            "cached",
+            "local",
+            "on the Hub",
+        )
+        if not (args.pretrained or available):
+            raise UsageError(
+                f"no pretrained weights for {args.model} here (not published on the Hub yet): pass --checkpoint "
+                "with the authors' .pth.tar or a converted folder, or --no-pretrained to train from scratch"
             )
-            model = load(args.model, pretrained=False, **kwargs)
-        else:
-            available = Path(args.model).is_dir() or weights_state(find_checkpoint(args.model)) in (
-                "cached",
-                "local",
-                "on the Hub",
-            )
-            if not (args.pretrained or available):
-                raise UsageError(
-                    f"no pretrained weights for {args.model} here (not published on the Hub yet): pass --checkpoint "
-                    "with the authors' .pth.tar or a converted folder, or --no-pretrained to train from scratch"
-                )
-            model = load(args.model, pretrained=True, **kwargs)
-    except (KeyError, WeightsError) as e:
-        raise UsageError(e.args[0] if isinstance(e, KeyError) else str(e)) from None
+        model = load_model(args.model, **kwargs)
     model.reset_classifier(num_classes)
     return model
 

@@ -11,9 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform, resolve_data_config
 
 from ..data.imagenet import imagenet_class_names
-from ..factory import load
-from ..weights import WeightsError
-from .common import UsageError
+from .common import load_model
 
 HELP = "print the top-k classes of images"
 
@@ -28,10 +26,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        model = load(args.model, pretrained=True, checkpoint=args.checkpoint).to(args.device)
-    except (KeyError, WeightsError) as e:
-        raise UsageError(e.args[0] if isinstance(e, KeyError) else str(e)) from None
+    model = load_model(args.model, args.checkpoint).to(args.device)
     names = model.pretrained_cfg.get("label_names") or (imagenet_class_names() if model.num_classes == 1000 else None)
     if names is None:
         names = [str(i) for i in range(model.num_classes)]

@@ -23,11 +23,11 @@ from ..complexity import count_macs, count_params
 from ..data.imagenet import DataError, imagenet_samples
 from ..data.images import ImageListDataset, ShardSampler, subset
 from ..evaluation import IMAGENET_VAL_SIZE, UnreadableImage, evaluate, verdict, wilson_interval
-from ..factory import class_labels, load
-from ..weights import WeightsError, binary_units, find_checkpoint
+from ..factory import class_labels
+from ..weights import binary_units, find_checkpoint
 from ..weights.manifest import update_manifest
 from ..zoo import list_models
-from .common import UsageError, add_runtime_args
+from .common import UsageError, add_runtime_args, load_model
 
 HELP = "measure Top-1/Top-5 on ImageNet val and check them against the reported numbers"
 
@@ -91,16 +91,8 @@ def _expand_models(patterns: List[str]) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def _load(name: str, args: argparse.Namespace) -> torch.nn.Module:
-    try:
-        return load(name, pretrained=True, checkpoint=args.checkpoint)
-    except (KeyError, WeightsError) as e:
-        message = e.args[0] if isinstance(e, KeyError) else str(e)
-        raise UsageError(f"{name}: {message}") from None
-
-
 def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
-    model = _load(name, args)
+    model = load_model(name, args.checkpoint)
     labels = class_labels(model)
     overrides = {
         k: v
