@@ -4,9 +4,13 @@ For one backbone: timm's plain ResNet, SE-ResNet and CBAM-ResNet of the same dep
 and layout as ours), timm's own ECA path with our kernel sizes, and our ECA-ResNet; or timm's
 plain MobileNetV2 and ours. For each: exact parameters, GMACs, inference and training
 images/s (forward + backward + optimizer step), each the median of several timed repetitions,
-the models interleaved so that drift in the machine's speed hits all alike.
+and each model's ratio to the plain one as the median of their ratios within a repetition,
+the models interleaved so that drift in the machine's speed hits all alike, and their order rotated
+every repetition so that none always runs right after the same other model (whose memory it inherits).
 """
 
+import ctypes
+import ctypes.util
 import dataclasses
 import io
 import platform
@@ -27,7 +31,7 @@ from .complexity import count_macs, count_params
 from .training.loop import autocast_for
 from .weights import read_weights_file
 
-__all__ = ["BACKBONES", "PAPER_TABLE3", "Result", "build_models", "run_benchmark", "time_loading"]
+__all__ = ["BACKBONES", "PAPER_TABLE3", "Result", "build_models", "keep_freed_memory", "run_benchmark", "time_loading"]
 
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
 DEPTHS.update({101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))})
@@ -54,7 +58,7 @@ class Result:
     infer_spread: float = 0.0  # (max - min) / median of the repetitions, percent
     train_img_s: float = 0.0
     train_spread: float = 0.0
-    infer_ratio: float = 0.0  # to the plain model
+    infer_ratio: float = 0.0  # to the plain model: median over repetitions of the ratio within each
     train_ratio: float = 0.0
     infer_runs: List[float] = dataclasses.field(default_factory=list)
     train_runs: List[float] = dataclasses.field(default_factory=list)
@@ -93,6 +97,23 @@ def build_models(backbone: str) -> Dict[str, Callable[[], torch.nn.Module]]:
     }
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc serve every allocation from its heap and keep what is freed there for reuse.
+
+    By default glibc maps each allocation above 32 MiB (a block-sized activation at batch 32) fresh from
+    the OS and unmaps it when freed, so every step faults its pages in again; on a shared virtual machine
+    that cost is large and erratic and swamps what the models compute. With mmap off and trimming off,
+    freed memory is reused, as jemalloc, tcmalloc or a GPU's caching allocator do. It holds for the rest of
+    the process. Returns False where the C library is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or not name:
+        return False
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def _kind(name: str) -> str:
     for prefix, kind in (("timm_eca", "timm-eca"), ("eca", "eca"), ("se", "se"), ("cbam", "cbam")):
         if name.startswith(prefix):
@@ -119,7 +140,8 @@ def run_benchmark(
     train: bool = True,
     log: Callable[[str], None] = print,
 ) -> List[Result]:
-    """Measure the models of ``backbone``; every repetition times each model once, in turn.
+    """Measure the models of ``backbone``; every repetition times each model once, in an order that
+    rotates by one model per repetition.
 
     Args:
         backbone: One of :data:`BACKBONES`.
@@ -153,7 +175,7 @@ def run_benchmark(
             for name in steps:
                 steps[name][mode]()
         for rep in range(reps):
-            for r in results:
+            for r in results[rep % len(results) :] + results[: rep % len(results)]:
                 _sync(dev)
                 start = time.perf_counter()
                 for _ in range(iters):
@@ -169,12 +191,18 @@ def run_benchmark(
             median = statistics.median(runs)
             setattr(r, f"{mode}_img_s", median)
             setattr(r, f"{mode}_spread", 100 * (max(runs) - min(runs)) / median)
-        r.infer_ratio = r.infer_img_s / statistics.median(base.infer_runs)
-        r.train_ratio = r.train_img_s / statistics.median(base.train_runs) if train else 0.0
+        # both models of a pair ran within one repetition, so a change in the machine's state between
+        # repetitions (another tenant, free huge pages) cancels out of their ratio
+        r.infer_ratio = _paired_ratio(r.infer_runs, base.infer_runs)
+        r.train_ratio = _paired_ratio(r.train_runs, base.train_runs) if train else 0.0
         if r.kind in paper and "plain" in paper:
             r.paper_train_ratio = paper[r.kind][0] / paper["plain"][0]
             r.paper_infer_ratio = paper[r.kind][1] / paper["plain"][1]
     return results
+
+
+def _paired_ratio(runs: List[float], base_runs: List[float]) -> float:
+    return statistics.median(a / b for a, b in zip(runs, base_runs))
 
 
 def _steps(model, x, y, device, amp, compile, train) -> Dict[str, Callable[[], None]]:

@@ -66,23 +66,105 @@ def test_bottleneck_inference_pools_before_conv3():
     assert not calls, "inference should take the gate from the pooled conv3 input"
 
 
-@pytest.mark.parametrize("name", list(BLOCKS))
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_autograd_paths_match_values_and_gradients(name, mode):
-    block, chans = BLOCKS[name]
-    ours, ref = copy.deepcopy(block), copy.deepcopy(block)
-    ours.train(mode == "train")
-    ref.train(mode == "train")
-    x = torch.randn(2, chans, 10, 10)
+def _last_bn(block):
+    return block.bn3 if isinstance(block, EcaBottleneck) else block.bn2
+
+
+def _compare(ours, ref, x, tol=1e-5):
+    """Values, every gradient and the BN buffers of ``ours`` against the reference computation."""
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     out1, out2 = ours(x1), _reference(ref, x2)
-    torch.testing.assert_close(out1, out2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out1, out2, atol=tol, rtol=tol)
     g = torch.randn_like(out1)
     out1.backward(g)
     out2.backward(g)
-    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=10 * tol, rtol=10 * tol)
     for (n, p1), p2 in zip(ours.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p1.grad, p2.grad, atol=1e-4, rtol=1e-4, msg=n)
+        torch.testing.assert_close(p1.grad, p2.grad, atol=10 * tol, rtol=10 * tol, msg=n)
+    for (n, b1), b2 in zip(ours.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b1, b2, atol=tol, rtol=tol, msg=n)
+    return out1
+
+
+def _path(out) -> str:
+    """Name of the autograd node under the block's final ReLU."""
+    return out.grad_fn.next_functions[0][0].name()
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_autograd_paths_match_values_gradients_and_running_stats(name, mode, channels_last):
+    block, chans = BLOCKS[name]
+    ours, ref = copy.deepcopy(block).train(mode == "train"), copy.deepcopy(block).train(mode == "train")
+    x = torch.randn(3, chans, 10, 10) * 2 + 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = _compare(ours, ref, x)
+    assert _path(out) == ("_BnEcaAddBackward" if mode == "train" else "_EcaAddBackward")
+    if channels_last:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("name", ["bottleneck", "basic+downsample"])
+def test_fused_training_edge_cases(name):
+    """A zero-initialised last BN (timm's zero_init_last), cumulative running averages (momentum None),
+    activations far from zero mean, float64, and several steps in a row."""
+    block, chans = BLOCKS[name]
+    ours, ref = copy.deepcopy(block).train(), copy.deepcopy(block).train()
+    for b in (ours, ref):
+        _last_bn(b).momentum = None
+        torch.nn.init.zeros_(_last_bn(b).weight)
+    for _ in range(2):
+        _compare(ours, ref, torch.randn(2, chans, 6, 6) + 3.0)
+    ours64, ref64 = copy.deepcopy(block).double().train(), copy.deepcopy(block).double().train()
+    out = _compare(ours64, ref64, torch.randn(2, chans, 5, 7, dtype=torch.float64) - 2.0, tol=1e-10)
+    assert _path(out) == "_BnEcaAddBackward"
+
+
+def test_fused_training_falls_back_where_the_bn_is_not_a_plain_one():
+    """Hooks on the BN must fire, and SyncBatchNorm or any BN subclass keeps its own forward."""
+    block, chans = BLOCKS["bottleneck"]
+    ours, ref = copy.deepcopy(block).train(), copy.deepcopy(block).train()
+    seen = []
+    ours.bn3.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    out = _compare(ours, ref, torch.randn(2, chans, 6, 6))
+    assert seen and _path(out) == "_EcaAddBackward"
+
+    class MyBatchNorm(torch.nn.BatchNorm2d):
+        pass
+
+    ours, ref = copy.deepcopy(block).train(), copy.deepcopy(block).train()
+    custom = MyBatchNorm(ours.bn3.num_features)
+    custom.load_state_dict(ours.bn3.state_dict())
+    ours.bn3 = custom
+    assert _path(_compare(ours, ref, torch.randn(2, chans, 6, 6))) == "_EcaAddBackward"
+
+
+def test_frozen_convolutions_with_trainable_bn_and_eca():
+    block, chans = BLOCKS["basic+downsample"]
+    ours, ref = copy.deepcopy(block).train(), copy.deepcopy(block).train()
+    for b in (ours, ref):
+        for n, p in b.named_parameters():
+            p.requires_grad_("bn" in n or "eca" in n or "downsample.1" in n)
+    x = torch.randn(2, chans, 6, 6)
+    out1, out2 = ours(x), _reference(ref, x)
+    torch.testing.assert_close(out1, out2, atol=1e-5, rtol=1e-5)
+    out1.sum().backward()
+    out2.sum().backward()
+    for (n, p1), p2 in zip(ours.named_parameters(), ref.parameters()):
+        if p1.requires_grad:
+            torch.testing.assert_close(p1.grad, p2.grad, atol=1e-4, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_double_backward_raises_instead_of_returning_wrong_values(mode):
+    block, chans = BLOCKS["bottleneck"]
+    block = copy.deepcopy(block).train(mode == "train")
+    x = torch.randn(2, chans, 6, 6, requires_grad=True)
+    (grad,) = torch.autograd.grad(block(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
 
 
 def _run(fn, block, x, amp):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .._files import write_text_atomic
-from ..benchmark import BACKBONES, PAPER_TABLE3, machine, run_benchmark, time_loading
+from ..benchmark import BACKBONES, PAPER_TABLE3, keep_freed_memory, machine, run_benchmark, time_loading
 from .common import UsageError
 
 HELP = "time plain, SE, CBAM and ECA models side by side (the paper's Table 3)"
@@ -29,6 +29,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=1, help="steps per timed repetition")
     parser.add_argument("--no-train", action="store_true", help="time inference only")
+    parser.add_argument(
+        "--keep-memory",
+        action="store_true",
+        help="glibc: reuse freed memory instead of faulting fresh pages in every step (less noise)",
+    )
     parser.add_argument("--results-file", help="write the results as JSON")
     parser.add_argument("--plot", help="draw the images/s ratios as a bar chart (PNG)")
 
@@ -49,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
             "reps",
             "warmup",
             "iters",
+            "keep_memory",
         )
     }
+    if args.keep_memory and not keep_freed_memory():
+        raise UsageError("--keep-memory works with glibc on Linux only; run without it")
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     results = run_benchmark(
         args.backbone, args.device, args.batch_size, args.img_size, args.channels_last, args.amp, args.compile,
@@ -107,7 +115,8 @@ def _print_table(results, train: bool) -> None:
     for row in rows:
         print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
     print(
-        "ratio: images/s relative to the plain model (first row); paper: the same ratio in the paper's Table 3 (2080Ti GPUs)."
+        "ratio: images/s relative to the plain model (first row), the median over repetitions of the ratio within one;"
+        " paper: the same ratio in the paper's Table 3 (2080Ti GPUs)."
     )
     print(
         "spread: (max - min) / median over the timed repetitions. GMACs: torch.utils.flop_counter, 1e9 MACs per image."

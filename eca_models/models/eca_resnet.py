@@ -18,7 +18,7 @@ from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from ..layers import EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
+from ..layers import EcaLayer, KernelSizes, bn_eca_add, can_fuse_bn, eca_add, format_kernel_code, parse_kernel_code
 from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
 
 __all__ = ["EcaBasicBlock", "EcaBottleneck", "EcaResNet"]
@@ -28,47 +28,9 @@ def _needs_grad(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
-def _channel_dot(a: torch.Tensor, b: torch.Tensor, chunk_bytes: int = 4 << 20) -> torch.Tensor:
-    """``(a * b).sum((2, 3))``. On the CPU it runs over chunks of the batch whose product stays a few
-    MiB: a block-sized temporary is fresh memory the OS must fault in, and costs ten times the math."""
-    if a.device.type != "cpu":
-        return (a * b).sum(dim=(2, 3))
-    per_image = a[0].numel() * a.element_size()
-    step = max(1, chunk_bytes // max(per_image, 1))
-    return torch.cat([(a[i : i + step] * b[i : i + step]).sum(dim=(2, 3)) for i in range(0, a.shape[0], step)])
-
-
-class _EcaAddFunction(torch.autograd.Function):
-    """``shortcut + x * sigmoid(conv1d(mean_hw(x)))`` with a backward that makes two passes over the
-    block-sized tensors where autograd's generic one makes four (it materialises the mean's gradient
-    and accumulates it separately). The conv runs through the ECA module, so its hooks still fire."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, shortcut: torch.Tensor, weight: torch.Tensor, eca: EcaLayer) -> torch.Tensor:
-        pooled = x.mean(dim=(2, 3))
-        gate = eca.gate_from_pooled(pooled)
-        ctx.save_for_backward(x, pooled, gate, weight)
-        ctx.padding = eca.conv.padding
-        ctx.shortcut_dtype = shortcut.dtype
-        return torch.addcmul(shortcut, x, gate)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, pooled, gate, weight = ctx.saved_tensors
-        n, c = pooled.shape
-        # under autocast the forward ran in low precision, the backward does not: the small (N, C) part runs
-        # in the weight's dtype, the block-sized part in the gradient's
-        g = gate.view(n, c).to(weight.dtype)
-        d_logits = (_channel_dot(grad, x).to(weight.dtype) * g * (1 - g)).view(n, 1, c)
-        pooled3 = pooled.view(n, 1, c).to(weight.dtype)
-        d_pooled = torch.nn.grad.conv1d_input(pooled3.shape, weight, d_logits, padding=ctx.padding).view(n, c, 1, 1)
-        d_weight = torch.nn.grad.conv1d_weight(pooled3, weight.shape, d_logits, padding=ctx.padding)
-        d_x = torch.addcmul((d_pooled / (x.shape[2] * x.shape[3])).to(grad.dtype), grad, gate.to(grad.dtype))
-        return d_x.to(x.dtype), grad.to(ctx.shortcut_dtype), d_weight, None
-
-
 class _EcaResidual:
-    """The end of an ECA block: ``shortcut + x * gate``, in one pass over ``x``."""
+    """The end of an ECA block, ``act(shortcut + eca(bn(z)))``, by the cheapest exact path (see
+    :mod:`eca_models.layers.eca_residual`)."""
 
     def _attend_and_add(self, x: torch.Tensor, shortcut: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """When autograd needs none of the three, the result is written into ``x`` (the block's own BN
@@ -79,10 +41,16 @@ class _EcaResidual:
             return torch.addcmul(shortcut, x, gate)
         return torch.addcmul(shortcut, x, gate, out=x)
 
-    def _eca_add(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        """ECA and the residual add on the block output ``x``, by the cheapest exact path."""
-        if self.drop_path is None and not torch.jit.is_scripting() and (_needs_grad(x) or _needs_grad(shortcut)):
-            return _EcaAddFunction.apply(x, shortcut, self.eca.conv.weight, self.eca)
+    def _bn_eca_add(self, z: torch.Tensor, shortcut: torch.Tensor, bn: nn.Module) -> torch.Tensor:
+        """``shortcut + eca(bn(z))`` for the last conv's output ``z``."""
+        fused = self.drop_path is None
+        if fused and (_needs_grad(z) or _needs_grad(shortcut)):
+            if can_fuse_bn(bn, z):
+                return bn_eca_add(z, shortcut, bn, self.eca)
+            return eca_add(bn(z), shortcut, self.eca)
+        x = bn(z)
+        if fused and _needs_grad(x):  # frozen convs, trainable BN
+            return eca_add(x, shortcut, self.eca)
         return self._attend_and_add(x, shortcut, self.eca.gate(x))
 
 
@@ -112,10 +80,13 @@ class EcaBasicBlock(_EcaResidual, BasicBlock):
         x = self.act1(x)
         x = self.aa(x)
         x = self.conv2(x)
-        x = self.bn2(x)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        return self.act2(self._eca_add(x, shortcut))
+        if torch.jit.is_scripting():
+            x = self.bn2(x)
+            return self.act2(self._attend_and_add(x, shortcut, self.eca.gate(x)))
+        else:
+            return self.act2(self._bn_eca_add(x, shortcut, self.bn2))
 
 
 class EcaBottleneck(_EcaResidual, Bottleneck):
@@ -160,12 +131,15 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
             bn = self.bn3
             pooled = F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
         x = self.conv3(x)
-        x = self.bn3(x)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
         if early:
-            return self.act3(self._attend_and_add(x, shortcut, self.eca.gate_from_pooled(pooled)))
-        return self.act3(self._eca_add(x, shortcut))
+            return self.act3(self._attend_and_add(self.bn3(x), shortcut, self.eca.gate_from_pooled(pooled)))
+        if torch.jit.is_scripting():
+            x = self.bn3(x)
+            return self.act3(self._attend_and_add(x, shortcut, self.eca.gate(x)))
+        else:
+            return self.act3(self._bn_eca_add(x, shortcut, self.bn3))
 
 
 def _stage_block(

@@ -1,0 +1,186 @@
+"""The end of an ECA block, ``shortcut + eca(bn(z))``, in the passes the plain block already makes.
+
+The naive layer reads the block output once more to pool it, writes a new tensor for ``x * gate``
+and a third for the residual add, and autograd's backward materialises the mean's gradient and
+the gate's product separately. Here the multiply rides on the residual add, and in training the
+last BatchNorm is folded in as well, so no block-sized tensor is written that the plain ResNet does
+not write too. On the CPU a fresh block-sized tensor costs more than the arithmetic on it: the OS
+has to fault its pages in.
+
+Both autograd functions compute the same values as the layer as the paper states it (within
+float rounding) and are checked against it in ``tests/test_fast_paths.py``. They are differentiable
+once: a double backward (``create_graph=True``) raises instead of returning wrong second derivatives.
+"""
+
+from typing import Tuple
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn.grad import conv1d_input, conv1d_weight
+
+from .eca import EcaLayer
+
+__all__ = ["bn_eca_add", "can_fuse_bn", "eca_add"]
+
+_CHUNK_BYTES = 4 << 20
+
+
+def _batch_chunks(t: torch.Tensor) -> int:
+    """Images per chunk so that a temporary the size of the chunk stays a few MiB (on the CPU: fresh
+    memory beyond that is faulted in page by page, at ten times the cost of the math on it)."""
+    if t.device.type != "cpu":
+        return t.shape[0]
+    per_image = t[0].numel() * t.element_size()
+    return max(1, _CHUNK_BYTES // max(per_image, 1))
+
+
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum((2, 3))``, shaped (N, C), over chunks of the batch."""
+    step = _batch_chunks(a)
+    return torch.cat([(a[i : i + step] * b[i : i + step]).sum(dim=(2, 3)) for i in range(0, a.shape[0], step)])
+
+
+def _grad_sums(g: torch.Tensor, z: torch.Tensor, mean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per image and channel: ``sum_hw g`` and ``sum_hw g * (z - mean)``, over chunks of the batch."""
+    step, m = _batch_chunks(g), mean.view(1, -1, 1, 1)
+    sums, dots = [], []
+    for i in range(0, g.shape[0], step):
+        gi = g[i : i + step]
+        sums.append(gi.sum(dim=(2, 3)))
+        dots.append(((z[i : i + step] - m) * gi).sum(dim=(2, 3)))
+    return torch.cat(sums), torch.cat(dots)
+
+
+def _gate_backward(ctx, d_gate: torch.Tensor, pooled: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor):
+    """Gradients of the pooled means and of the ECA conv weight, from the gate's gradient (N, C)."""
+    n, c = pooled.shape
+    d_logits = (d_gate * gate * (1 - gate)).view(n, 1, c)
+    pooled3 = pooled.view(n, 1, c)
+    d_pooled = conv1d_input(pooled3.shape, weight, d_logits, padding=ctx.padding).view(n, c)
+    return d_pooled, conv1d_weight(pooled3, weight.shape, d_logits, padding=ctx.padding)
+
+
+class _EcaAdd(torch.autograd.Function):
+    """``shortcut + x * gate(x)``: two passes over block-sized tensors in the backward where autograd's
+    generic one makes four (it materialises the mean's gradient and accumulates it separately)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, shortcut: torch.Tensor, weight: torch.Tensor, eca: EcaLayer) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))
+        gate = eca.gate_from_pooled(pooled)  # through the module, so hooks on eca.conv still fire
+        ctx.save_for_backward(x, pooled, gate, weight)
+        ctx.padding = eca.conv.padding
+        ctx.shortcut_dtype = shortcut.dtype
+        return torch.addcmul(shortcut, x, gate)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, pooled, gate, weight = ctx.saved_tensors
+        n, c = pooled.shape
+        # under autocast the forward ran in low precision, the backward does not: the small (N, C) part runs
+        # in the weight's dtype, the block-sized part in the gradient's
+        g = gate.view(n, c).to(weight.dtype)
+        d_gate = _channel_dot(grad, x).to(weight.dtype)
+        d_pooled, d_weight = _gate_backward(ctx, d_gate, pooled.to(weight.dtype), g, weight)
+        d_pooled = (d_pooled / (x.shape[2] * x.shape[3])).view(n, c, 1, 1)
+        d_x = torch.addcmul(d_pooled.to(grad.dtype), grad, gate.to(grad.dtype))
+        return d_x.to(x.dtype), grad.to(ctx.shortcut_dtype), d_weight, None
+
+
+def _bn_momentum(bn: nn.BatchNorm2d) -> float:
+    """The running-average factor of this step, counted as ``nn.BatchNorm2d.forward`` counts it."""
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    if bn.momentum is None:
+        return 1.0 / float(bn.num_batches_tracked)
+    return bn.momentum
+
+
+class _BnEcaAdd(torch.autograd.Function):
+    """``shortcut + eca(bn(z))`` with a training-mode BatchNorm. The forward writes one block-sized tensor
+    (the BN output, turned into the block output in place), as the plain block's ``bn(z) + shortcut`` does;
+    the backward writes one (the gradient of ``z``), as the plain block's BN backward does. The gate is taken
+    from per-image means of ``z``, through the BN's affine map, and its gradient from two reductions."""
+
+    @staticmethod
+    def forward(ctx, z, shortcut, bn_weight, bn_bias, eca_weight, bn: nn.BatchNorm2d, eca: EcaLayer):
+        momentum = _bn_momentum(bn)
+        x, mean, invstd = torch.native_batch_norm(
+            z, bn_weight, bn_bias, bn.running_mean, bn.running_var, True, momentum, bn.eps
+        )
+        z_mean = z.mean(dim=(2, 3))
+        pooled = (z_mean - mean) * (bn_weight * invstd) + bn_bias  # = x.mean((2, 3))
+        gate = eca.gate_from_pooled(pooled)
+        ctx.save_for_backward(z, z_mean, pooled, gate, mean, invstd, bn_weight, bn_bias, eca_weight)
+        ctx.padding = eca.conv.padding
+        return torch.addcmul(shortcut, x, gate, out=x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        z, z_mean, pooled, gate, mean, invstd, w, b, eca_weight = ctx.saved_tensors
+        n, c = pooled.shape
+        hw = z.shape[2] * z.shape[3]
+        s = gate.view(n, c)
+        sum_g, dot_g = _grad_sums(grad, z, mean)  # sum_hw g, sum_hw g * (z - mean)
+        scale = w * invstd  # x = (z - mean) * scale + b
+        d_pooled, d_eca_weight = _gate_backward(ctx, scale * dot_g + b * sum_g, pooled, s, eca_weight)
+        # the gradient of x is grad * s + d_pooled / hw; BatchNorm's backward on it, in closed form
+        d_bias = (s * sum_g + d_pooled).sum(0)
+        d_weight = invstd * (s * dot_g + d_pooled * (z_mean - mean)).sum(0)
+        k_grad = (scale * s).view(n, c, 1, 1)
+        k_z = -scale * invstd * d_weight / (n * hw)
+        k_const = scale * (d_pooled / hw - d_bias / (n * hw)) - k_z * mean
+        d_z = torch.addcmul(k_const.view(n, c, 1, 1), grad, k_grad)
+        d_z.addcmul_(z, k_z.view(1, c, 1, 1))
+        return d_z, grad, d_weight, d_bias, d_eca_weight, None, None
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    global_hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks)
+    return bool(module._forward_hooks or module._forward_pre_hooks or any(global_hooks))
+
+
+def can_fuse_bn(bn: nn.Module, z: torch.Tensor) -> bool:
+    """Whether :func:`bn_eca_add` may stand in for ``bn(z)``: a plain training-mode ``nn.BatchNorm2d``
+    (affine, tracking running stats, no forward hooks) on float32 or float64 in the BN's own dtype.
+
+    Anything else (eval mode, SyncBatchNorm or another subclass, autocast's mixed dtypes) takes
+    :func:`eca_add` after the module's own BN.
+    """
+    return (
+        type(bn) is nn.BatchNorm2d
+        and bn.training
+        and bn.affine
+        and bn.track_running_stats
+        and z.dtype in (torch.float32, torch.float64)
+        and z.dtype == bn.weight.dtype
+        and not _has_hooks(bn)
+    )
+
+
+def eca_add(x: torch.Tensor, shortcut: torch.Tensor, eca: EcaLayer) -> torch.Tensor:
+    """``shortcut + eca(x)`` for autograd, pooling ``x`` once and fusing the multiply into the add.
+
+    Args:
+        x: The block output before attention, (N, C, H, W).
+        shortcut: The residual branch, same shape.
+        eca: The block's ECA layer.
+    """
+    return _EcaAdd.apply(x, shortcut, eca.conv.weight, eca)
+
+
+def bn_eca_add(z: torch.Tensor, shortcut: torch.Tensor, bn: nn.BatchNorm2d, eca: EcaLayer) -> torch.Tensor:
+    """``shortcut + eca(bn(z))`` for training, with BatchNorm, ECA and the add fused (see :func:`can_fuse_bn`).
+
+    The BN's running statistics and batch counter are updated as its own forward updates them.
+
+    Args:
+        z: The last convolution's output, (N, C, H, W).
+        shortcut: The residual branch, same shape.
+        bn: The block's last BatchNorm, in training mode.
+        eca: The block's ECA layer.
+    """
+    return _BnEcaAdd.apply(z, shortcut, bn.weight, bn.bias, eca.conv.weight, bn, eca)
