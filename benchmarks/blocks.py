@@ -1,5 +1,6 @@
 """Time one ResNet-50 block of every stage, timm's plain Bottleneck against our EcaBottleneck with the
-same weights, in inference and in training (forward and backward); and BatchNorm's backward alone,
+same weights, in inference and in training (forward and backward); ECA's own work in inference (pooling
+and gate: the multiply rides on the add the plain block makes anyway); and BatchNorm's backward alone,
 PyTorch's native kernel against the closed form the fused training path computes in its stead.
 
     python benchmarks/blocks.py [--batch-size 32] [--reps 25] [--channels-last] [--keep-memory]
@@ -51,6 +52,14 @@ def _variants(n: int, channels: int, side: int, k: int, fmt: torch.memory_format
 
         return run
 
+    h = torch.randn(n, channels // 4, side, side).contiguous(memory_format=fmt)
+
+    def eca_gate():  # ECA's own work in inference, as the block does it; the rest of the block is the plain one's
+        eca.eval()
+        with torch.inference_mode():
+            pooled = eca._pool_before_conv3(h)
+            eca.eca.gate(x) if pooled is None else eca.eca.gate_from_pooled(pooled)
+
     def native_bn_backward():
         args = (grad, z, plain.bn3.weight, None, None, mean, invstd, True, 1e-5, [True, True, True])
         torch.ops.aten.native_batch_norm_backward(*args)
@@ -64,6 +73,7 @@ def _variants(n: int, channels: int, side: int, k: int, fmt: torch.memory_format
         "ECA infer": infer(eca),
         "plain train": train(plain),
         "ECA train": train(eca),
+        "ECA gate infer": eca_gate,
         "BN bwd native": native_bn_backward,
         "BN bwd closed form": closed_form_bn_backward,
     }

@@ -55,15 +55,20 @@ def test_inference_path_matches_and_leaves_the_input_alone(name, channels_last):
     assert torch.equal(x, before), "the block wrote into its input"
 
 
-def test_bottleneck_inference_pools_before_conv3():
+@pytest.mark.parametrize("side, early", [(6, True), (5, False)])
+def test_bottleneck_inference_pools_before_conv3_on_large_maps(side, early):
+    """conv3 of this block has 128 input channels: pooled first on a 6x6 map (4 * 36 >= 128), not on 5x5."""
     block = copy.deepcopy(BLOCKS["bottleneck"][0]).eval()
-    assert block.pool_before_conv3
+    assert block.pool_before_conv3 and block.conv3.in_channels == 128
     calls = []
     original = block.eca.gate
     block.eca.gate = lambda x: calls.append(1) or original(x)
+    x = torch.randn(2, 512, side, side)
     with torch.inference_mode():
-        block(torch.randn(1, 512, 8, 8))
-    assert not calls, "inference should take the gate from the pooled conv3 input"
+        out = block(x)
+    assert bool(calls) != early
+    with torch.no_grad():
+        torch.testing.assert_close(out, _reference(block, x), atol=1e-5, rtol=1e-5)
 
 
 def _last_bn(block):

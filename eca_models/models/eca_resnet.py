@@ -10,7 +10,7 @@ the whole timm model API comes with it; parameter names are the authors' (``laye
 """
 
 import functools
-from typing import Any, Callable, Dict, List, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +114,18 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
             and type(bn3) is nn.BatchNorm2d and bn3.track_running_stats and bn3.affine
         )  # fmt: skip
 
+    def _pool_before_conv3(self, h: torch.Tensor) -> Optional[torch.Tensor]:
+        """In inference, the block output's per-channel means (N, C) from ``conv3``'s input ``h``, where that is
+        cheaper than pooling the output: a (N, C_in) x (C_in, C) product against reading N * C * H * W values.
+        On a CPU it pays up to C_in = 4 * H * W (stages 1 to 3 of ResNet-50, not 4). None where it does not."""
+        if not self.pool_before_conv3 or self.bn3.training or _needs_grad(h):
+            return None
+        if self.conv3.in_channels > 4 * h.shape[2] * h.shape[3]:
+            return None
+        pooled = F.linear(h.mean(dim=(2, 3)), self.conv3.weight.flatten(1))
+        bn = self.bn3
+        return F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.conv1(x)
@@ -124,16 +136,11 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
         x = self.drop_block(x)
         x = self.act2(x)
         x = self.aa(x)
-        pooled = torch.empty(0)
-        early = self.pool_before_conv3 and not self.bn3.training and not _needs_grad(x)
-        if early:
-            pooled = F.linear(x.mean(dim=(2, 3)), self.conv3.weight.flatten(1))
-            bn = self.bn3
-            pooled = F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        pooled = self._pool_before_conv3(x)
         x = self.conv3(x)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        if early:
+        if pooled is not None:
             return self.act3(self._attend_and_add(self.bn3(x), shortcut, self.eca.gate_from_pooled(pooled)))
         if torch.jit.is_scripting():
             x = self.bn3(x)
