@@ -8,15 +8,16 @@ not write too. On the CPU a fresh block-sized tensor costs more than the arithme
 has to fault its pages in.
 
 Both autograd functions compute the same values as the layer as the paper states it (within
-float rounding) and are checked against it in ``tests/test_fast_paths.py``. They are differentiable
-once: a double backward (``create_graph=True``) raises instead of returning wrong second derivatives.
+float rounding) and are checked against it in ``tests/test_fast_paths.py``. Under ``create_graph=True``
+(gradient penalties, double backward) their backward recomputes the block end with plain autograd
+operations instead, so that its result is itself differentiable.
 """
 
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn.grad import conv1d_input, conv1d_weight
 
 from .eca import EcaLayer
@@ -52,6 +53,18 @@ def _grad_sums(g: torch.Tensor, z: torch.Tensor, mean: torch.Tensor) -> Tuple[to
     return torch.cat(sums), torch.cat(dots)
 
 
+def _gate(x: torch.Tensor, weight: torch.Tensor, padding) -> torch.Tensor:
+    """The ECA gate of ``x`` in plain autograd operations, for the differentiable backward."""
+    n, c = x.shape[:2]
+    return F.conv1d(x.mean(dim=(2, 3)).view(n, 1, c), weight, padding=padding).sigmoid().view(n, c, 1, 1)
+
+
+def _differentiable_backward(fn, inputs, grad: torch.Tensor):
+    """Gradients of ``fn(*inputs)`` against ``grad``, themselves differentiable (for ``create_graph=True``)."""
+    leaves = [t if t.requires_grad else t.detach().requires_grad_() for t in inputs]
+    return torch.autograd.grad(fn(*leaves), leaves, grad, create_graph=True)
+
+
 def _gate_backward(ctx, d_gate: torch.Tensor, pooled: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor):
     """Gradients of the pooled means and of the ECA conv weight, from the gate's gradient (N, C)."""
     n, c = pooled.shape
@@ -75,9 +88,11 @@ class _EcaAdd(torch.autograd.Function):
         return torch.addcmul(shortcut, x, gate)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, pooled, gate, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            d_x, d_weight = _differentiable_backward(lambda x, w: x * _gate(x, w, ctx.padding), (x, weight), grad)
+            return d_x, grad, d_weight, None
         n, c = pooled.shape
         # under autocast the forward ran in low precision, the backward does not: the small (N, C) part runs
         # in the weight's dtype, the block-sized part in the gradient's
@@ -114,13 +129,20 @@ class _BnEcaAdd(torch.autograd.Function):
         pooled = (z_mean - mean) * (bn_weight * invstd) + bn_bias  # = x.mean((2, 3))
         gate = eca.gate_from_pooled(pooled)
         ctx.save_for_backward(z, z_mean, pooled, gate, mean, invstd, bn_weight, bn_bias, eca_weight)
-        ctx.padding = eca.conv.padding
+        ctx.padding, ctx.eps = eca.conv.padding, bn.eps
         return torch.addcmul(shortcut, x, gate, out=x)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         z, z_mean, pooled, gate, mean, invstd, w, b, eca_weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+
+            def block_end(z, w, b, eca_weight):
+                x = F.batch_norm(z, None, None, w, b, True, 0.0, ctx.eps)
+                return x * _gate(x, eca_weight, ctx.padding)
+
+            d_z, d_w, d_b, d_eca = _differentiable_backward(block_end, (z, w, b, eca_weight), grad)
+            return d_z, grad, d_w, d_b, d_eca, None, None
         n, c = pooled.shape
         hw = z.shape[2] * z.shape[3]
         s = gate.view(n, c)
