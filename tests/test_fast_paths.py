@@ -7,6 +7,7 @@ import timm
 import torch
 from helpers import RefEca, randomize
 
+from eca_models.layers import bn_eca_add, can_fuse_bn
 from eca_models.models.eca_resnet import EcaBottleneck
 
 
@@ -125,6 +126,29 @@ def test_fused_training_edge_cases(name):
     ours64, ref64 = copy.deepcopy(block).double().train(), copy.deepcopy(block).double().train()
     out = _compare(ours64, ref64, torch.randn(2, chans, 5, 7, dtype=torch.float64) - 2.0, tol=1e-10)
     assert _path(out) == "_BnEcaAddBackward"
+
+
+def test_fused_training_keeps_precision_when_a_channel_mean_dwarfs_its_spread():
+    """BN input with mean 5 and spread 0.01: the float32 gradients stay as close to a float64 computation as
+    autograd's own float32 ones (a closed form that expands (z - mean) * k loses every digit here)."""
+    block, chans = BLOCKS["bottleneck"]
+    z = torch.randn(2, chans, 6, 6, dtype=torch.float64) * 0.01 + 5.0
+    shortcut, g = torch.randn_like(z), torch.randn_like(z)
+    grads = {}
+    for name, dtype in (("fused", torch.float32), ("autograd", torch.float32), ("truth", torch.float64)):
+        b = copy.deepcopy(block).to(dtype).train()
+        zz = z.to(dtype).requires_grad_(True)
+        if name == "fused":
+            assert can_fuse_bn(b.bn3, zz)
+            out = bn_eca_add(zz, shortcut.to(dtype), b.bn3, b.eca)
+        else:
+            x = b.bn3(zz)
+            out = shortcut.to(dtype) + x * b.eca.gate(x)
+        out.backward(g.to(dtype))
+        grads[name] = [t.double() for t in (zz.grad, b.bn3.weight.grad, b.bn3.bias.grad, b.eca.conv.weight.grad)]
+    for fused, reference, truth in zip(grads["fused"], grads["autograd"], grads["truth"]):
+        error = float((fused - truth).norm() / truth.norm())
+        assert error <= 2 * float((reference - truth).norm() / truth.norm()) + 1e-6, error
 
 
 def test_fused_training_falls_back_where_the_bn_is_not_a_plain_one():

@@ -42,15 +42,25 @@ def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cat([(a[i : i + step] * b[i : i + step]).sum(dim=(2, 3)) for i in range(0, a.shape[0], step)])
 
 
-def _grad_sums(g: torch.Tensor, z: torch.Tensor, mean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per image and channel: ``sum_hw g`` and ``sum_hw g * (z - mean)``, over chunks of the batch."""
+def _grad_sums(g: torch.Tensor, z: torch.Tensor, mean: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """Per image and channel: ``sum_hw g``, ``sum_hw g * (z - mean)`` and ``sum_hw (z - mean)``, over chunks of
+    the batch. ``z - mean`` is formed element by element, as BatchNorm's own backward does: expanding the
+    products and subtracting sums instead loses every digit when a channel's mean is large against its spread."""
     step, m = _batch_chunks(g), mean.view(1, -1, 1, 1)
-    sums, dots = [], []
+    sums, dots, devs = [], [], []
     for i in range(0, g.shape[0], step):
-        gi = g[i : i + step]
+        gi, dev = g[i : i + step], z[i : i + step] - m
         sums.append(gi.sum(dim=(2, 3)))
-        dots.append(((z[i : i + step] - m) * gi).sum(dim=(2, 3)))
-    return torch.cat(sums), torch.cat(dots)
+        dots.append((dev * gi).sum(dim=(2, 3)))
+        devs.append(dev.sum(dim=(2, 3)))
+    return torch.cat(sums), torch.cat(dots), torch.cat(devs)
+
+
+def _add_scaled_deviation(out: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> None:
+    """``out += (z - mean) * scale`` in place, over chunks of the batch (per-channel ``mean`` and ``scale``)."""
+    step, m, k = _batch_chunks(z), mean.view(1, -1, 1, 1), scale.view(1, -1, 1, 1)
+    for i in range(0, z.shape[0], step):
+        out[i : i + step].addcmul_(z[i : i + step] - m, k)
 
 
 def _gate(x: torch.Tensor, weight: torch.Tensor, padding) -> torch.Tensor:
@@ -116,8 +126,8 @@ def _bn_momentum(bn: nn.BatchNorm2d) -> float:
 class _BnEcaAdd(torch.autograd.Function):
     """``shortcut + eca(bn(z))`` with a training-mode BatchNorm. The forward writes one block-sized tensor
     (the BN output, turned into the block output in place), as the plain block's ``bn(z) + shortcut`` does;
-    the backward writes one (the gradient of ``z``), as the plain block's BN backward does. The gate is taken
-    from per-image means of ``z``, through the BN's affine map, and its gradient from two reductions."""
+    the backward writes one (the gradient of ``z``), as the plain block's BN backward does, from reductions
+    over chunks of the batch and one element-wise pass."""
 
     @staticmethod
     def forward(ctx, z, shortcut, bn_weight, bn_bias, eca_weight, bn: nn.BatchNorm2d, eca: EcaLayer):
@@ -125,16 +135,15 @@ class _BnEcaAdd(torch.autograd.Function):
         x, mean, invstd = torch.native_batch_norm(
             z, bn_weight, bn_bias, bn.running_mean, bn.running_var, True, momentum, bn.eps
         )
-        z_mean = z.mean(dim=(2, 3))
-        pooled = (z_mean - mean) * (bn_weight * invstd) + bn_bias  # = x.mean((2, 3))
+        pooled = x.mean(dim=(2, 3))
         gate = eca.gate_from_pooled(pooled)
-        ctx.save_for_backward(z, z_mean, pooled, gate, mean, invstd, bn_weight, bn_bias, eca_weight)
+        ctx.save_for_backward(z, pooled, gate, mean, invstd, bn_weight, bn_bias, eca_weight)
         ctx.padding, ctx.eps = eca.conv.padding, bn.eps
         return torch.addcmul(shortcut, x, gate, out=x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        z, z_mean, pooled, gate, mean, invstd, w, b, eca_weight = ctx.saved_tensors
+        z, pooled, gate, mean, invstd, w, b, eca_weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
 
             def block_end(z, w, b, eca_weight):
@@ -146,17 +155,16 @@ class _BnEcaAdd(torch.autograd.Function):
         n, c = pooled.shape
         hw = z.shape[2] * z.shape[3]
         s = gate.view(n, c)
-        sum_g, dot_g = _grad_sums(grad, z, mean)  # sum_hw g, sum_hw g * (z - mean)
+        sum_g, dot_g, sum_dev = _grad_sums(grad, z, mean)  # sum_hw of g, g * (z - mean), z - mean
         scale = w * invstd  # x = (z - mean) * scale + b
         d_pooled, d_eca_weight = _gate_backward(ctx, scale * dot_g + b * sum_g, pooled, s, eca_weight)
         # the gradient of x is grad * s + d_pooled / hw; BatchNorm's backward on it, in closed form
         d_bias = (s * sum_g + d_pooled).sum(0)
-        d_weight = invstd * (s * dot_g + d_pooled * (z_mean - mean)).sum(0)
+        d_weight = invstd * (s * dot_g + d_pooled * sum_dev / hw).sum(0)
         k_grad = (scale * s).view(n, c, 1, 1)
-        k_z = -scale * invstd * d_weight / (n * hw)
-        k_const = scale * (d_pooled / hw - d_bias / (n * hw)) - k_z * mean
+        k_const = scale * (d_pooled / hw - d_bias / (n * hw))
         d_z = torch.addcmul(k_const.view(n, c, 1, 1), grad, k_grad)
-        d_z.addcmul_(z, k_z.view(1, c, 1, 1))
+        _add_scaled_deviation(d_z, z, mean, -scale * invstd * d_weight / (n * hw))
         return d_z, grad, d_weight, d_bias, d_eca_weight, None, None
 
 
