@@ -19,7 +19,7 @@ import torch
 from timm.models.resnet import Bottleneck
 
 from eca_models.benchmark import keep_freed_memory
-from eca_models.layers.eca_residual import _grad_sums
+from eca_models.layers.eca_residual import _add_scaled_deviation, _grad_sums
 from eca_models.models import EcaBottleneck
 
 # stage: (block input/output channels, feature map side, ECA kernel size of k3557)
@@ -34,7 +34,7 @@ def _variants(n: int, channels: int, side: int, k: int, fmt: torch.memory_format
     grad = torch.randn_like(x)
     z = torch.randn_like(x)
     _, mean, invstd = torch.native_batch_norm(z, plain.bn3.weight, plain.bn3.bias, None, None, True, 0.1, 1e-5)
-    k_nc, k_c = torch.rand(n, channels, 1, 1), torch.rand(1, channels, 1, 1)
+    k_nc, k_c = torch.rand(n, channels, 1, 1), torch.rand(channels)
 
     def infer(block):
         def run():
@@ -64,9 +64,9 @@ def _variants(n: int, channels: int, side: int, k: int, fmt: torch.memory_format
         args = (grad, z, plain.bn3.weight, None, None, mean, invstd, True, 1e-5, [True, True, True])
         torch.ops.aten.native_batch_norm_backward(*args)
 
-    def closed_form_bn_backward():  # the block-sized passes of the fused backward: two reductions, two writes
+    def closed_form_bn_backward():  # the block-sized passes of the fused backward: chunked reductions, two writes
         _grad_sums(grad, z, mean)
-        torch.addcmul(k_nc, grad, k_nc).addcmul_(z, k_c)
+        _add_scaled_deviation(torch.addcmul(k_nc, grad, k_nc), z, mean, k_c)
 
     return {
         "plain infer": infer(plain),
