@@ -130,9 +130,9 @@ def test_fused_training_edge_cases(name):
 
 def test_fused_training_keeps_precision_when_a_channel_mean_dwarfs_its_spread():
     """BN input with mean 5 and spread 0.01: the float32 gradients stay as close to a float64 computation as
-    autograd's own float32 ones (a closed form that expands (z - mean) * k loses every digit here)."""
+    autograd's own float32 ones (a closed form that expanded (z - mean) * k into z * k - mean * k did not)."""
     block, chans = BLOCKS["bottleneck"]
-    z = torch.randn(2, chans, 6, 6, dtype=torch.float64) * 0.01 + 5.0
+    z = (torch.randn(2, chans, 6, 6) * 0.01 + 5.0).double()  # float32 values, so every dtype sees the same input
     shortcut, g = torch.randn_like(z), torch.randn_like(z)
     grads = {}
     for name, dtype in (("fused", torch.float32), ("autograd", torch.float32), ("truth", torch.float64)):
