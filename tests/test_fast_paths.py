@@ -152,13 +152,19 @@ def test_fused_training_keeps_precision_when_a_channel_mean_dwarfs_its_spread():
 
 
 def test_fused_training_falls_back_where_the_bn_is_not_a_plain_one():
-    """Hooks on the BN must fire, and SyncBatchNorm or any BN subclass keeps its own forward."""
+    """Forward and backward hooks on the BN must fire, and SyncBatchNorm or any BN subclass keeps its own forward."""
     block, chans = BLOCKS["bottleneck"]
     ours, ref = copy.deepcopy(block).train(), copy.deepcopy(block).train()
     seen = []
     ours.bn3.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     out = _compare(ours, ref, torch.randn(2, chans, 6, 6))
     assert seen and _path(out) == "_EcaAddBackward"
+
+    ours, ref = copy.deepcopy(block).train(), copy.deepcopy(block).train()
+    grads_seen = []
+    ours.bn3.register_full_backward_hook(lambda m, gi, go: grads_seen.append(go[0].shape))
+    out = _compare(ours, ref, torch.randn(2, chans, 6, 6))
+    assert grads_seen and _path(out) == "_EcaAddBackward"
 
     class MyBatchNorm(torch.nn.BatchNorm2d):
         pass

@@ -169,13 +169,21 @@ class _BnEcaAdd(torch.autograd.Function):
 
 
 def _has_hooks(module: nn.Module) -> bool:
-    global_hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks)
-    return bool(module._forward_hooks or module._forward_pre_hooks or any(global_hooks))
+    """Forward or backward hooks on ``module`` or on every module: they run only through its own call."""
+    g = nn.modules.module
+    own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    every = (
+        g._global_forward_hooks,
+        g._global_forward_pre_hooks,
+        g._global_backward_hooks,
+        g._global_backward_pre_hooks,
+    )
+    return any(own) or any(every)
 
 
 def can_fuse_bn(bn: nn.Module, z: torch.Tensor) -> bool:
     """Whether :func:`bn_eca_add` may stand in for ``bn(z)``: a plain training-mode ``nn.BatchNorm2d``
-    (affine, tracking running stats, no forward hooks) on float32 or float64 in the BN's own dtype.
+    (affine, tracking running stats, no hooks) on float32 or float64 in the BN's own dtype.
 
     Anything else (eval mode, SyncBatchNorm or another subclass, autocast's mixed dtypes) takes
     :func:`eca_add` after the module's own BN.
