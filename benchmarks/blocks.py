@@ -19,7 +19,7 @@ import torch
 from timm.models.resnet import Bottleneck
 
 from eca_models.benchmark import keep_freed_memory
-from eca_models.layers.eca_residual import _add_scaled_deviation, _grad_sums
+from eca_models.layers.eca_residual import _add_scaled_deviation, _image_sums
 from eca_models.models import EcaBottleneck
 
 # stage: (block input/output channels, feature map side, ECA kernel size of k3557)
@@ -64,8 +64,8 @@ def _variants(n: int, channels: int, side: int, k: int, fmt: torch.memory_format
         args = (grad, z, plain.bn3.weight, None, None, mean, invstd, True, 1e-5, [True, True, True])
         torch.ops.aten.native_batch_norm_backward(*args)
 
-    def closed_form_bn_backward():  # the block-sized passes of the fused backward: chunked reductions, two writes
-        _grad_sums(grad, z, mean)
+    def closed_form_bn_backward():  # the block-sized passes of the fused backward: per-image sums, two writes
+        _image_sums(grad, z, mean)
         _add_scaled_deviation(torch.addcmul(k_nc, grad, k_nc), z, mean, k_c)
 
     return {

@@ -7,7 +7,7 @@ import timm
 import torch
 from helpers import RefEca, randomize
 
-from eca_models.layers import bn_eca_add, can_fuse_bn
+from eca_models.layers import bn_eca_add, can_fuse_bn, eca_residual
 from eca_models.models.eca_resnet import EcaBottleneck
 
 
@@ -97,10 +97,22 @@ def _path(out) -> str:
     return out.grad_fn.next_functions[0][0].name()
 
 
+@pytest.fixture(params=["bn-kernel-sums", "tensor-op-sums"])
+def sums(request, monkeypatch):
+    """The per-image sums of the backward come from BatchNorm's CPU kernel, or (as on a GPU, and for the
+    dtypes that kernel does not take, and for small images) from tensor operations over chunks of the batch:
+    both are tested, on images smaller than where the kernel is used by default."""
+    if request.param == "tensor-op-sums":
+        monkeypatch.setattr(eca_residual, "_bn_kernel_takes", lambda *tensors: False)
+    else:
+        monkeypatch.setattr(eca_residual, "_KERNEL_MIN_IMAGE", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(BLOCKS))
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_autograd_paths_match_values_gradients_and_running_stats(name, mode, channels_last):
+def test_autograd_paths_match_values_gradients_and_running_stats(name, mode, channels_last, sums):
     block, chans = BLOCKS[name]
     ours, ref = copy.deepcopy(block).train(mode == "train"), copy.deepcopy(block).train(mode == "train")
     x = torch.randn(3, chans, 10, 10) * 2 + 0.5
@@ -113,7 +125,7 @@ def test_autograd_paths_match_values_gradients_and_running_stats(name, mode, cha
 
 
 @pytest.mark.parametrize("name", ["bottleneck", "basic+downsample"])
-def test_fused_training_edge_cases(name):
+def test_fused_training_edge_cases(name, sums):
     """A zero-initialised last BN (timm's zero_init_last), cumulative running averages (momentum None),
     activations far from zero mean, float64, and several steps in a row."""
     block, chans = BLOCKS[name]
@@ -128,7 +140,7 @@ def test_fused_training_edge_cases(name):
     assert _path(out) == "_BnEcaAddBackward"
 
 
-def test_fused_training_keeps_precision_when_a_channel_mean_dwarfs_its_spread():
+def test_fused_training_keeps_precision_when_a_channel_mean_dwarfs_its_spread(sums):
     """BN input with mean 5 and spread 0.01: the float32 gradients stay as close to a float64 computation as
     autograd's own float32 ones (a closed form that expanded (z - mean) * k into z * k - mean * k did not)."""
     block, chans = BLOCKS["bottleneck"]
@@ -233,6 +245,15 @@ def test_training_under_autocast_is_as_accurate_as_the_reference(name):
         error = float((mine - truth).norm() / truth.norm())
         ref_error = float((theirs - truth).norm() / truth.norm())
         assert error <= 1.5 * ref_error + 1e-3, (error, ref_error)
+
+
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50"])
+def test_an_empty_batch_trains_as_in_the_plain_resnet(name):
+    """timm's ResNet takes a batch of zero images in training; the fused BN path must not refuse it."""
+    model = timm.create_model(name).train().to(memory_format=torch.channels_last)
+    out = model(torch.randn(0, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    out.sum().backward()
+    assert out.shape == (0, 1000) and float(model.fc.weight.grad.abs().sum()) == 0.0
 
 
 def test_whole_model_inference_equals_its_autograd_path():
