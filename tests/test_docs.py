@@ -1,8 +1,10 @@
 """The docs: every Python sample runs, every command line parses, and the site builds strictly."""
 
+import json
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -64,3 +66,45 @@ def test_mkdocs_build_strict(tmp_path):
     zoo = (tmp_path / "site" / "zoo" / "index.html").read_text()
     assert "25,557,112" in zoo and "eca_mobilenetv2_k13.in1k" in zoo and "not published yet" in zoo
     assert "EcaResNet" in (tmp_path / "site" / "api" / "index.html").read_text()
+
+
+def _table_rows(text: str, first_cell: str):
+    """The rows of the markdown table whose header starts with ``first_cell``, as lists of cells."""
+    lines = text[text.index(f"| {first_cell} |") :].splitlines()
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_performance_page_figures_are_the_recorded_ones():
+    """Every ratio and images/s figure on docs/performance.md's ResNet-50 CPU tables is recomputed from the
+    raw results committed beside it (the paired statistic of eca_models.benchmark over the recorded runs)."""
+    page = (ROOT / "docs" / "performance.md").read_text()
+    main = json.loads((ROOT / "docs" / "assets" / "benchmark-resnet50-cpu.json").read_text())
+    models = {m["name"]: m for m in main["models"]}
+    for cells in _table_rows(page, "model | params"):
+        m = models[cells[0]]
+        assert cells[1] == f"{m['params']:,}" and cells[3] == f"{m['gmacs']:.3f}"
+        assert [cells[4], cells[6], cells[8], cells[10]] == [
+            f"{m['infer_img_s']:.1f}",
+            f"{m['infer_ratio']:.3f}",
+            f"{m['train_img_s']:.1f}",
+            f"{m['train_ratio']:.3f}",
+        ], cells[0]
+
+    def ratio(model, base, key):
+        runs = model[f"{key}_runs"]
+        return f"{statistics.median(a / b for a, b in zip(runs, base[f'{key}_runs'])):.3f}" if runs else "-"
+
+    rows = _table_rows(page, "run | settings")
+    assert len(rows) >= 9
+    for cells in rows:
+        path = re.search(r"\]\((assets/[^)]+\.json)\)", cells[0]).group(1)
+        run = {m["name"]: m for m in json.loads((ROOT / "docs" / path).read_text())["models"]}
+        base, ours, timms = run["resnet50"], run["eca_resnet50"], run["timm_eca_resnet50"]
+        expected = [ratio(ours, base, "infer"), ratio(timms, base, "infer")]
+        expected += [ratio(ours, base, "train"), ratio(timms, base, "train")]
+        assert cells[2:6] == expected, cells[0]
