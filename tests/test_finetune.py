@@ -184,20 +184,23 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(small_digits
 
 
 def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
+    """Ctrl-C once the first checkpoint is written. The run has three epochs so that it cannot finish in the
+    moment between the checkpoint appearing and the signal (one epoch of this small set once did, on a busy
+    machine); where it stops does not matter, that it saves a resumable state there does."""
     run_dir = tmp_path / "interrupted"
-    args = _small_run(small_digits, run_dir, epochs=1)
+    args = _small_run(small_digits, run_dir, epochs=3)
     cmd = [sys.executable, "-m", "eca_models.cli", "finetune", *args, "--save-every-steps", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run_dir / "last.pth").exists() and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "continue with the same command and --resume" in err
     state = torch.load(run_dir / "last.pth", weights_only=True)
-    assert state["epoch"] == 0 and state["step"] >= 2
+    assert state["epoch"] < 3 and (state["epoch"], state["step"]) >= (0, 2)
     assert main(["finetune", *args, "--resume"]) == 0
-    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 3
 
 
 def test_two_processes_under_torchrun(small_digits, tmp_path):
