@@ -184,13 +184,17 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(small_digits
 
 
 def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
-    """Ctrl-C once the first checkpoint is written. The run has three epochs so that it cannot finish in the
-    moment between the checkpoint appearing and the signal (one epoch of this small set once did, on a busy
-    machine); where it stops does not matter, that it saves a resumable state there does."""
+    """Ctrl-C once the first checkpoint is written; where the run stops does not matter, that it saves a
+    resumable state there does. A shell that starts the test suite in the background leaves SIGINT ignored,
+    and an ignored signal stays ignored across exec: the child gets the default disposition back here."""
     run_dir = tmp_path / "interrupted"
     args = _small_run(small_digits, run_dir, epochs=3)
     cmd = [sys.executable, "-m", "eca_models.cli", "finetune", *args, "--save-every-steps", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler, unlike SIG_IGN, resets on exec
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.time() + 120
     while not (run_dir / "last.pth").exists() and time.time() < deadline:
         time.sleep(0.02)
