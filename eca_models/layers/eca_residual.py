@@ -64,7 +64,7 @@ def _image_sums(g: torch.Tensor, z: torch.Tensor, mean: torch.Tensor) -> Tuple[t
     are, in tensor operations over chunks of the batch."""
     if _bn_kernel_takes(g, z, mean):
         return _bn_kernel_sums(lambda i: g[i : i + 1], z, mean)
-    step, m = _batch_chunks(z), mean.view(1, -1, 1, 1).to(z.dtype)
+    step, m = _batch_chunks(z), mean.view(1, -1, 1, 1)
     sums, dots = [g[:0].sum(dim=(2, 3))], [z[:0].sum(dim=(2, 3))]  # so that an empty batch gives (0, C)
     for i in range(0, z.shape[0], step):
         gi = g[i : i + step]
@@ -81,6 +81,19 @@ def _deviation_sums(z: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         return _bn_kernel_sums(lambda i: ones, z, mean)[1]
     step, m = _batch_chunks(z), mean.view(1, -1, 1, 1)
     return torch.cat([z[:0].sum(dim=(2, 3))] + [(z[i : i + step] - m).sum(dim=(2, 3)) for i in range(0, len(z), step)])
+
+
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum((2, 3))``, (N, C): through BatchNorm's kernel (with a zero mean) where it takes the
+    tensors, else over chunks of the batch, with no centring pass and no sum of ``a``."""
+    zeros = b.new_zeros(b.shape[1])
+    if _bn_kernel_takes(a, b, zeros):
+        return _bn_kernel_sums(lambda i: a[i : i + 1], b, zeros)[1]
+    step = _batch_chunks(b)
+    return torch.cat(
+        [(a[:0] * b[:0]).sum(dim=(2, 3))]
+        + [(a[i : i + step] * b[i : i + step]).sum(dim=(2, 3)) for i in range(0, len(b), step)]
+    )
 
 
 def _add_scaled_deviation(out: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> None:
@@ -134,7 +147,7 @@ class _EcaAdd(torch.autograd.Function):
         # under autocast the forward ran in low precision, the backward does not: the small (N, C) part runs
         # in the weight's dtype, the block-sized part in the gradient's
         g = gate.view(n, c).to(weight.dtype)
-        d_gate = _image_sums(grad, x, x.new_zeros(c))[1].to(weight.dtype)
+        d_gate = _channel_dot(grad, x).to(weight.dtype)
         d_pooled, d_weight = _gate_backward(ctx, d_gate, pooled.to(weight.dtype), g, weight)
         d_pooled = (d_pooled / (x.shape[2] * x.shape[3])).view(n, c, 1, 1)
         d_x = torch.addcmul(d_pooled.to(grad.dtype), grad, gate.to(grad.dtype))
