@@ -1,12 +1,20 @@
+import copy
+import importlib.util
 import json
 import platform
 import subprocess
 import sys
 
 import pytest
+import timm
+import torch
+from conftest import ROOT
+from helpers import randomize
+from timm.models.resnet import Bottleneck
 
 from eca_models.benchmark import run_benchmark
 from eca_models.cli import main
+from eca_models.layers import EcaLayer
 
 
 def test_benchmark_command_on_a_tiny_configuration(tmp_path, capsys):
@@ -68,3 +76,43 @@ def test_keep_memory_stops_page_faults_on_reallocation():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     faults = [int(line) for line in out.split()]
     assert sum(f < 1000 for f in faults) >= 7, f"page faults of ten reallocations of a kept 64 MiB block: {faults}"
+
+
+def _gate_cost_script():
+    spec = importlib.util.spec_from_file_location("gate_cost", ROOT / "benchmarks" / "gate_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gate_cost_variants_are_what_they_claim():
+    """The copy is the plain network, ours carries its weights, and the constant-gate network equals the plain
+    one with each block's residual branch halved (bn3's affine terms), with no ECA layer left to run."""
+    plain = randomize(timm.create_model("resnet50"), seed=4).eval()
+    models = _gate_cost_script().variants(plain)
+    halved = copy.deepcopy(plain)
+    for block in halved.modules():
+        if isinstance(block, Bottleneck):
+            block.bn3.weight.data.mul_(0.5)
+            block.bn3.bias.data.mul_(0.5)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        out = {name: m(x) for name, m in models.items()}
+        torch.testing.assert_close(out["resnet50 (copy)"], out["resnet50"], atol=0, rtol=0)
+        torch.testing.assert_close(out["eca_resnet50, constant gate"], halved(x), atol=1e-5, rtol=1e-5)
+    assert not any(isinstance(m, EcaLayer) for m in models["eca_resnet50, constant gate"].modules())
+    eca = models["eca_resnet50"]
+    assert all(torch.equal(p, eca.state_dict()[k]) for k, p in plain.state_dict().items())
+
+
+def test_gate_cost_script_writes_its_results(tmp_path):
+    out = tmp_path / "gate.json"
+    args = ["--batch-size", "1", "--img-size", "32", "--reps", "2", "--results-file", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gate_cost.py"), *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert [m["name"] for m in result["models"]][0] == "resnet50" and len(result["models"]) == 4
+    assert all(len(m["ms_runs"]) == 2 and m["speed_ratio"] > 0 for m in result["models"])
+    assert "| eca_resnet50, constant gate |" in proc.stdout

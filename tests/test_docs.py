@@ -108,3 +108,16 @@ def test_performance_page_figures_are_the_recorded_ones():
         expected = [ratio(ours, base, "infer"), ratio(timms, base, "infer")]
         expected += [ratio(ours, base, "train"), ratio(timms, base, "train")]
         assert cells[2:6] == expected, cells[0]
+
+
+def test_gate_cost_figures_are_the_recorded_ones():
+    """docs/performance.md's whole-network gate-cost table, recomputed from the runs committed beside it."""
+    page = (ROOT / "docs" / "performance.md").read_text()
+    rows = _table_rows(page, "run | resnet50 (copy)")
+    assert len(rows) >= 2
+    for cells in rows:
+        path = re.search(r"\]\((assets/[^)]+\.json)\)", cells[0]).group(1)
+        runs = {m["name"]: m["ms_runs"] for m in json.loads((ROOT / "docs" / path).read_text())["models"]}
+        names = ("resnet50 (copy)", "eca_resnet50", "eca_resnet50, constant gate")
+        speed = [statistics.median(b / t for b, t in zip(runs["resnet50"], runs[n])) for n in names]
+        assert cells[1:4] == [f"{s:.3f}" for s in speed], cells[0]

@@ -1,0 +1,101 @@
+"""Where ECA-ResNet-50's inference time goes, in the whole network: the plain ResNet-50, a second copy
+of it (the noise floor: the same network, timed the same way), our ECA-ResNet-50 with the same
+convolution and BN weights, and that ECA-ResNet-50 with every gate a constant 0.5 (its blocks then
+make the same passes, the multiply riding on the add, but compute no gate: no pooling, no product,
+no 1D convolution, no sigmoid).
+
+    python benchmarks/gate_cost.py [--batch-size 32] [--reps 24] [--channels-last] [--keep-memory] [--results-file F]
+
+Every repetition runs each variant once, the order rotating. Printed: the median and fastest time of
+a forward pass, and the median over repetitions of the plain network's time divided by each
+variant's in the same repetition (its speed relative to the plain ResNet-50).
+"""
+
+import argparse
+import json
+import statistics
+import time
+from typing import Dict, List
+
+import timm
+import torch
+from torch import nn
+
+import eca_models  # noqa: F401  (registers the models)
+from eca_models._files import write_text_atomic
+from eca_models.benchmark import keep_freed_memory, machine
+from eca_models.models.eca_resnet import EcaBottleneck
+
+
+class _ConstantGate(nn.Module):
+    """Stands in for a block's ECA layer: the gate is 0.5 for every image and channel, computed from nothing."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("value", torch.full((1, channels, 1, 1), 0.5))
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(x.shape[0], -1, -1, -1)
+
+
+def variants(plain: nn.Module, fmt: torch.memory_format = torch.contiguous_format) -> Dict[str, nn.Module]:
+    """The four networks, in eval mode, all carrying the weights of ``plain`` (a timm ResNet-50)."""
+    plain = plain.eval()
+    copy = timm.create_model("resnet50").eval()
+    eca = timm.create_model("eca_resnet50").eval()
+    constant = timm.create_model("eca_resnet50").eval()
+    copy.load_state_dict(plain.state_dict())
+    for model in (eca, constant):
+        missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+        assert not unexpected and all(".eca." in k for k in missing), (missing, unexpected)
+    for block in constant.modules():
+        if isinstance(block, EcaBottleneck):
+            block.pool_before_conv3 = False
+            block.eca = _ConstantGate(block.eca.channels)
+    models = {"resnet50": plain, "resnet50 (copy)": copy, "eca_resnet50": eca, "eca_resnet50, constant gate": constant}
+    return {name: m.to(memory_format=fmt) for name, m in models.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--reps", type=int, default=24)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--keep-memory", action="store_true", help="reuse freed memory (see eca-models benchmark)")
+    parser.add_argument("--results-file", help="write the settings and every repetition's time here (JSON)")
+    args = parser.parse_args()
+    if args.keep_memory and not keep_freed_memory():
+        parser.error("--keep-memory works with glibc on Linux only")
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    models = variants(timm.create_model("resnet50"), fmt)
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size).contiguous(memory_format=fmt)
+    names = list(models)
+    runs: Dict[str, List[float]] = {name: [] for name in names}
+    with torch.inference_mode():
+        for model in models.values():  # warm-up
+            model(x)
+            model(x)
+        for rep in range(args.reps):
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                start = time.perf_counter()
+                models[name](x)
+                runs[name].append(1000 * (time.perf_counter() - start))
+    base = runs[names[0]]
+    rows = []
+    print(f"batch {args.batch_size}, {args.img_size} px, {'channels-last' if args.channels_last else 'NCHW'}, ", end="")
+    print(f"{torch.get_num_threads()} threads{', freed memory kept' if args.keep_memory else ''}, {args.reps} reps")
+    print("| model | median ms | fastest ms | speed vs resnet50 |\n|---|---|---|---|")
+    for name in names:
+        ratio = statistics.median(b / t for b, t in zip(base, runs[name]))
+        rows.append({"name": name, "ms_runs": runs[name], "speed_ratio": ratio})
+        print(f"| {name} | {statistics.median(runs[name]):.1f} | {min(runs[name]):.1f} | {ratio:.3f} |")
+    if args.results_file:
+        settings = {k: v for k, v in vars(args).items() if k != "results_file"}
+        write_text_atomic(
+            args.results_file, json.dumps({"settings": settings, "machine": machine(), "models": rows}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
