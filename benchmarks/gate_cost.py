@@ -6,13 +6,15 @@ no 1D convolution, no sigmoid).
 
     python benchmarks/gate_cost.py [--batch-size 32] [--reps 24] [--channels-last] [--keep-memory] [--results-file F]
 
-Every repetition runs each variant once, the order rotating. Printed: the median and fastest time of
+Every repetition runs each variant once, in an order shuffled afresh (seeded), as `eca-models benchmark`
+does. Printed: the median and fastest time of
 a forward pass, and the median over repetitions of the plain network's time divided by each
 variant's in the same repetition (its speed relative to the plain ResNet-50).
 """
 
 import argparse
 import json
+import random
 import statistics
 import time
 from typing import Dict, List
@@ -76,8 +78,10 @@ def main() -> None:
         for model in models.values():  # warm-up
             model(x)
             model(x)
-        for rep in range(args.reps):
-            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+        order, shuffle = list(names), random.Random(0)
+        for _ in range(args.reps):
+            shuffle.shuffle(order)
+            for name in order:
                 start = time.perf_counter()
                 models[name](x)
                 runs[name].append(1000 * (time.perf_counter() - start))

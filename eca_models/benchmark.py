@@ -5,8 +5,10 @@ and layout as ours), timm's own ECA path with our kernel sizes, and our ECA-ResN
 plain MobileNetV2 and ours. For each: exact parameters, GMACs, inference and training
 images/s (forward + backward + optimizer step), each the median of several timed repetitions,
 and each model's ratio to the plain one as the median of their ratios within a repetition,
-the models interleaved so that drift in the machine's speed hits all alike, and their order rotated
-every repetition so that none always runs right after the same other model (whose memory it inherits).
+the models interleaved so that drift in the machine's speed hits all alike, and their order shuffled
+afresh every repetition (seeded) so that none always runs right after the same other model (whose memory
+and caches it inherits). A rotation would not do that: rotated, every model but the first of a repetition
+follows the same model every time.
 """
 
 import ctypes
@@ -14,6 +16,7 @@ import ctypes.util
 import dataclasses
 import io
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -140,8 +143,8 @@ def run_benchmark(
     train: bool = True,
     log: Callable[[str], None] = print,
 ) -> List[Result]:
-    """Measure the models of ``backbone``; every repetition times each model once, in an order that
-    rotates by one model per repetition.
+    """Measure the models of ``backbone``; every repetition times each model once, in an order shuffled
+    afresh each repetition (the same sequence of orders in every run).
 
     Args:
         backbone: One of :data:`BACKBONES`.
@@ -174,8 +177,10 @@ def run_benchmark(
         for _ in range(warmup):
             for name in steps:
                 steps[name][mode]()
+        order, shuffle = list(results), random.Random(0)
         for rep in range(reps):
-            for r in results[rep % len(results) :] + results[: rep % len(results)]:
+            shuffle.shuffle(order)
+            for r in order:
                 _sync(dev)
                 start = time.perf_counter()
                 for _ in range(iters):
