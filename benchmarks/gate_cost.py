@@ -14,7 +14,6 @@ variant's in the same repetition (its speed relative to the plain ResNet-50).
 
 import argparse
 import json
-import random
 import statistics
 import time
 from typing import Dict, List
@@ -25,7 +24,7 @@ from torch import nn
 
 import eca_models  # noqa: F401  (registers the models)
 from eca_models._files import write_text_atomic
-from eca_models.benchmark import keep_freed_memory, machine
+from eca_models.benchmark import interleaved_orders, keep_freed_memory, machine
 from eca_models.models.eca_resnet import EcaBottleneck
 
 
@@ -78,9 +77,7 @@ def main() -> None:
         for model in models.values():  # warm-up
             model(x)
             model(x)
-        order, shuffle = list(names), random.Random(0)
-        for _ in range(args.reps):
-            shuffle.shuffle(order)
+        for order in interleaved_orders(names, args.reps):
             for name in order:
                 start = time.perf_counter()
                 models[name](x)

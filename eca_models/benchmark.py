@@ -22,7 +22,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
 
 import timm
 import torch
@@ -34,7 +34,18 @@ from .complexity import count_macs, count_params
 from .training.loop import autocast_for
 from .weights import read_weights_file
 
-__all__ = ["BACKBONES", "PAPER_TABLE3", "Result", "build_models", "keep_freed_memory", "run_benchmark", "time_loading"]
+__all__ = [
+    "BACKBONES",
+    "PAPER_TABLE3",
+    "Result",
+    "build_models",
+    "interleaved_orders",
+    "keep_freed_memory",
+    "run_benchmark",
+    "time_loading",
+]
+
+T = TypeVar("T")
 
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
 DEPTHS.update({101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))})
@@ -177,9 +188,7 @@ def run_benchmark(
         for _ in range(warmup):
             for name in steps:
                 steps[name][mode]()
-        order, shuffle = list(results), random.Random(0)
-        for rep in range(reps):
-            shuffle.shuffle(order)
+        for rep, order in enumerate(interleaved_orders(results, reps)):
             for r in order:
                 _sync(dev)
                 start = time.perf_counter()
@@ -204,6 +213,15 @@ def run_benchmark(
             r.paper_train_ratio = paper[r.kind][0] / paper["plain"][0]
             r.paper_infer_ratio = paper[r.kind][1] / paper["plain"][1]
     return results
+
+
+def interleaved_orders(items: Sequence[T], reps: int) -> Iterator[List[T]]:
+    """The order in which each of ``reps`` repetitions runs ``items``: shuffled afresh every repetition, from a
+    fixed seed, so that no item always runs right after the same other one and every run repeats the sequence."""
+    order, shuffle = list(items), random.Random(0)
+    for _ in range(reps):
+        shuffle.shuffle(order)
+        yield list(order)
 
 
 def _paired_ratio(runs: List[float], base_runs: List[float]) -> float:

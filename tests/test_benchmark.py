@@ -12,7 +12,7 @@ from conftest import ROOT
 from helpers import randomize
 from timm.models.resnet import Bottleneck
 
-from eca_models.benchmark import run_benchmark
+from eca_models.benchmark import interleaved_orders, run_benchmark
 from eca_models.cli import main
 from eca_models.layers import EcaLayer
 
@@ -116,3 +116,15 @@ def test_gate_cost_script_writes_its_results(tmp_path):
     assert [m["name"] for m in result["models"]][0] == "resnet50" and len(result["models"]) == 4
     assert all(len(m["ms_runs"]) == 2 and m["speed_ratio"] > 0 for m in result["models"])
     assert "| eca_resnet50, constant gate |" in proc.stdout
+
+
+def test_interleaved_orders_vary_each_models_predecessor_and_repeat_across_runs():
+    """Each repetition runs every model once; no model always follows the same one (as in a rotation); and a
+    second run gets the same sequence of orders."""
+    names = ["a", "b", "c", "d", "e"]
+    orders = list(interleaved_orders(names, 12))
+    assert len(orders) == 12 and all(sorted(o) == names for o in orders)
+    for name in names:
+        predecessors = {o[o.index(name) - 1] for o in orders if o.index(name) > 0}
+        assert len(predecessors) > 1, name
+    assert list(interleaved_orders(names, 12)) == orders

@@ -79,6 +79,12 @@ def _table_rows(text: str, first_cell: str):
     return rows
 
 
+def _linked_results(cells):
+    """The raw results a table row links to in its first cell."""
+    path = re.search(r"\]\((assets/[^)]+\.json)\)", cells[0]).group(1)
+    return json.loads((ROOT / "docs" / path).read_text())
+
+
 def test_performance_page_figures_are_the_recorded_ones():
     """Every ratio and images/s figure on docs/performance.md's ResNet-50 CPU tables is recomputed from the
     raw results committed beside it (the paired statistic of eca_models.benchmark over the recorded runs)."""
@@ -102,8 +108,7 @@ def test_performance_page_figures_are_the_recorded_ones():
     rows = _table_rows(page, "run | settings")
     assert len(rows) >= 9
     for cells in rows:
-        path = re.search(r"\]\((assets/[^)]+\.json)\)", cells[0]).group(1)
-        run = {m["name"]: m for m in json.loads((ROOT / "docs" / path).read_text())["models"]}
+        run = {m["name"]: m for m in _linked_results(cells)["models"]}
         base, ours, timms = run["resnet50"], run["eca_resnet50"], run["timm_eca_resnet50"]
         expected = [ratio(ours, base, "infer"), ratio(timms, base, "infer")]
         expected += [ratio(ours, base, "train"), ratio(timms, base, "train")]
@@ -116,8 +121,7 @@ def test_gate_cost_figures_are_the_recorded_ones():
     rows = _table_rows(page, "run | resnet50 (copy)")
     assert len(rows) >= 2
     for cells in rows:
-        path = re.search(r"\]\((assets/[^)]+\.json)\)", cells[0]).group(1)
-        runs = {m["name"]: m["ms_runs"] for m in json.loads((ROOT / "docs" / path).read_text())["models"]}
+        runs = {m["name"]: m["ms_runs"] for m in _linked_results(cells)["models"]}
         names = ("resnet50 (copy)", "eca_resnet50", "eca_resnet50, constant gate")
         speed = [statistics.median(b / t for b, t in zip(runs["resnet50"], runs[n])) for n in names]
         assert cells[1:4] == [f"{s:.3f}" for s in speed], cells[0]
