@@ -25,6 +25,7 @@ from torch import nn
 import eca_models  # noqa: F401  (registers the models)
 from eca_models._files import write_text_atomic
 from eca_models.benchmark import interleaved_orders, keep_freed_memory, machine
+from eca_models.cli.common import positive_int
 from eca_models.models.eca_resnet import EcaBottleneck
 
 
@@ -59,9 +60,9 @@ def variants(plain: nn.Module, fmt: torch.memory_format = torch.contiguous_forma
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--reps", type=int, default=24)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--img-size", type=positive_int, default=224)
+    parser.add_argument("--reps", type=positive_int, default=24)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--keep-memory", action="store_true", help="reuse freed memory (see eca-models benchmark)")
     parser.add_argument("--results-file", help="write the settings and every repetition's time here (JSON)")

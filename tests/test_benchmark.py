@@ -128,3 +128,13 @@ def test_interleaved_orders_vary_each_models_predecessor_and_repeat_across_runs(
         predecessors = {o[o.index(name) - 1] for o in orders if o.index(name) > 0}
         assert len(predecessors) > 1, name
     assert list(interleaved_orders(names, 12)) == orders
+
+
+@pytest.mark.parametrize("flag", ["--reps", "--iters", "--batch-size", "--img-size"])
+def test_counts_below_one_are_refused_in_one_line(flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", flag, "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].endswith(
+        f"argument {flag}: expected a whole number of at least 1, got '0'"
+    )

@@ -12,7 +12,7 @@ import torch
 
 from .._files import write_text_atomic
 from ..benchmark import BACKBONES, PAPER_TABLE3, keep_freed_memory, machine, run_benchmark, time_loading
-from .common import UsageError
+from .common import UsageError, positive_int
 
 HELP = "time plain, SE, CBAM and ECA models side by side (the paper's Table 3)"
 
@@ -20,14 +20,16 @@ HELP = "time plain, SE, CBAM and ECA models side by side (the paper's Table 3)"
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="resnet50", choices=BACKBONES)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--img-size", type=positive_int, default=224)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per model (the median is reported)")
+    parser.add_argument(
+        "--reps", type=positive_int, default=5, help="timed repetitions per model (the median is reported)"
+    )
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=1, help="steps per timed repetition")
+    parser.add_argument("--iters", type=positive_int, default=1, help="steps per timed repetition")
     parser.add_argument("--no-train", action="store_true", help="time inference only")
     parser.add_argument(
         "--keep-memory",

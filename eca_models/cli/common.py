@@ -9,11 +9,22 @@ import torch
 from ..factory import load
 from ..weights import WeightsError
 
-__all__ = ["UsageError", "add_runtime_args", "load_model"]
+__all__ = ["UsageError", "add_runtime_args", "load_model", "positive_int"]
 
 
 class UsageError(Exception):
     """Bad usage the parser can't see (a missing folder, an unknown model): exit status 2."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse turns the error into one usage line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def load_model(
