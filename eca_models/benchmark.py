@@ -4,17 +4,19 @@ For one backbone: timm's plain ResNet, SE-ResNet and CBAM-ResNet of the same dep
 and layout as ours), timm's own ECA path with our kernel sizes, and our ECA-ResNet; or timm's
 plain MobileNetV2 and ours. For each: exact parameters, GMACs, inference and training
 images/s (forward + backward + optimizer step), each the median of several timed repetitions,
-and each model's ratio to the plain one as the median of their ratios within a repetition,
-the models interleaved so that drift in the machine's speed hits all alike, and their order shuffled
-afresh every repetition (seeded) so that none always runs right after the same other model (whose memory
-and caches it inherits). A rotation would not do that: rotated, every model but the first of a repetition
-follows the same model every time.
+and each model's ratio to the plain one as the median of their ratios within a repetition, with a
+95% interval for that median (which says whether the run resolves the difference at all). The
+models are interleaved so that drift in the machine's speed hits all alike, and their order is
+shuffled afresh every repetition (seeded) so that none always runs right after the same other model
+(whose memory and caches it inherits). A rotation would not do that: rotated, every model but the
+first of a repetition follows the same model every time.
 """
 
 import ctypes
 import ctypes.util
 import dataclasses
 import io
+import math
 import platform
 import random
 import statistics
@@ -22,7 +24,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import timm
 import torch
@@ -41,6 +43,7 @@ __all__ = [
     "build_models",
     "interleaved_orders",
     "keep_freed_memory",
+    "median_interval",
     "run_benchmark",
     "time_loading",
 ]
@@ -74,6 +77,9 @@ class Result:
     train_spread: float = 0.0
     infer_ratio: float = 0.0  # to the plain model: median over repetitions of the ratio within each
     train_ratio: float = 0.0
+    # 95% interval of that median (see median_interval); None with fewer than 6 repetitions
+    infer_ratio_interval: Optional[Tuple[float, float]] = None
+    train_ratio_interval: Optional[Tuple[float, float]] = None
     infer_runs: List[float] = dataclasses.field(default_factory=list)
     train_runs: List[float] = dataclasses.field(default_factory=list)
     paper_infer_ratio: Optional[float] = None
@@ -205,10 +211,11 @@ def run_benchmark(
             median = statistics.median(runs)
             setattr(r, f"{mode}_img_s", median)
             setattr(r, f"{mode}_spread", 100 * (max(runs) - min(runs)) / median)
-        # both models of a pair ran within one repetition, so a change in the machine's state between
-        # repetitions (another tenant, free huge pages) cancels out of their ratio
-        r.infer_ratio = _paired_ratio(r.infer_runs, base.infer_runs)
-        r.train_ratio = _paired_ratio(r.train_runs, base.train_runs) if train else 0.0
+            # both models of a pair ran within one repetition, so a change in the machine's state between
+            # repetitions (another tenant, free huge pages) cancels out of their ratio
+            ratios = [a / b for a, b in zip(runs, getattr(base, f"{mode}_runs"))]
+            setattr(r, f"{mode}_ratio", statistics.median(ratios))
+            setattr(r, f"{mode}_ratio_interval", median_interval(ratios))
         if r.kind in paper and "plain" in paper:
             r.paper_train_ratio = paper[r.kind][0] / paper["plain"][0]
             r.paper_infer_ratio = paper[r.kind][1] / paper["plain"][1]
@@ -224,8 +231,30 @@ def interleaved_orders(items: Sequence[T], reps: int) -> Iterator[List[T]]:
         yield list(order)
 
 
-def _paired_ratio(runs: List[float], base_runs: List[float]) -> float:
-    return statistics.median(a / b for a, b in zip(runs, base_runs))
+def median_interval(values: Sequence[float], level: float = 0.95) -> Optional[Tuple[float, float]]:
+    """A distribution-free confidence interval for the median of the population ``values`` were drawn from.
+
+    The interval between the k-th smallest and the k-th largest value, with k the largest count such that
+    fewer than k of n independent draws fall below the median with probability at most (1 - level) / 2
+    (a binomial tail with p = 1/2), so it covers the median with probability at least ``level`` whatever the
+    distribution, treating the values as independent draws.
+
+    Args:
+        values: The sample.
+        level: Coverage, between 0 and 1.
+
+    Returns:
+        (low, high), or None when there are too few values for any interval of that coverage (fewer than 6
+        at 0.95).
+    """
+    n, tail, k = len(values), 0.0, 0
+    while k < n and tail + math.comb(n, k) / 2**n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
 
 
 def _steps(model, x, y, device, amp, compile, train) -> Dict[str, Callable[[], None]]:

@@ -1,7 +1,10 @@
 import copy
 import importlib.util
 import json
+import math
 import platform
+import random
+import re
 import subprocess
 import sys
 
@@ -12,7 +15,7 @@ from conftest import ROOT
 from helpers import randomize
 from timm.models.resnet import Bottleneck
 
-from eca_models.benchmark import interleaved_orders, run_benchmark
+from eca_models.benchmark import interleaved_orders, median_interval, run_benchmark
 from eca_models.cli import main
 from eca_models.layers import EcaLayer
 
@@ -45,6 +48,7 @@ def test_benchmark_command_on_a_tiny_configuration(tmp_path, capsys):
     for m in report["models"]:
         assert len(m["infer_runs"]) == 2 and len(m["train_runs"]) == 2 and m["infer_img_s"] > 0 and m["train_img_s"] > 0
         assert m["gmacs"] > 0
+        assert m["infer_ratio_interval"] is None and m["train_ratio_interval"] is None  # 2 repetitions: too few
     assert report["loading"]["safetensors"] > 0 and report["loading"]["pickle"] > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "eca_resnet18" in out and "safetensors" in out
@@ -130,11 +134,31 @@ def test_interleaved_orders_vary_each_models_predecessor_and_repeat_across_runs(
     assert list(interleaved_orders(names, 12)) == orders
 
 
-@pytest.mark.parametrize("flag", ["--reps", "--iters", "--batch-size", "--img-size"])
-def test_counts_below_one_are_refused_in_one_line(flag, capsys):
+def test_median_interval_is_the_order_statistics_that_cover_the_median():
+    values = [0.9, 1.3, 0.7, 1.1, 1.0, 0.8, 1.2, 0.6, 1.4]
+    assert median_interval(values) == (0.7, 1.3)  # n = 9: P(fewer than 2 below the median) = 10/512 <= 2.5%
+    assert median_interval(values[:5]) is None  # n = 5: even the extremes miss it with probability 1/16
+    assert median_interval(list(range(36))) == (11, 24)  # k = 12 of 36
+    rng = random.Random(0)
+    trials, covered = 4000, 0
+    for _ in range(trials):  # a skewed distribution: exponential, median ln 2
+        low, high = median_interval([rng.expovariate(1.0) for _ in range(9)])
+        covered += low <= math.log(2) <= high
+    assert 0.94 < covered / trials < 0.98  # exact coverage 1 - 2 * 10/512 = 0.961
+
+
+@pytest.mark.parametrize(
+    "command, flag, value, minimum",
+    [
+        *[("benchmark", flag, "0", 1) for flag in ("--reps", "--iters", "--batch-size", "--img-size")],
+        ("benchmark", "--warmup", "-1", 0),
+        ("validate", "--batch-size", "0", 1),
+        ("finetune", "--workers", "-2", 0),
+    ],
+)
+def test_counts_out_of_range_are_refused_in_one_line(command, flag, value, minimum, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["benchmark", flag, "0"])
+        main([command, flag, value])
     err = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and err[-1].endswith(
-        f"argument {flag}: expected a whole number of at least 1, got '0'"
-    )
+    expected = f"eca-models {command}: error: argument {flag}(/-.)?: expected a whole number of at least {minimum}"
+    assert exit_info.value.code == 2 and re.fullmatch(f"{expected}, got '{value}'", err[-1]), err[-1]

@@ -12,7 +12,7 @@ import torch
 
 from .._files import write_text_atomic
 from ..benchmark import BACKBONES, PAPER_TABLE3, keep_freed_memory, machine, run_benchmark, time_loading
-from .common import UsageError, positive_int
+from .common import UsageError, non_negative_int, positive_int
 
 HELP = "time plain, SE, CBAM and ECA models side by side (the paper's Table 3)"
 
@@ -28,7 +28,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reps", type=positive_int, default=5, help="timed repetitions per model (the median is reported)"
     )
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repetitions first")
     parser.add_argument("--iters", type=positive_int, default=1, help="steps per timed repetition")
     parser.add_argument("--no-train", action="store_true", help="time inference only")
     parser.add_argument(
@@ -94,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(results, train: bool) -> None:
-    header = ["model", "params", "/2^20", "GMACs", "infer img/s", "spread", "ratio", "paper"]
+    header = ["model", "params", "/2^20", "GMACs", "infer img/s", "spread", "ratio", "95% interval", "paper"]
     if train:
-        header += ["train img/s", "spread", "ratio", "paper"]
+        header += ["train img/s", "spread", "ratio", "95% interval", "paper"]
     rows = [header]
     for r in results:
         row = [
@@ -107,10 +107,11 @@ def _print_table(results, train: bool) -> None:
             f"{r.infer_img_s:.1f}",
             f"{r.infer_spread:.1f}%",
         ]
-        row += [f"{r.infer_ratio:.3f}", f"{r.paper_infer_ratio:.3f}" if r.paper_infer_ratio else "-"]
+        row += [f"{r.infer_ratio:.3f}", _interval(r.infer_ratio_interval)]
+        row += [f"{r.paper_infer_ratio:.3f}" if r.paper_infer_ratio else "-"]
         if train:
             row += [f"{r.train_img_s:.1f}", f"{r.train_spread:.1f}%", f"{r.train_ratio:.3f}"]
-            row += [f"{r.paper_train_ratio:.3f}" if r.paper_train_ratio else "-"]
+            row += [_interval(r.train_ratio_interval), f"{r.paper_train_ratio:.3f}" if r.paper_train_ratio else "-"]
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     print()
@@ -121,5 +122,13 @@ def _print_table(results, train: bool) -> None:
         " paper: the same ratio in the paper's Table 3 (2080Ti GPUs)."
     )
     print(
+        "95% interval: of that median, from the order statistics of the ratios (no assumption on their distribution);"
+        " '-' below 6 repetitions. Where it spans a difference, this run does not resolve it."
+    )
+    print(
         "spread: (max - min) / median over the timed repetitions. GMACs: torch.utils.flop_counter, 1e9 MACs per image."
     )
+
+
+def _interval(interval) -> str:
+    return f"{interval[0]:.3f}-{interval[1]:.3f}" if interval else "-"

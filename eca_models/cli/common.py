@@ -9,7 +9,7 @@ import torch
 from ..factory import load
 from ..weights import WeightsError
 
-__all__ = ["UsageError", "add_runtime_args", "load_model", "positive_int"]
+__all__ = ["UsageError", "add_runtime_args", "load_model", "non_negative_int", "positive_int"]
 
 
 class UsageError(Exception):
@@ -18,12 +18,21 @@ class UsageError(Exception):
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (argparse turns the error into one usage line)."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (argparse turns the error into one usage line)."""
+    return _whole_number(text, 0)
+
+
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
     return value
 
 
@@ -39,8 +48,8 @@ def load_model(
 
 def add_runtime_args(parser: argparse.ArgumentParser, batch_size: int) -> None:
     """--batch-size, --workers, --device, --amp and --channels-last, as timm's scripts spell them."""
-    parser.add_argument("--batch-size", "-b", type=int, default=batch_size)
-    parser.add_argument("--workers", "-j", type=int, default=4, help="data loading processes")
+    parser.add_argument("--batch-size", "-b", type=positive_int, default=batch_size)
+    parser.add_argument("--workers", "-j", type=non_negative_int, default=4, help="data loading processes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")

@@ -17,7 +17,7 @@ __all__ = ["plot_attention", "plot_benchmark", "plot_curves"]
 def _save(fig, path: Path) -> Path:
     """Render ``fig`` to PNG in memory, close it, and write the file atomically."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
     return Path(path)
@@ -43,15 +43,22 @@ def plot_curves(history: List[Dict[str, float]], path: Path, title: str) -> Path
 
 
 def plot_benchmark(results, path: Path, title: str) -> Path:
-    """Bars of each model's inference and training images/s relative to the plain model, with the
-    paper's Table 3 ratios as markers where it has them; written atomically."""
+    """Bars of each model's inference and training images/s relative to the plain model, with the 95%
+    interval of each ratio as an error bar and the paper's Table 3 ratios as markers where it has them;
+    written atomically."""
     names = [r.name for r in results]
     xs = range(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
     width = 0.38
-    ax.bar([x - width / 2 for x in xs], [r.infer_ratio for r in results], width, label="inference (measured)")
+    modes = [("infer", "inference", -width / 2)]
     if any(r.train_ratio for r in results):
-        ax.bar([x + width / 2 for x in xs], [r.train_ratio for r in results], width, label="training (measured)")
+        modes.append(("train", "training", width / 2))
+    for mode, label, shift in modes:
+        ratios = [getattr(r, f"{mode}_ratio") for r in results]
+        intervals = [getattr(r, f"{mode}_ratio_interval") or (ratio, ratio) for r, ratio in zip(results, ratios)]
+        errors = [[ratio - low for ratio, (low, _) in zip(ratios, intervals)]]
+        errors.append([high - ratio for ratio, (_, high) in zip(ratios, intervals)])
+        ax.bar([x + shift for x in xs], ratios, width, yerr=errors, capsize=3, ecolor="0.3", label=label)
     paper = [(x, r.paper_infer_ratio, r.paper_train_ratio) for x, r in zip(xs, results) if r.paper_infer_ratio]
     if paper:
         ax.scatter(
@@ -59,15 +66,16 @@ def plot_benchmark(results, path: Path, title: str) -> Path:
             [p for _, p, _ in paper],
             marker="_",
             s=400,
-            c="k",
+            c="tab:red",
             label="paper Table 3",
         )
-        ax.scatter([x + width / 2 for x, _, _ in paper], [p for _, _, p in paper], marker="_", s=400, c="k")
+        ax.scatter([x + width / 2 for x, _, _ in paper], [p for _, _, p in paper], marker="_", s=400, c="tab:red")
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xticks(list(xs), names, rotation=15)
     ax.set_ylabel("images/s relative to the plain model")
+    ax.set_xlabel("bars: median of the ratios within a repetition; whiskers: 95% interval of that median")
     ax.set_title(title)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=3, frameon=False)
     fig.tight_layout()
     return _save(fig, path)
 
