@@ -13,6 +13,7 @@ import timm
 from conftest import ROOT
 from helpers import save_authors_checkpoint
 
+from eca_models.benchmark import median_interval
 from eca_models.cli import build_parser
 
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
@@ -70,36 +71,56 @@ def test_mkdocs_build_strict(tmp_path):
 
 def _table_rows(text: str, first_cell: str):
     """The rows of the markdown table whose header starts with ``first_cell``, as lists of cells."""
-    lines = text[text.index(f"| {first_cell} |") :].splitlines()
-    rows = []
-    for line in lines[2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
+    return _tables(text, first_cell)[0][0]
+
+
+def _tables(text: str, first_cell: str):
+    """Every markdown table whose header starts with ``first_cell``: (rows as lists of cells, the text after it)."""
+    tables = []
+    for start in [m.start() for m in re.finditer(re.escape(f"| {first_cell} |"), text)]:
+        lines = text[start:].splitlines()
+        rows = []
+        for line in lines[2:]:
+            if not line.startswith("|"):
+                break
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        tables.append((rows, "\n".join(lines[2 + len(rows) :])))
+    return tables
 
 
 def _linked_results(cells):
     """The raw results a table row links to in its first cell."""
-    path = re.search(r"\]\((assets/[^)]+\.json)\)", cells[0]).group(1)
+    return _results_at(cells[0])
+
+
+def _results_at(text: str):
+    """The raw results of the first link to a JSON file under docs/assets in ``text``."""
+    path = re.search(r"\]\((assets/[^)]+\.json)\)", text).group(1)
     return json.loads((ROOT / "docs" / path).read_text())
 
 
 def test_performance_page_figures_are_the_recorded_ones():
-    """Every ratio and images/s figure on docs/performance.md's ResNet-50 CPU tables is recomputed from the
-    raw results committed beside it (the paired statistic of eca_models.benchmark over the recorded runs)."""
+    """Every figure of docs/performance.md's per-model tables, and every ratio of its table of runs, is
+    recomputed from the raw results each links to (the paired statistic of eca_models.benchmark over the
+    recorded repetitions)."""
     page = (ROOT / "docs" / "performance.md").read_text()
-    main = json.loads((ROOT / "docs" / "assets" / "benchmark-resnet50-cpu.json").read_text())
-    models = {m["name"]: m for m in main["models"]}
-    for cells in _table_rows(page, "model | params"):
-        m = models[cells[0]]
-        assert cells[1] == f"{m['params']:,}" and cells[3] == f"{m['gmacs']:.3f}"
-        assert [cells[4], cells[6], cells[8], cells[10]] == [
-            f"{m['infer_img_s']:.1f}",
-            f"{m['infer_ratio']:.3f}",
-            f"{m['train_img_s']:.1f}",
-            f"{m['train_ratio']:.3f}",
-        ], cells[0]
+    tables = _tables(page, "model | params")
+    assert len(tables) >= 4
+    for rows, after in tables:
+        models = {m["name"]: m for m in _results_at(after)["models"]}
+        assert [cells[0] for cells in rows] == list(models)
+        base = next(iter(models.values()))
+        for cells in rows:
+            m = models[cells[0]]
+            assert cells[1] == f"{m['params']:,}" and cells[3] == f"{m['gmacs']:.3f}"
+            assert [cells[4], cells[8]] == [f"{m['infer_img_s']:.1f}", f"{m['train_img_s']:.1f}"], cells[0]
+            for cell, mode in ((cells[6], "infer"), (cells[10], "train")):
+                ratios = [a / b for a, b in zip(m[f"{mode}_runs"], base[f"{mode}_runs"])]
+                expected = f"{statistics.median(ratios):.3f}"
+                if m is not base:  # the plain model's ratio is 1 by definition
+                    low, high = median_interval(ratios)
+                    expected += f" ({low:.3f}-{high:.3f})"
+                assert cell == expected, (cells[0], mode)
 
     def ratio(model, base, key):
         runs = model[f"{key}_runs"]
@@ -113,6 +134,27 @@ def test_performance_page_figures_are_the_recorded_ones():
         expected = [ratio(ours, base, "infer"), ratio(timms, base, "infer")]
         expected += [ratio(ours, base, "train"), ratio(timms, base, "train")]
         assert cells[2:6] == expected, cells[0]
+
+
+def test_pooled_runs_are_recomputed_from_theirs():
+    """The performance page's pooled figures: the median of the paired ratios of every repetition of the runs
+    a row links to, with its 95% interval, and the number of repetitions (inference / training)."""
+    page = (ROOT / "docs" / "performance.md").read_text()
+    rows = _table_rows(page, "pooled runs | repetitions")
+    assert len(rows) >= 2
+    for cells in rows:
+        paths = re.findall(r"\]\((assets/[^)]+\.json)\)", cells[0])
+        assert len(paths) >= 2
+        ratios = {(name, mode): [] for mode in ("infer", "train") for name in ("eca_resnet50", "timm_eca_resnet50")}
+        for path in paths:
+            run = {m["name"]: m for m in json.loads((ROOT / "docs" / path).read_text())["models"]}
+            for (name, mode), values in ratios.items():
+                values += [a / b for a, b in zip(run[name][f"{mode}_runs"], run["resnet50"][f"{mode}_runs"])]
+        expected = [f"{len(ratios['eca_resnet50', 'infer'])} / {len(ratios['eca_resnet50', 'train'])}"]
+        for values in ratios.values():
+            low, high = median_interval(values)
+            expected.append(f"{statistics.median(values):.3f} ({low:.3f}-{high:.3f})")
+        assert cells[1:6] == expected, cells[0]
 
 
 def test_gate_cost_figures_are_the_recorded_ones():
