@@ -155,6 +155,12 @@ def test_pooled_runs_are_recomputed_from_theirs():
             low, high = median_interval(values)
             expected.append(f"{statistics.median(values):.3f} ({low:.3f}-{high:.3f})")
         assert cells[1:6] == expected, cells[0]
+    # the summary at the top of the page repeats the pooled figures
+    summary = {cells[0]: cells[1:] for cells in _table_rows(page, "speed against the plain ResNet-50")}
+    default, kept = rows[0], rows[1]
+    assert summary["our ECA-ResNet-50, the command's pooled runs"] == [default[2], default[4]]
+    assert summary["timm's ECA path, the command's pooled runs"] == [default[3], default[5]]
+    assert summary["our ECA-ResNet-50, the same with memory kept"] == [kept[2], f"{kept[4]}, one run"]
 
 
 def test_gate_cost_figures_are_the_recorded_ones():
