@@ -93,10 +93,14 @@ def _linked_results(cells):
     return _results_at(cells[0])
 
 
+def _first_link(text: str) -> str:
+    """The first link to a JSON file under docs/assets in ``text``."""
+    return re.search(r"\]\((assets/[^)]+\.json)\)", text).group(1)
+
+
 def _results_at(text: str):
     """The raw results of the first link to a JSON file under docs/assets in ``text``."""
-    path = re.search(r"\]\((assets/[^)]+\.json)\)", text).group(1)
-    return json.loads((ROOT / "docs" / path).read_text())
+    return json.loads((ROOT / "docs" / _first_link(text)).read_text())
 
 
 def test_performance_page_figures_are_the_recorded_ones():
@@ -126,8 +130,8 @@ def test_performance_page_figures_are_the_recorded_ones():
         runs = model[f"{key}_runs"]
         return f"{statistics.median(a / b for a, b in zip(runs, base[f'{key}_runs'])):.3f}" if runs else "-"
 
-    rows = _table_rows(page, "run | settings")
-    assert len(rows) >= 9
+    rows = _table_rows(page, "run | settings") + _table_rows(page, "compiled run | settings")
+    assert len(rows) >= 12
     for cells in rows:
         run = {m["name"]: m for m in _linked_results(cells)["models"]}
         base, ours, timms = run["resnet50"], run["eca_resnet50"], run["timm_eca_resnet50"]
@@ -161,6 +165,11 @@ def test_pooled_runs_are_recomputed_from_theirs():
     assert summary["our ECA-ResNet-50, the command's pooled runs"] == [default[2], default[4]]
     assert summary["timm's ECA path, the command's pooled runs"] == [default[3], default[5]]
     assert summary["our ECA-ResNet-50, the same with memory kept"] == [kept[2], f"{kept[4]}, one run"]
+    [compiled_rows] = [
+        rows for rows, after in _tables(page, "model | params") if _first_link(after).endswith("compile.json")
+    ]
+    compiled = {cells[0]: cells for cells in compiled_rows}["eca_resnet50"]
+    assert summary["our ECA-ResNet-50 under `torch.compile`, one run"] == [compiled[6], compiled[10]]
 
 
 def test_gate_cost_figures_are_the_recorded_ones():
