@@ -93,14 +93,33 @@ def _linked_results(cells):
     return _results_at(cells[0])
 
 
+JSON_LINK = re.compile(r"\]\((assets/[^)]+\.json)\)")
+
+
 def _first_link(text: str) -> str:
     """The first link to a JSON file under docs/assets in ``text``."""
-    return re.search(r"\]\((assets/[^)]+\.json)\)", text).group(1)
+    return JSON_LINK.search(text).group(1)
+
+
+def _results(path: str):
+    """The raw results at ``path``, relative to docs/."""
+    return json.loads((ROOT / "docs" / path).read_text())
 
 
 def _results_at(text: str):
     """The raw results of the first link to a JSON file under docs/assets in ``text``."""
-    return json.loads((ROOT / "docs" / _first_link(text)).read_text())
+    return _results(_first_link(text))
+
+
+def _paired(model, base, mode: str):
+    """``model``'s images/s over ``base``'s within each recorded repetition of ``mode`` (infer or train)."""
+    return [a / b for a, b in zip(model[f"{mode}_runs"], base[f"{mode}_runs"])]
+
+
+def _median_and_interval(ratios) -> str:
+    """A ratio as the page writes it: the median, then its 95% interval in brackets."""
+    low, high = median_interval(ratios)
+    return f"{statistics.median(ratios):.3f} ({low:.3f}-{high:.3f})"
 
 
 def test_performance_page_figures_are_the_recorded_ones():
@@ -119,16 +138,14 @@ def test_performance_page_figures_are_the_recorded_ones():
             assert cells[1] == f"{m['params']:,}" and cells[3] == f"{m['gmacs']:.3f}"
             assert [cells[4], cells[8]] == [f"{m['infer_img_s']:.1f}", f"{m['train_img_s']:.1f}"], cells[0]
             for cell, mode in ((cells[6], "infer"), (cells[10], "train")):
-                ratios = [a / b for a, b in zip(m[f"{mode}_runs"], base[f"{mode}_runs"])]
-                expected = f"{statistics.median(ratios):.3f}"
-                if m is not base:  # the plain model's ratio is 1 by definition
-                    low, high = median_interval(ratios)
-                    expected += f" ({low:.3f}-{high:.3f})"
+                ratios = _paired(m, base, mode)
+                # the plain model's ratio is 1 by definition, and shown without an interval
+                expected = f"{statistics.median(ratios):.3f}" if m is base else _median_and_interval(ratios)
                 assert cell == expected, (cells[0], mode)
 
-    def ratio(model, base, key):
-        runs = model[f"{key}_runs"]
-        return f"{statistics.median(a / b for a, b in zip(runs, base[f'{key}_runs'])):.3f}" if runs else "-"
+    def ratio(model, base, mode):
+        ratios = _paired(model, base, mode)
+        return f"{statistics.median(ratios):.3f}" if ratios else "-"
 
     rows = _table_rows(page, "run | settings") + _table_rows(page, "compiled run | settings")
     assert len(rows) >= 12
@@ -147,17 +164,15 @@ def test_pooled_runs_are_recomputed_from_theirs():
     rows = _table_rows(page, "pooled runs | repetitions")
     assert len(rows) >= 2
     for cells in rows:
-        paths = re.findall(r"\]\((assets/[^)]+\.json)\)", cells[0])
+        paths = JSON_LINK.findall(cells[0])
         assert len(paths) >= 2
         ratios = {(name, mode): [] for mode in ("infer", "train") for name in ("eca_resnet50", "timm_eca_resnet50")}
         for path in paths:
-            run = {m["name"]: m for m in json.loads((ROOT / "docs" / path).read_text())["models"]}
+            run = {m["name"]: m for m in _results(path)["models"]}
             for (name, mode), values in ratios.items():
-                values += [a / b for a, b in zip(run[name][f"{mode}_runs"], run["resnet50"][f"{mode}_runs"])]
+                values += _paired(run[name], run["resnet50"], mode)
         expected = [f"{len(ratios['eca_resnet50', 'infer'])} / {len(ratios['eca_resnet50', 'train'])}"]
-        for values in ratios.values():
-            low, high = median_interval(values)
-            expected.append(f"{statistics.median(values):.3f} ({low:.3f}-{high:.3f})")
+        expected += [_median_and_interval(values) for values in ratios.values()]
         assert cells[1:6] == expected, cells[0]
     # the summary at the top of the page repeats the pooled figures
     summary = {cells[0]: cells[1:] for cells in _table_rows(page, "speed against the plain ResNet-50")}
