@@ -19,7 +19,8 @@ import torch
 from timm.models.resnet import Bottleneck
 
 from eca_models.benchmark import keep_freed_memory
-from eca_models.layers.eca_residual import _add_scaled_deviation, _image_sums
+from eca_models.layers import bn_state, gate_from_pooled
+from eca_models.layers.eca_residual import _add_scaled_deviation, _image_sums, _pooled_before_conv3
 from eca_models.models import EcaBottleneck
 
 # stage: (block input/output channels, feature map side, ECA kernel size of k3557)
@@ -57,8 +58,8 @@ def _variants(n: int, channels: int, side: int, k: int, fmt: torch.memory_format
     def eca_gate():  # ECA's own work in inference, as the block does it; the rest of the block is the plain one's
         eca.eval()
         with torch.inference_mode():
-            pooled = eca._pool_before_conv3(h)
-            eca.eca.gate(x) if pooled is None else eca.eca.gate_from_pooled(pooled)
+            pooled = _pooled_before_conv3(h, eca.conv3.weight, bn_state(eca.bn3))
+            gate_from_pooled(x.mean(dim=(2, 3)) if pooled is None else pooled, eca.eca.conv.weight)
 
     def native_bn_backward():
         args = (grad, z, plain.bn3.weight, None, None, mean, invstd, True, 1e-5, [True, True, True])

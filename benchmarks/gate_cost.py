@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import time
+import types
 from typing import Dict, List
 
 import timm
@@ -29,15 +30,11 @@ from eca_models.cli.common import positive_int
 from eca_models.models.eca_resnet import EcaBottleneck
 
 
-class _ConstantGate(nn.Module):
-    """Stands in for a block's ECA layer: the gate is 0.5 for every image and channel, computed from nothing."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.register_buffer("value", torch.full((1, channels, 1, 1), 0.5))
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.value.expand(x.shape[0], -1, -1, -1)
+def _constant_gate_end(block: EcaBottleneck, z: torch.Tensor, shortcut: torch.Tensor, bn: nn.Module, h=None):
+    """Stands in for a block's end in inference: ``shortcut + bn(z) * 0.5``, the multiply riding on the add and
+    the result written into the BN output as the ECA block's inference path does, but no gate computed."""
+    x = bn(z)
+    return torch.add(shortcut, x, alpha=0.5, out=x)
 
 
 def variants(plain: nn.Module, fmt: torch.memory_format = torch.contiguous_format) -> Dict[str, nn.Module]:
@@ -52,8 +49,8 @@ def variants(plain: nn.Module, fmt: torch.memory_format = torch.contiguous_forma
         assert not unexpected and all(".eca." in k for k in missing), (missing, unexpected)
     for block in constant.modules():
         if isinstance(block, EcaBottleneck):
-            block.pool_before_conv3 = False
-            block.eca = _ConstantGate(block.eca.channels)
+            block._end = types.MethodType(_constant_gate_end, block)
+            del block.eca
     models = {"resnet50": plain, "resnet50 (copy)": copy, "eca_resnet50": eca, "eca_resnet50, constant gate": constant}
     return {name: m.to(memory_format=fmt) for name, m in models.items()}
 

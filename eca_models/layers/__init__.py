@@ -1,7 +1,7 @@
 """Layers: the ECA layer, its fused residual ends, and the kernel-code convention."""
 
 from .eca import EcaLayer, adaptive_kernel_size
-from .eca_residual import bn_eca_add, can_fuse_bn, eca_add
+from .eca_residual import BnState, bn_state, eca_block_end, gate_from_pooled
 from .kernel_codes import ADAPTIVE, KernelSizes, format_kernel_code, parse_kernel_code
 
 __all__ = [
@@ -9,9 +9,10 @@ __all__ = [
     "KernelSizes",
     "EcaLayer",
     "adaptive_kernel_size",
-    "bn_eca_add",
-    "can_fuse_bn",
-    "eca_add",
+    "BnState",
+    "bn_state",
+    "eca_block_end",
+    "gate_from_pooled",
     "format_kernel_code",
     "parse_kernel_code",
 ]

@@ -80,8 +80,7 @@ class EcaLayer(nn.Module):
 
     def gate_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """Channel weights from the per-channel means ``pooled`` (N, C), shaped (N, C, 1, 1)."""
-        n, c = pooled.shape
-        return self.conv(pooled.view(n, 1, c)).sigmoid().view(n, c, 1, 1)
+        return self.conv(pooled.unsqueeze(1)).sigmoid()[:, 0, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)

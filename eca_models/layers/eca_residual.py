@@ -7,22 +7,41 @@ last BatchNorm is folded in as well, so no block-sized tensor is written that th
 not write too. On the CPU a fresh block-sized tensor costs more than the arithmetic on it: the OS
 has to fault its pages in.
 
-Both autograd functions compute the same values as the layer as the paper states it (within
-float rounding) and are checked against it in ``tests/test_fast_paths.py``. Under ``create_graph=True``
-(gradient penalties, double backward) their backward recomputes the block end with plain autograd
-operations instead, so that its result is itself differentiable.
+:func:`eca_block_end` is the one entry point. It is a leaf of ``torch.fx`` traces (``torch.fx.wrap``
+in the model modules, and timm's ``register_notrace_function``), so a traced model takes the same
+path as eager: the path is chosen when it runs, from the tensors it gets (grad mode, dtypes, sizes),
+never from Python control flow on proxies. Only tensors and numbers reach ``autograd.Function.apply``.
+Under ``torch.jit.trace`` and the legacy ONNX exporter it computes the block end in plain operations,
+which those tracers record.
+
+The fused training backward, per channel, for ``x = (z - mean) * s + b`` with ``s = w * invstd``,
+``p = mean_hw(x)`` per image, ``a = sigmoid(conv1d(p))`` and ``out = shortcut + x * a``, given the
+output gradient ``g``:
+
+- ``dL/da = sum_hw(g * x) = s * sum_hw(g * (z - mean)) + b * sum_hw(g)``, which the gate's backward
+  (sigmoid, then the 1D convolution's input and weight gradients) turns into ``dL/dp``;
+- ``dL/dx = g * a + dL/dp / HW``, so BatchNorm's bias and weight gradients are
+  ``d_b = sum_n(a * sum_hw(g) + dL/dp)`` and
+  ``d_w = invstd * sum_n(a * sum_hw(g * (z - mean)) + dL/dp * sum_hw(z - mean) / HW)``;
+- BatchNorm's input gradient ``d_z = s * (dL/dx - d_b / NHW) - s * invstd * (z - mean) * d_w / NHW``,
+  formed as ``g * (s * a) + s * (dL/dp / HW - d_b / NHW)`` plus the ``(z - mean)`` term in place.
+
+So the backward needs, per image and channel, only ``sum_hw(g)`` and ``sum_hw(g * (z - mean))``
+(one pass over ``g`` and ``z``) and ``sum_hw(z - mean)`` (taken in the forward), then writes ``d_z``
+once. Both autograd functions compute the same values as the layer as the paper states it (within
+float rounding) and are checked against it in ``tests/test_fast_paths.py``. Under
+``create_graph=True`` (gradient penalties, double backward) their backward recomputes the block end
+with plain autograd operations instead, so that its result is itself differentiable.
 """
 
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv1d_input, conv1d_weight
 
-from .eca import EcaLayer
-
-__all__ = ["bn_eca_add", "can_fuse_bn", "eca_add"]
+__all__ = ["BnState", "bn_state", "eca_block_end", "gate_from_pooled"]
 
 _CHUNK_BYTES = 4 << 20
 
@@ -110,10 +129,16 @@ def _add_scaled_deviation(out: torch.Tensor, z: torch.Tensor, mean: torch.Tensor
         out[i : i + step].addcmul_(z[i : i + step] - m, k)
 
 
-def _gate(x: torch.Tensor, weight: torch.Tensor, padding) -> torch.Tensor:
-    """The ECA gate of ``x`` in plain autograd operations, for the differentiable backward."""
-    n, c = x.shape[:2]
-    return F.conv1d(x.mean(dim=(2, 3)).view(n, 1, c), weight, padding=padding).sigmoid().view(n, c, 1, 1)
+def gate_from_pooled(pooled: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """ECA's channel weights (N, C, 1, 1) from the per-channel means ``pooled`` (N, C) and the 1D conv's
+    ``weight`` (1, 1, k), zero-padded to keep C: what :class:`~eca_models.layers.EcaLayer` computes."""
+    padding = (weight.shape[-1] - 1) // 2
+    return F.conv1d(pooled.unsqueeze(1), weight, padding=padding).sigmoid()[:, 0, :, None, None]
+
+
+def _gate(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The ECA gate of ``x`` in plain autograd operations."""
+    return gate_from_pooled(x.mean(dim=(2, 3)), weight)
 
 
 def _differentiable_backward(fn, inputs, grad: torch.Tensor):
@@ -122,13 +147,14 @@ def _differentiable_backward(fn, inputs, grad: torch.Tensor):
     return torch.autograd.grad(fn(*leaves), leaves, grad, create_graph=True)
 
 
-def _gate_backward(ctx, d_gate: torch.Tensor, pooled: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor):
+def _gate_backward(d_gate: torch.Tensor, pooled: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor):
     """Gradients of the pooled means and of the ECA conv weight, from the gate's gradient (N, C)."""
     n, c = pooled.shape
+    padding = (weight.shape[-1] - 1) // 2
     d_logits = (d_gate * gate * (1 - gate)).view(n, 1, c)
     pooled3 = pooled.view(n, 1, c)
-    d_pooled = conv1d_input(pooled3.shape, weight, d_logits, padding=ctx.padding).view(n, c)
-    return d_pooled, conv1d_weight(pooled3, weight.shape, d_logits, padding=ctx.padding)
+    d_pooled = conv1d_input(pooled3.shape, weight, d_logits, padding=padding).view(n, c)
+    return d_pooled, conv1d_weight(pooled3, weight.shape, d_logits, padding=padding)
 
 
 class _EcaAdd(torch.autograd.Function):
@@ -136,11 +162,10 @@ class _EcaAdd(torch.autograd.Function):
     generic one makes four (it materialises the mean's gradient and accumulates it separately)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, shortcut: torch.Tensor, weight: torch.Tensor, eca: EcaLayer) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, shortcut: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         pooled = x.mean(dim=(2, 3))
-        gate = eca.gate_from_pooled(pooled)  # through the module, so hooks on eca.conv still fire
+        gate = gate_from_pooled(pooled, weight)
         ctx.save_for_backward(x, pooled, gate, weight)
-        ctx.padding = eca.conv.padding
         ctx.shortcut_dtype = shortcut.dtype
         return torch.addcmul(shortcut, x, gate)
 
@@ -148,26 +173,52 @@ class _EcaAdd(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, pooled, gate, weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
-            d_x, d_weight = _differentiable_backward(lambda x, w: x * _gate(x, w, ctx.padding), (x, weight), grad)
-            return d_x, grad, d_weight, None
+            d_x, d_weight = _differentiable_backward(lambda x, w: x * _gate(x, w), (x, weight), grad)
+            return d_x, grad, d_weight
         n, c = pooled.shape
         # under autocast the forward ran in low precision, the backward does not: the small (N, C) part runs
         # in the weight's dtype, the block-sized part in the gradient's
         g = gate.view(n, c).to(weight.dtype)
         d_gate = _channel_dot(grad, x).to(weight.dtype)
-        d_pooled, d_weight = _gate_backward(ctx, d_gate, pooled.to(weight.dtype), g, weight)
+        d_pooled, d_weight = _gate_backward(d_gate, pooled.to(weight.dtype), g, weight)
         d_pooled = (d_pooled / (x.shape[2] * x.shape[3])).view(n, c, 1, 1)
         d_x = torch.addcmul(d_pooled.to(grad.dtype), grad, gate.to(grad.dtype))
-        return d_x.to(x.dtype), grad.to(ctx.shortcut_dtype), d_weight, None
+        return d_x.to(x.dtype), grad.to(ctx.shortcut_dtype), d_weight
 
 
-def _bn_momentum(bn: nn.BatchNorm2d) -> float:
-    """The running-average factor of this step, counted as ``nn.BatchNorm2d.forward`` counts it."""
-    if bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-    if bn.momentum is None:
-        return 1.0 / float(bn.num_batches_tracked)
-    return bn.momentum
+BnState = Tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[float], float, bool
+]
+"""A plain ``nn.BatchNorm2d`` as tensors and numbers: weight, bias, running mean, running variance, batch
+counter, momentum, eps, training."""
+
+
+def bn_state(bn: nn.Module) -> Optional[BnState]:
+    """``bn`` as a :data:`BnState`, for :func:`eca_block_end` to apply itself; None where only the module's own
+    call is right: another class (SyncBatchNorm, FrozenBatchNorm2d, a subclass), no affine or running
+    statistics, or hooks on it (they run only through its call)."""
+    plain = type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and not _has_hooks(bn)
+    if not plain:
+        return None
+    return (
+        bn.weight,
+        bn.bias,
+        bn.running_mean,
+        bn.running_var,
+        bn.num_batches_tracked,
+        bn.momentum,
+        bn.eps,
+        bn.training,
+    )
+
+
+def _bn_momentum(num_batches_tracked: Optional[torch.Tensor], momentum: Optional[float]) -> float:
+    """The running-average factor of this training step, counted as ``nn.BatchNorm2d.forward`` counts it."""
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+    if momentum is None:
+        return 1.0 / float(num_batches_tracked)
+    return momentum
 
 
 class _BnEcaAdd(torch.autograd.Function):
@@ -178,16 +229,13 @@ class _BnEcaAdd(torch.autograd.Function):
     weight's gradient through it) are taken in the forward, of ``g`` and ``g * (z - mean)`` in the backward."""
 
     @staticmethod
-    def forward(ctx, z, shortcut, bn_weight, bn_bias, eca_weight, bn: nn.BatchNorm2d, eca: EcaLayer):
-        momentum = _bn_momentum(bn)
-        x, mean, invstd = torch.native_batch_norm(
-            z, bn_weight, bn_bias, bn.running_mean, bn.running_var, True, momentum, bn.eps
-        )
+    def forward(ctx, z, shortcut, bn_weight, bn_bias, eca_weight, running_mean, running_var, momentum, eps):
+        x, mean, invstd = torch.native_batch_norm(z, bn_weight, bn_bias, running_mean, running_var, True, momentum, eps)
         sum_dev = _deviation_sums(z, mean)
         pooled = sum_dev * (bn_weight * invstd / (z.shape[2] * z.shape[3])) + bn_bias  # = x.mean((2, 3))
-        gate = eca.gate_from_pooled(pooled)
+        gate = gate_from_pooled(pooled, eca_weight)
         ctx.save_for_backward(z, sum_dev, pooled, gate, mean, invstd, bn_weight, bn_bias, eca_weight)
-        ctx.padding, ctx.eps = eca.conv.padding, bn.eps
+        ctx.eps = eps
         return torch.addcmul(shortcut, x, gate, out=x)
 
     @staticmethod
@@ -197,16 +245,16 @@ class _BnEcaAdd(torch.autograd.Function):
 
             def block_end(z, w, b, eca_weight):
                 x = F.batch_norm(z, None, None, w, b, True, 0.0, ctx.eps)
-                return x * _gate(x, eca_weight, ctx.padding)
+                return x * _gate(x, eca_weight)
 
             d_z, d_w, d_b, d_eca = _differentiable_backward(block_end, (z, w, b, eca_weight), grad)
-            return d_z, grad, d_w, d_b, d_eca, None, None
+            return d_z, grad, d_w, d_b, d_eca, None, None, None, None
         n, c = pooled.shape
         hw = z.shape[2] * z.shape[3]
         s = gate.view(n, c)
         sum_g, dot_g = _image_sums(grad, z, mean)  # sum_hw of g and of g * (z - mean); sum_dev: of z - mean
         scale = w * invstd  # x = (z - mean) * scale + b
-        d_pooled, d_eca_weight = _gate_backward(ctx, scale * dot_g + b * sum_g, pooled, s, eca_weight)
+        d_pooled, d_eca_weight = _gate_backward(scale * dot_g + b * sum_g, pooled, s, eca_weight)
         # the gradient of x is grad * s + d_pooled / hw; BatchNorm's backward on it, in closed form
         d_bias = (s * sum_g + d_pooled).sum(0)
         d_weight = invstd * (s * dot_g + d_pooled * sum_dev / hw).sum(0)
@@ -214,7 +262,7 @@ class _BnEcaAdd(torch.autograd.Function):
         k_const = scale * (d_pooled / hw - d_bias / (n * hw))
         d_z = torch.addcmul(k_const.view(n, c, 1, 1), grad, k_grad)
         _add_scaled_deviation(d_z, z, mean, -scale * invstd * d_weight / (n * hw))
-        return d_z, grad, d_weight, d_bias, d_eca_weight, None, None
+        return d_z, grad, d_weight, d_bias, d_eca_weight, None, None, None, None
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -230,45 +278,73 @@ def _has_hooks(module: nn.Module) -> bool:
     return any(own) or any(every)
 
 
-def can_fuse_bn(bn: nn.Module, z: torch.Tensor) -> bool:
-    """Whether :func:`bn_eca_add` may stand in for ``bn(z)``: a plain training-mode ``nn.BatchNorm2d``
-    (affine, tracking running stats, no hooks) on a non-empty float32 or float64 batch in the BN's own dtype.
-
-    Anything else (eval mode, SyncBatchNorm or another subclass, autocast's mixed dtypes) takes
-    :func:`eca_add` after the module's own BN.
-    """
-    return (
-        type(bn) is nn.BatchNorm2d
-        and bn.training
-        and bn.affine
-        and bn.track_running_stats
-        and z.dtype in (torch.float32, torch.float64)
-        and z.dtype == bn.weight.dtype
-        and z.numel() > 0  # an empty batch: BN's own forward handles it, the native kernel refuses it
-        and not _has_hooks(bn)
-    )
+def _batch_norm(z: torch.Tensor, bn: BnState) -> torch.Tensor:
+    """``nn.BatchNorm2d.forward`` for a plain BN given as a :data:`BnState` (its statistics updated alike)."""
+    weight, bias, running_mean, running_var, counter, momentum, eps, training = bn
+    factor = _bn_momentum(counter, momentum) if training else 0.0
+    return F.batch_norm(z, running_mean, running_var, weight, bias, training, factor, eps)
 
 
-def eca_add(x: torch.Tensor, shortcut: torch.Tensor, eca: EcaLayer) -> torch.Tensor:
-    """``shortcut + eca(x)`` for autograd, pooling ``x`` once and fusing the multiply into the add.
+def _pooled_before_conv3(h: torch.Tensor, conv3_weight: torch.Tensor, bn: BnState) -> Optional[torch.Tensor]:
+    """In inference, the means (N, C) of ``bn(conv3(h))`` from ``h``, where that is cheaper than pooling the
+    block output: conv3 is a 1x1 linear map and an eval-mode BN is affine, so ``mean(bn(W h)) = bn(W mean(h))``
+    exactly. It costs a (N, C_in) x (C_in, C) product against reading N * C * H * W values, and pays on a CPU
+    up to C_in = 4 * H * W (stages 1 to 3 of ResNet-50, not 4). None where it does not pay."""
+    if conv3_weight.shape[1] > 4 * h.shape[2] * h.shape[3]:
+        return None
+    weight, bias, running_mean, running_var, *_, eps, _training = bn
+    pooled = F.linear(h.mean(dim=(2, 3)), conv3_weight.flatten(1))
+    return F.batch_norm(pooled, running_mean, running_var, weight, bias, False, 0.0, eps)
+
+
+def _fusable(z: torch.Tensor, bn: BnState) -> bool:
+    """Whether the fused training function takes ``z``: float32 or float64 in the BN's own dtype (not
+    autocast's mixed ones), and not empty (BatchNorm's own forward handles an empty batch)."""
+    return z.dtype in (torch.float32, torch.float64) and z.dtype == bn[0].dtype and z.numel() > 0
+
+
+def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def eca_block_end(
+    x: torch.Tensor,
+    shortcut: torch.Tensor,
+    eca_weight: torch.Tensor,
+    bn: Optional[BnState] = None,
+    conv3: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+) -> torch.Tensor:
+    """``shortcut + eca(bn(x))`` (or ``shortcut + eca(x)`` without ``bn``) by the cheapest exact path.
+
+    - autograd needs a gradient and ``bn`` trains: BatchNorm, ECA and the add in one autograd function;
+    - autograd needs a gradient otherwise: ``bn`` as its module would, then ECA and the add in one;
+    - no gradient: the result is written into the BN output, so no new block-sized tensor is allocated (as
+      with the plain ResNet's in-place add), and an eval-mode bottleneck pools before conv3 where cheaper.
 
     Args:
-        x: The block output before attention, (N, C, H, W).
+        x: The last convolution's output (N, C, H, W) when ``bn`` is given, else the block's BN output (which
+            may be overwritten).
         shortcut: The residual branch, same shape.
-        eca: The block's ECA layer.
+        eca_weight: The ECA layer's 1D convolution weight, (1, 1, k).
+        bn: The block's last BatchNorm as :func:`bn_state` gives it, to be applied here; None where the
+            block applied its BN itself.
+        conv3: ``(h, weight)``: conv3's input and weight, where ``x = conv3(h)`` is a bias-free 1x1
+            convolution, so inference may pool ``h`` instead of the block output.
     """
-    return _EcaAdd.apply(x, shortcut, eca.conv.weight, eca)
-
-
-def bn_eca_add(z: torch.Tensor, shortcut: torch.Tensor, bn: nn.BatchNorm2d, eca: EcaLayer) -> torch.Tensor:
-    """``shortcut + eca(bn(z))`` for training, with BatchNorm, ECA and the add fused (see :func:`can_fuse_bn`).
-
-    The BN's running statistics and batch counter are updated as its own forward updates them.
-
-    Args:
-        z: The last convolution's output, (N, C, H, W).
-        shortcut: The residual branch, same shape.
-        bn: The block's last BatchNorm, in training mode.
-        eca: The block's ECA layer.
-    """
-    return _BnEcaAdd.apply(z, shortcut, bn.weight, bn.bias, eca.conv.weight, bn, eca)
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # these tracers record operations only
+        x = x if bn is None else _batch_norm(x, bn)
+        return shortcut + x * _gate(x, eca_weight)
+    bn_params = (None, None) if bn is None else bn[:2]
+    grad = _needs_grad(x, shortcut, eca_weight, *bn_params)
+    pooled = None
+    if bn is not None:
+        if grad and bn[7] and _fusable(x, bn):
+            momentum = _bn_momentum(bn[4], bn[5])
+            return _BnEcaAdd.apply(x, shortcut, bn[0], bn[1], eca_weight, bn[2], bn[3], momentum, bn[6])
+        if conv3 is not None and not grad and not bn[7]:
+            pooled = _pooled_before_conv3(conv3[0], conv3[1], bn)
+        x = _batch_norm(x, bn)
+    if grad:
+        return _EcaAdd.apply(x, shortcut, eca_weight)
+    gate = gate_from_pooled(x.mean(dim=(2, 3)) if pooled is None else pooled, eca_weight)
+    return torch.addcmul(shortcut, x, gate, out=x)

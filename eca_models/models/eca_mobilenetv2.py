@@ -159,9 +159,14 @@ class EcaMobileNetV2(nn.Module):
         self.kernel_sizes = tuple(m.kernel_size for m in self.modules() if isinstance(m, EcaLayer))
         self.kernel_code = format_kernel_code(sizes)
 
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = self._pool(global_pool)
         self.classifier = nn.Sequential(nn.Dropout(drop_rate), self._linear(num_classes))
         self.init_weights()
+
+    @staticmethod
+    def _pool(pool_type: str) -> SelectAdaptivePool2d:
+        """Global pooling, flattened to (N, C); ``''`` keeps the unpooled (N, C, H, W) features, as in timm."""
+        return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
 
     def _linear(self, num_classes: int) -> nn.Module:
         in_features = self.num_features * self.global_pool.feat_mult()
@@ -206,9 +211,9 @@ class EcaMobileNetV2(nn.Module):
         """Replace the classifier for ``num_classes`` outputs (0: none), optionally changing the pooling."""
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        device = next(self.parameters()).device
-        self.classifier[1] = self._linear(num_classes).to(device)
+            self.global_pool = self._pool(global_pool)
+        weight = self.features[-1][0].weight
+        self.classifier[1] = self._linear(num_classes).to(device=weight.device, dtype=weight.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():

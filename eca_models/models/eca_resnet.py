@@ -13,45 +13,51 @@ import functools
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import torch
-import torch.nn.functional as F
+from timm.layers import is_exportable, is_scriptable
 from timm.models import register_model
+from timm.models._features_fx import register_notrace_function
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from ..layers import EcaLayer, KernelSizes, bn_eca_add, can_fuse_bn, eca_add, format_kernel_code, parse_kernel_code
+from ..layers import EcaLayer, KernelSizes, bn_state, eca_block_end, format_kernel_code, parse_kernel_code
+from ..layers.eca_residual import _has_hooks
 from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
 
 __all__ = ["EcaBasicBlock", "EcaBottleneck", "EcaResNet"]
 
-
-def _needs_grad(x: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and x.requires_grad
+# a leaf of every torch.fx trace: plain symbolic_trace (torch.fx.wrap patches this module's global while
+# tracing) and timm's and torchvision's feature extractors alike
+torch.fx.wrap("eca_block_end")
+register_notrace_function(eca_block_end)
 
 
 class _EcaResidual:
-    """The end of an ECA block, ``act(shortcut + eca(bn(z)))``, by the cheapest exact path (see
-    :mod:`eca_models.layers.eca_residual`)."""
+    """The end of an ECA block, ``act(shortcut + eca(bn(z)))``: by :func:`~eca_models.layers.eca_block_end`
+    (the cheapest exact path, chosen when it runs) where the block is ``fused``, else in plain operations."""
 
-    def _attend_and_add(self, x: torch.Tensor, shortcut: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """When autograd needs none of the three, the result is written into ``x`` (the block's own BN
-        output), so no new block-sized tensor is allocated, as with the plain ResNet's in-place add."""
-        if self.drop_path is not None:
-            return self.drop_path(x * gate) + shortcut
-        if _needs_grad(x) or _needs_grad(gate) or _needs_grad(shortcut):
-            return torch.addcmul(shortcut, x, gate)
-        return torch.addcmul(shortcut, x, gate, out=x)
+    def _init_eca(self, last_conv: nn.Conv2d, kernel_size: Optional[int], eca_args: Optional[Dict[str, Any]]) -> None:
+        """The ECA layer over ``last_conv``'s outputs (any norm layer may follow it, FrozenBatchNorm2d too)."""
+        dd = {"device": last_conv.weight.device, "dtype": last_conv.weight.dtype}
+        self.eca = EcaLayer(last_conv.out_channels, kernel_size, **(eca_args or {}), **dd)
+        # the fused autograd functions cannot be exported or scripted: timm's exportable and scriptable flags turn them off
+        self.fused = not (is_exportable() or is_scriptable())
 
-    def _bn_eca_add(self, z: torch.Tensor, shortcut: torch.Tensor, bn: nn.Module) -> torch.Tensor:
-        """``shortcut + eca(bn(z))`` for the last conv's output ``z``."""
-        fused = self.drop_path is None
-        if fused and (_needs_grad(z) or _needs_grad(shortcut)):
-            if can_fuse_bn(bn, z):
-                return bn_eca_add(z, shortcut, bn, self.eca)
-            return eca_add(bn(z), shortcut, self.eca)
-        x = bn(z)
-        if fused and _needs_grad(x):  # frozen convs, trainable BN
-            return eca_add(x, shortcut, self.eca)
-        return self._attend_and_add(x, shortcut, self.eca.gate(x))
+    def _end(self, z: torch.Tensor, shortcut: torch.Tensor, bn: nn.Module, h: Optional[torch.Tensor] = None):
+        """``shortcut + eca(bn(z))``; ``h`` is conv3's input, for the bottleneck's cheaper pooling in inference.
+
+        What is decided here depends on the modules alone (fixed in a torch.fx trace); what depends on the
+        tensors is decided inside ``eca_block_end``, a leaf of the trace.
+        """
+        eca = self.eca
+        plain = not self.fused or self.drop_path is not None or type(eca) is not EcaLayer
+        if plain or _has_hooks(eca) or _has_hooks(eca.conv):  # hooks (e.g. capture_attention) need the calls
+            x = eca(bn(z))
+            return (x if self.drop_path is None else self.drop_path(x)) + shortcut
+        state = bn_state(bn)
+        if state is None:
+            return eca_block_end(bn(z), shortcut, eca.conv.weight)
+        conv3 = (h, self.conv3.weight) if h is not None and self.pool_before_conv3 else None
+        return eca_block_end(z, shortcut, eca.conv.weight, state, conv3)
 
 
 class EcaBasicBlock(_EcaResidual, BasicBlock):
@@ -69,8 +75,7 @@ class EcaBasicBlock(_EcaResidual, BasicBlock):
         """
         super().__init__(*args, **kwargs)
         del self.se
-        dd = {"device": self.bn2.weight.device, "dtype": self.bn2.weight.dtype}
-        self.eca = EcaLayer(self.bn2.num_features, eca_kernel_size, **(eca_args or {}), **dd)
+        self._init_eca(self.conv2, eca_kernel_size, eca_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -83,10 +88,10 @@ class EcaBasicBlock(_EcaResidual, BasicBlock):
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
         if torch.jit.is_scripting():
-            x = self.bn2(x)
-            return self.act2(self._attend_and_add(x, shortcut, self.eca.gate(x)))
+            x = self.eca(self.bn2(x))
+            return self.act2((x if self.drop_path is None else self.drop_path(x)) + shortcut)
         else:
-            return self.act2(self._bn_eca_add(x, shortcut, self.bn2))
+            return self.act2(self._end(x, shortcut, self.bn2))
 
 
 class EcaBottleneck(_EcaResidual, Bottleneck):
@@ -104,8 +109,7 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
         """
         super().__init__(*args, **kwargs)
         del self.se
-        dd = {"device": self.bn3.weight.device, "dtype": self.bn3.weight.dtype}
-        self.eca = EcaLayer(self.bn3.num_features, eca_kernel_size, **(eca_args or {}), **dd)
+        self._init_eca(self.conv3, eca_kernel_size, eca_args)
         c3, bn3 = self.conv3, self.bn3
         # In inference, mean(bn3(conv3(h))) = bn3(W3 @ mean(h)) exactly: conv3 is a 1x1 linear map and an eval-mode
         # BatchNorm is affine. Pooling h (a quarter of the channels) instead of the block output makes ECA's pool cheap.
@@ -113,18 +117,6 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
             c3.kernel_size == (1, 1) and c3.stride == (1, 1) and c3.groups == 1 and c3.bias is None
             and type(bn3) is nn.BatchNorm2d and bn3.track_running_stats and bn3.affine
         )  # fmt: skip
-
-    def _pool_before_conv3(self, h: torch.Tensor) -> Optional[torch.Tensor]:
-        """In inference, the block output's per-channel means (N, C) from ``conv3``'s input ``h``, where that is
-        cheaper than pooling the output: a (N, C_in) x (C_in, C) product against reading N * C * H * W values.
-        On a CPU it pays up to C_in = 4 * H * W (stages 1 to 3 of ResNet-50, not 4). None where it does not."""
-        if not self.pool_before_conv3 or self.bn3.training or _needs_grad(h):
-            return None
-        if self.conv3.in_channels > 4 * h.shape[2] * h.shape[3]:
-            return None
-        pooled = F.linear(h.mean(dim=(2, 3)), self.conv3.weight.flatten(1))
-        bn = self.bn3
-        return F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -135,18 +127,15 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
         x = self.bn2(x)
         x = self.drop_block(x)
         x = self.act2(x)
-        x = self.aa(x)
-        pooled = self._pool_before_conv3(x)
-        x = self.conv3(x)
+        h = self.aa(x)
+        x = self.conv3(h)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        if pooled is not None:
-            return self.act3(self._attend_and_add(self.bn3(x), shortcut, self.eca.gate_from_pooled(pooled)))
         if torch.jit.is_scripting():
-            x = self.bn3(x)
-            return self.act3(self._attend_and_add(x, shortcut, self.eca.gate(x)))
+            x = self.eca(self.bn3(x))
+            return self.act3((x if self.drop_path is None else self.drop_path(x)) + shortcut)
         else:
-            return self.act3(self._bn_eca_add(x, shortcut, self.bn3))
+            return self.act3(self._end(x, shortcut, self.bn3, h))
 
 
 def _stage_block(
