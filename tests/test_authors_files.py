@@ -3,6 +3,7 @@
 import pytest
 import timm
 import torch
+import torchvision
 from helpers import Payload, save_authors_checkpoint
 
 from eca_models import WeightsError
@@ -64,9 +65,13 @@ def test_in_chans_adaptation(r18_file):
 def test_file_needing_pickled_code_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth.tar"
     torch.save({"state_dict": {}, "extra": Payload()}, path)
-    with pytest.raises(WeightsError, match="needs arbitrary pickled code"):
+    with pytest.raises(
+        WeightsError, match=r"holds pickled code \((__builtin__|builtins)\.print\) and was not loaded"
+    ) as e:
         _load("eca_resnet18", path)
-    assert "pickled code ran" not in capsys.readouterr().out
+    assert "corrupt" not in str(e.value)
+    out = capsys.readouterr()
+    assert "pickled code ran" not in out.out and "Warning" not in out.err
 
 
 def test_missing_and_corrupt_files(tmp_path):
@@ -74,9 +79,18 @@ def test_missing_and_corrupt_files(tmp_path):
         _load("eca_resnet18", tmp_path / "nope.pth.tar")
     junk = tmp_path / "junk.pth.tar"
     junk.write_bytes(b"\x80\x02this is not a checkpoint")
-    with pytest.raises(WeightsError, match="not a readable|pickled code"):
+    with pytest.raises(WeightsError, match="not a readable PyTorch file"):
         _load("eca_resnet18", junk)
     folder = tmp_path / "empty"
     folder.mkdir()
     with pytest.raises(WeightsError, match="folder without model.safetensors"):
         _load("eca_resnet18", folder)
+
+
+def test_a_plain_resnet_or_mobilenetv2_checkpoint_is_said_to_have_no_eca_layers(tmp_path):
+    plain_models = {"eca_resnet18": timm.create_model("resnet18"), "eca_mobilenetv2": torchvision.models.mobilenet_v2()}
+    for ours, plain in plain_models.items():
+        path = tmp_path / f"{ours}-plain.pth"
+        torch.save(plain.state_dict(), path)
+        with pytest.raises(WeightsError, match=r"it has no ECA layers \(a plain (ResNet|MobileNetV2) checkpoint\?\)"):
+            _load(ours, path)

@@ -82,7 +82,7 @@ def test_convert_refuses_files_that_need_pickled_code(tmp_path, capsys):
     torch.save({"state_dict": {}, "x": Payload()}, src)
     assert main(["convert", str(src), "--model", "eca_resnet18", "--out", str(tmp_path / "o")]) == 1
     captured = capsys.readouterr()
-    assert "needs arbitrary pickled code" in captured.err and "pickled code ran" not in captured.out
+    assert "holds pickled code" in captured.err and "pickled code ran" not in captured.out
     assert (
         main(["convert", str(tmp_path / "missing.pth.tar"), "--model", "eca_resnet18", "--out", str(tmp_path / "o")])
         == 1

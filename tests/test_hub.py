@@ -17,8 +17,16 @@ from eca_models.weights.convert import convert_checkpoint
 
 ORG = "eca-models"
 
+PIN = """
+import dataclasses
+from eca_models.weights import manifest
+for name, sha in {pins!r}.items():  # as if published: pinned revision and checksum
+    manifest._manifest()[name] = dataclasses.replace(manifest.get_checkpoint(name), revision={commit!r}, sha256=sha)
+"""
+
 LOAD_ALL = """
 import os, torch, timm, eca_models
+{pin}
 x = torch.load({x!r})
 out = {{}}
 for name in {names!r}:
@@ -50,12 +58,15 @@ def world(tmp_path_factory):
         folder = root / "repos" / f"{name}.in1k"
         convert_checkpoint(src, name, folder, check_size=64, log=lambda _: None)
         repos[f"{ORG}/{name}.in1k"] = folder
-    return dict(root=root, x=x, expected=expected, repos=repos)
+    pins = {f"{name}.in1k": sha256_file(folder / "model.safetensors") for name, folder in zip(ARCHS, repos.values())}
+    return dict(root=root, x=x, expected=expected, repos=repos, pin=PIN.format(pins=pins, commit=LoopbackHub.COMMIT))
 
 
 def _load_all(world, env, names=tuple(ARCHS), tag="out", extra=False):
     out = world["root"] / f"{tag}.pt"
-    code = LOAD_ALL.format(x=str(world["root"] / "x.pt"), names=list(names), out=str(out), extra=extra, root=str(ROOT))
+    code = LOAD_ALL.format(
+        pin=world["pin"], x=str(world["root"] / "x.pt"), names=list(names), out=str(out), extra=extra, root=str(ROOT)
+    )
     result = run_python(code, env=env)
     assert result.returncode == 0, result.stderr
     return torch.load(out)
@@ -84,8 +95,14 @@ def test_convert_download_load_then_offline_from_cache(world, tmp_path):
 
 
 OFFLINE = """
-import os, timm, torch, eca_models
-try:
+import os, time, timm, torch, eca_models
+start = time.perf_counter()
+try:  # not published: said at once, no request
+    timm.create_model("eca_resnet50", pretrained=True)
+except eca_models.WeightsError as e:
+    print(e, "|", time.perf_counter() - start)
+{pin}
+try:  # published, but nothing cached and no network
     timm.create_model("eca_resnet50", pretrained=True)
 except eca_models.WeightsError as e:
     print(e)
@@ -97,11 +114,14 @@ with torch.no_grad():
 
 
 def test_offline_nothing_cached_then_the_weights_dir_variable(world, tmp_path):
-    code = OFFLINE.format(repos=str(world["root"] / "repos"), x=str(world["root"] / "x.pt"), out=str(tmp_path / "o.pt"))
+    repos, x, out = str(world["root"] / "repos"), str(world["root"] / "x.pt"), str(tmp_path / "o.pt")
+    code = OFFLINE.format(pin=world["pin"], repos=repos, x=x, out=out)
     result = run_python(code, env={"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
-    message = result.stdout.strip()
-    assert message.startswith("no cached copy of eca-models/eca_resnet50_k3557.in1k") and "\n" not in message
+    unpublished, message = result.stdout.strip().splitlines()
+    assert unpublished.startswith("eca-models/eca_resnet50_k3557.in1k is not published on the Hub yet; convert")
+    assert float(unpublished.split("|")[-1]) < 1.0  # no retries: the manifest already knows
+    assert message.startswith("no cached copy of eca-models/eca_resnet50_k3557.in1k")
     assert "eca-models convert eca_resnet50_k3557.pth.tar" in message and "ECA_MODELS_WEIGHTS_DIR" in message
     logits = torch.load(tmp_path / "o.pt")
     assert torch.equal(logits["eca_mobilenetv2"], world["expected"]["eca_mobilenetv2_k13"])
@@ -200,7 +220,7 @@ def test_non_safetensors_file_is_refused_even_if_it_is_a_torch_file(bad_files):
 
 def test_missing_repo(bad_files):
     outcome = bad_files[0]
-    assert outcome["unpublished"].startswith("eca-models/eca_resnet50_k3557.in1k@main is not published on the Hub yet")
+    assert outcome["unpublished"].startswith("eca-models/eca_resnet50_k3557.in1k is not published on the Hub yet")
     assert "eca-models convert eca_resnet50_k3557.pth.tar" in outcome["unpublished"]
     assert outcome["missing"].startswith("someone/nothing-here@main was not found on the Hub (RepositoryNotFoundError)")
 

@@ -7,6 +7,12 @@
 The sdist comes from the package index (``pip download timm==<installed> --no-binary :all:``) and is kept
 in ``--cache``. Only the test items whose ``model_name`` is one of ours are run; timm's own models and
 the tests that name none are deselected, so the exit status is pytest's on our names alone.
+
+No checkpoint of ours is on the Hub yet, so the tests that load pretrained weights
+(``test_model_load_pretrained``, ``test_model_features_pretrained``) get stand-in files: each released
+checkpoint's architecture, randomly initialised, saved as ``model.safetensors`` in a folder that
+``ECA_MODELS_WEIGHTS_DIR`` points to. They test the loading path (local weights, classifier and input
+adaptation, ``features_only``), not the weights.
 """
 
 import argparse
@@ -62,6 +68,20 @@ def fetch_tests(cache: Path) -> Path:
     return target / "tests"
 
 
+def write_stand_in_weights(folder: Path) -> None:
+    """A randomly initialised ``<checkpoint>/model.safetensors`` for every released checkpoint, in ``folder``."""
+    import timm
+    from safetensors.torch import save_file
+
+    from eca_models.weights import list_checkpoints
+
+    for ckpt in list_checkpoints():
+        target = folder / ckpt.name
+        target.mkdir(parents=True)
+        state = timm.create_model(ckpt.model_name).state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(target / "model.safetensors"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "eca-models" / "timm-sdist")
@@ -75,9 +95,11 @@ def main(argv=None) -> int:
     tests = fetch_tests(args.cache)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "_eca_models_only.py").write_text(PLUGIN.format(names=sorted(names)), encoding="utf-8")
+        write_stand_in_weights(Path(tmp) / "weights")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH")])))
+        env["ECA_MODELS_WEIGHTS_DIR"] = str(Path(tmp) / "weights")
         cmd = [sys.executable, "-m", "pytest", str(tests / "test_models.py"), "-p", "_eca_models_only"]
-        cmd += ["-p", "no:cacheprovider", "-q", "--rootdir", str(tests), *args.pytest_args]
+        cmd += ["-p", "no:cacheprovider", "--rootdir", str(tests), *args.pytest_args]
         return subprocess.run(cmd, env=env, cwd=tests).returncode
 
 

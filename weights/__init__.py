@@ -5,13 +5,21 @@ figures; :mod:`.loading` fetches and checks the files; :mod:`.convert` and :mod:
 the authors' ``.pth.tar`` files into Hub repos.
 """
 
-from .loading import WEIGHTS_DIR_ENV, WeightsError, fetch_from_hub, load_pretrained_weights, read_weights_file
+from .loading import (
+    WEIGHTS_DIR_ENV,
+    WeightsError,
+    WeightsNotPublished,
+    fetch_from_hub,
+    load_pretrained_weights,
+    read_weights_file,
+)
 from .manifest import Checkpoint, binary_units, find_checkpoint, get_checkpoint, list_checkpoints, load_manifest
 
 __all__ = [
     "WEIGHTS_DIR_ENV",
     "Checkpoint",
     "WeightsError",
+    "WeightsNotPublished",
     "binary_units",
     "fetch_from_hub",
     "find_checkpoint",

@@ -8,8 +8,10 @@ Nothing pickled is ever executed: PyTorch files are read with ``weights_only=Tru
 """
 
 import os
-import pickle
+import pickletools
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -31,6 +33,7 @@ from .manifest import Checkpoint, find_checkpoint
 __all__ = [
     "WEIGHTS_DIR_ENV",
     "WeightsError",
+    "WeightsNotPublished",
     "fetch_from_hub",
     "load_pretrained_weights",
     "read_safetensors",
@@ -43,6 +46,19 @@ WEIGHTS_FILE = "model.safetensors"
 
 class WeightsError(RuntimeError):
     """Weights could not be found, read or trusted; the message says why and what to do, in one line."""
+
+
+class WeightsNotPublished(WeightsError):
+    """The manifest says the checkpoint is not on the Hub yet (no pinned revision): said at once, with no request.
+
+    Attributes:
+        repo_id: The Hub repo it will be published as.
+        checkpoint: Its manifest entry.
+    """
+
+    def __init__(self, repo_id: str, checkpoint: Checkpoint, ways: str) -> None:
+        super().__init__(f"{repo_id} is not published on the Hub yet; {ways}")
+        self.repo_id, self.checkpoint = repo_id, checkpoint
 
 
 def load_pretrained_weights(pretrained_cfg: Any) -> Dict[str, Any]:
@@ -99,21 +115,49 @@ def read_safetensors(path: Union[str, Path]) -> Dict[str, Any]:
 
 def _read_torch_file(path: Path) -> Dict[str, Any]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if unsafe is None:
-            raise WeightsError(f"{path} is not a readable PyTorch file (truncated or corrupt?)") from None
-        raise WeightsError(
-            f"{path} needs arbitrary pickled code to load ({unsafe.group(1)}), which eca-models never runs; "
-            "re-save only its state_dict with torch.save, or load a safetensors file"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - torch's unpickler fails in many ways on a damaged file
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says what matters
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch's unpickler fails in many ways on a damaged or unsafe file
+        code = _pickled_code(path)
+        if code:
+            raise WeightsError(
+                f"{path} holds pickled code ({code}) and was not loaded: eca-models never runs code from a weights "
+                "file; re-save only its state_dict with torch.save, or load a safetensors file"
+            ) from None
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {reason}") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict or the authors' checkpoint dict")
     return obj
+
+
+# what a file of tensors and plain containers names; anything else is code that unpickling would call
+_DATA_GLOBALS = re.compile(r"(torch\._utils\._rebuild_\w+|torch\.\w*Storage|torch\.(Size|device|dtype|\w+_dtype)"
+                           r"|collections\.OrderedDict|(builtins|__builtin__)\.(set|frozenset|slice|complex|bytearray)"
+                           r"|torch\._tensor\._rebuild_from_type_v2|torch\.nn\.parameter\.Parameter|_codecs\.encode)")  # fmt: skip
+
+
+def _pickled_code(path: Path) -> Optional[str]:
+    """The first callable a pickle names beyond tensors and plain containers (``posix.system``), read from its
+    opcodes without running any; None where it names none or cannot be read."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = next((archive.read(n) for n in archive.namelist() if n.endswith("data.pkl")), b"")
+        else:
+            data = path.read_bytes()
+        strings: list = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            elif op.name == "GLOBAL" or (op.name == "STACK_GLOBAL" and len(strings) >= 2):
+                name = arg.replace(" ", ".") if op.name == "GLOBAL" else f"{strings[-2]}.{strings[-1]}"
+                if not _DATA_GLOBALS.fullmatch(name):
+                    return name
+    except Exception:  # noqa: BLE001 - a damaged file: the caller says so
+        return None
+    return None
 
 
 def _local_repo(repo_id: str) -> Optional[Path]:
@@ -152,6 +196,8 @@ def fetch_from_hub(hf_hub_id: str, filename: str = WEIGHTS_FILE) -> Path:
     if local is not None:
         return local
     ckpt = find_checkpoint(hf_hub_id=repo_id)
+    if ckpt is not None and not ckpt.is_published and not revision:  # the manifest pins every published one
+        raise WeightsNotPublished(repo_id, ckpt, _ways_to_supply(repo_id, ckpt))
     revision = revision or (ckpt.revision if ckpt else None) or None
     unpublished = ckpt is not None and not ckpt.is_published
     try:

@@ -5,7 +5,7 @@ import sys
 from typing import List, Optional
 
 from ..weights import WeightsError
-from . import attention, benchmark, convert, finetune, list_models, predict, publish, validate
+from . import attention, benchmark, convert, export, finetune, list_models, predict, publish, validate
 from .common import UsageError
 
 COMMANDS = {
@@ -17,13 +17,14 @@ COMMANDS = {
     "predict": predict,
     "benchmark": benchmark,
     "attention": attention,
+    "export": export,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eca-models",
-        description="ECA-Net models as timm models: list, convert, publish, validate, finetune, predict, benchmark, attention.",
+        description="ECA-Net models as timm models: list, convert, publish, validate, finetune, predict, benchmark, attention, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():

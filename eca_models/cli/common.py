@@ -7,7 +7,7 @@ from typing import Any, Optional, Union
 import torch
 
 from ..factory import load
-from ..weights import WeightsError
+from ..weights import WeightsError, WeightsNotPublished
 
 __all__ = ["UsageError", "add_runtime_args", "load_model", "non_negative_int", "positive_int"]
 
@@ -42,6 +42,12 @@ def load_model(
     """:func:`eca_models.load`, an unknown model or unusable weights turned into a one-line usage error."""
     try:
         return load(name, pretrained=pretrained, checkpoint=checkpoint, **kwargs)
+    except WeightsNotPublished as e:  # the command's own flag, not the Python pretrained_cfg_overlay
+        ckpt = e.checkpoint
+        raise UsageError(
+            f"{name}: {ckpt.name} is not published on the Hub yet; convert the authors' file with "
+            f"`eca-models convert {ckpt.source_file} --model {ckpt.model_name} --out DIR` and pass --checkpoint DIR"
+        ) from None
     except (KeyError, WeightsError) as e:
         raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 

@@ -127,9 +127,13 @@ def _check_kernels(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module, 
 
 
 def _check_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> None:
+    """Every key of the file in the model and back, but the classifier's: timm drops it from the file where the
+    model has another number of classes, or none (``num_classes=0``), and loads the rest strictly."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
+    head = getattr(model, "pretrained_cfg", {}).get("classifier") or ""
+    heads = {f"{head}.weight", f"{head}.bias"}
+    missing = [k for k in own if k not in state_dict and k not in heads]
+    unexpected = [k for k in state_dict if k not in own and k not in heads]
     if not missing and not unexpected:
         return
     hint = f"{len(missing)} missing (e.g. {missing[0]})" if missing else ""
@@ -140,11 +144,16 @@ def _check_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> 
 
 def describe_state_dict(state_dict: Dict[str, torch.Tensor]) -> str:
     """A guess at what architecture a state dict belongs to, for error messages."""
+    has_eca = any(v.dim() == 3 and tuple(v.shape[:2]) == (1, 1) for v in state_dict.values())  # ECA's (1, 1, k) convs
     if any(k.startswith("features.") for k in state_dict):
+        if not has_eca:
+            return "it has no ECA layers (a plain MobileNetV2 checkpoint?); load it with timm's or torchvision's models"
         return "it looks like a MobileNetV2 checkpoint (create eca_mobilenetv2)"
     blocks = [len({k.split(".")[1] for k in state_dict if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
     if not any(blocks):
         return "it is not an ECA-ResNet or ECA-MobileNetV2 checkpoint"
+    if not has_eca:
+        return "it has no ECA layers (a plain ResNet checkpoint?); load it with timm's own resnet models"
     bottleneck = any(".conv3." in k for k in state_dict)
     depth = {
         (2, 2, 2, 2, False): 18,

@@ -112,6 +112,8 @@ class EcaMobileNetV2(nn.Module):
         adaptive_gamma: float = 2.0,
         adaptive_beta: float = 1.0,
         adaptive_min_size: int = 1,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         """
         Args:
@@ -127,6 +129,8 @@ class EcaMobileNetV2(nn.Module):
             adaptive_gamma: ``gamma`` of the adaptive rule, used with ``'adaptive'``.
             adaptive_beta: ``b`` of the adaptive rule, used with ``'adaptive'``.
             adaptive_min_size: Lower clamp of the adaptive rule (1: none).
+            device: Device of the parameters and buffers.
+            dtype: Data type of the parameters and buffers.
         """
         super().__init__()
         sizes = parse_kernel_code(kernel_sizes, num_stages=2)
@@ -162,6 +166,8 @@ class EcaMobileNetV2(nn.Module):
         self.global_pool = self._pool(global_pool)
         self.classifier = nn.Sequential(nn.Dropout(drop_rate), self._linear(num_classes))
         self.init_weights()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
 
     @staticmethod
     def _pool(pool_type: str) -> SelectAdaptivePool2d:
@@ -213,7 +219,8 @@ class EcaMobileNetV2(nn.Module):
         if global_pool is not None:
             self.global_pool = self._pool(global_pool)
         weight = self.features[-1][0].weight
-        self.classifier[1] = self._linear(num_classes).to(device=weight.device, dtype=weight.dtype)
+        linear = self._linear(num_classes).to(device=weight.device, dtype=weight.dtype)
+        self.classifier[1] = linear.train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():

@@ -1,0 +1,156 @@
+"""Export a model to ONNX, TorchScript or a ``torch.export`` program, and check the file against PyTorch.
+
+The model is built under timm's ``set_exportable(True)``, so its blocks take plain operations (the fused
+training functions are autograd functions no exporter can write). The file has a dynamic batch dimension,
+is written beside its target and renamed into place only once it has been loaded back (ONNX Runtime for
+ONNX) and its outputs at two batch sizes matched PyTorch's within the tolerance.
+"""
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Tuple, Union
+
+import torch
+
+from ._files import default_mode
+
+__all__ = ["FORMATS", "ExportCheck", "export_model", "model_metadata", "read_metadata"]
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+CHECK_BATCH_SIZES = (1, 3)
+
+
+@dataclass
+class ExportCheck:
+    """What :func:`export_model` measured: the largest absolute difference from PyTorch's outputs."""
+
+    path: Path
+    max_abs_diff: float
+    tolerance: float
+    batch_sizes: Tuple[int, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+def model_metadata(model: torch.nn.Module) -> Dict[str, str]:
+    """What a deployed file needs to be used: architecture, kernel code, input size, crop, mean and std, classes."""
+    cfg = model.pretrained_cfg
+    meta = {
+        "architecture": cfg.get("architecture", type(model).__name__),
+        "kernel_code": getattr(model, "kernel_code", ""),
+        "num_classes": model.num_classes,
+        "input_size": list(cfg.get("input_size", ())),
+        "crop_pct": cfg.get("crop_pct"),
+        "interpolation": cfg.get("interpolation"),
+        "mean": list(cfg.get("mean", ())),
+        "std": list(cfg.get("std", ())),
+    }
+    if cfg.get("label_names"):
+        meta["label_names"] = list(cfg["label_names"])
+    return {k: json.dumps(v) for k, v in meta.items()}  # ONNX metadata holds strings: every value as JSON
+
+
+def _onnx(model, x, path: Path, opset: int, meta: Dict[str, str]) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnx
+    import onnxruntime
+
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (x,), dynamo=True, opset_version=opset, dynamic_shapes=({0: batch},),
+            input_names=["images"], output_names=["output"], verbose=False,
+        )  # fmt: skip
+    proto = program.model_proto
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda t: torch.from_numpy(session.run(None, {"images": t.numpy()})[0])
+
+
+def _torchscript(model, x, path: Path, opset: int, meta: Dict[str, str]) -> Callable[[torch.Tensor], torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still what many runtimes load
+        scripted = torch.jit.script(model)
+        torch.jit.save(scripted, str(path), _extra_files={"config.json": json.dumps(meta)})
+        loaded = torch.jit.load(str(path))
+    return loaded
+
+
+def _exported_program(model, x, path: Path, opset: int, meta: Dict[str, str]) -> Callable[[torch.Tensor], torch.Tensor]:
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path), extra_files={"config.json": json.dumps(meta)})
+    return torch.export.load(str(path)).module()
+
+
+_WRITERS = {"onnx": _onnx, "torchscript": _torchscript, "exported-program": _exported_program}
+
+
+def export_model(
+    model: torch.nn.Module,
+    fmt: str,
+    out: Union[str, Path],
+    img_size: int,
+    opset: int = 18,
+    tolerance: float = 1e-4,
+) -> ExportCheck:
+    """Export ``model`` (in eval mode, on the CPU) to ``out`` and check the file against it.
+
+    Args:
+        model: A model built exportable (``timm.layers.set_layer_config(exportable=True)``).
+        fmt: One of :data:`FORMATS`.
+        out: The file to write; it appears only once the check has passed.
+        img_size: Height and width of the example and check inputs.
+        opset: ONNX opset version.
+        tolerance: Largest absolute difference from PyTorch's outputs that passes.
+
+    Returns:
+        The check; where it failed, ``out`` was not written.
+    """
+    out = Path(out)
+    model = model.eval().cpu()
+    chans = model.pretrained_cfg.get("input_size", (3,))[0]
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, chans, img_size, img_size, generator=gen)
+    checks = [torch.randn(n, chans, img_size, img_size, generator=gen) for n in CHECK_BATCH_SIZES]
+    suffix = ".tmp.pt2" if fmt == "exported-program" else ".tmp"  # torch.export.save wants a .pt2 name
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with torch.no_grad():
+            run = _WRITERS[fmt](model, example, tmp, opset, model_metadata(model))
+            diff = max(float((run(x).float() - model(x).float()).abs().max()) for x in checks)
+        check = ExportCheck(out, diff, tolerance, CHECK_BATCH_SIZES)
+        if check.passed:
+            os.chmod(tmp, default_mode())  # mkstemp's is 0600
+            os.replace(tmp, out)
+        return check
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_metadata(path: Union[str, Path], fmt: str) -> Dict[str, Any]:
+    """The metadata :func:`export_model` stored in a file, decoded."""
+    if fmt == "onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    else:
+        files = {"config.json": ""}
+        if fmt == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.jit.load(str(path), _extra_files=files)
+        else:
+            torch.export.load(str(path), extra_files=files)
+        props = json.loads(files["config.json"])
+    return {k: json.loads(v) for k, v in props.items()}

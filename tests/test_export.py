@@ -1,0 +1,77 @@
+"""``eca-models export``: each format written, loaded back (ONNX Runtime for ONNX), checked against PyTorch at two
+batch sizes, with the model's classes in the file's metadata; a failing tolerance writes nothing."""
+
+import pytest
+import timm
+import torch
+from conftest import run_cli
+from helpers import randomize
+
+from eca_models.export import read_metadata
+from eca_models.weights.convert import write_hub_files
+
+CLASSES = ["cat", "dog", "tree"]
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A fine-tuned-style folder: ECA-ResNet-18 with three named classes, trained BN statistics."""
+    folder = tmp_path_factory.mktemp("run")
+    model = randomize(timm.create_model("eca_resnet18_k3577", num_classes=len(CLASSES)), seed=3)
+    config = {"label_names": CLASSES, "pretrained_cfg": {"tag": "finetuned"}}
+    write_hub_files(model, folder, "card", {"arch": "eca_resnet18_k3577"}, model_config=config)
+    return folder, model.eval()
+
+
+def _reload(path, fmt):
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    if fmt == "torchscript":
+        return torch.jit.load(str(path))
+    return torch.export.load(str(path)).module()
+
+
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("torchscript", ".pt"), ("exported-program", ".pt2")])
+def test_export_writes_a_checked_file_with_dynamic_batch_and_the_run_classes(run_folder, tmp_path, fmt, suffix):
+    folder, model = run_folder
+    out = tmp_path / f"model{suffix}"
+    result = run_cli("export", "--model", str(folder), "--format", fmt, "--out", str(out), "--img-size", "64")
+    assert result.returncode == 0, result.stderr
+    assert "largest difference from PyTorch" in result.stdout and "batch sizes 1 and 3" in result.stdout
+    assert out.stat().st_mode & 0o777 == 0o644 and [p.name for p in tmp_path.iterdir()] == [out.name]
+    run = _reload(out, fmt)
+    x = torch.randn(5, 3, 64, 64)  # a batch size the check did not use
+    with torch.no_grad():
+        torch.testing.assert_close(run(x), model(x), atol=1e-4, rtol=1e-4)
+    meta = read_metadata(out, fmt)
+    assert meta["label_names"] == CLASSES and meta["num_classes"] == 3
+    assert meta["architecture"] == "eca_resnet18_k3577" and meta["kernel_code"] == "k3577"
+    assert meta["input_size"] == [3, 224, 224] and meta["mean"] == pytest.approx([0.485, 0.456, 0.406])
+
+
+def test_export_over_the_tolerance_fails_and_writes_nothing(run_folder, tmp_path):
+    folder, _ = run_folder
+    out = tmp_path / "model.onnx"
+    args = ("--format", "onnx", "--out", str(out), "--img-size", "64", "--tolerance", "1e-12")
+    result = run_cli("export", "--model", str(folder), *args)
+    assert result.returncode == 1, result.stderr
+    assert "FAIL" in result.stdout and "over the tolerance" in result.stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_of_a_name_with_random_weights_and_bad_usage(tmp_path):
+    out = tmp_path / "m.pt"
+    args = ("--format", "torchscript", "--img-size", "64")
+    result = run_cli("export", "--model", "eca_mobilenetv2", "--no-weights", "--out", str(out), *args)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()
+    for bad, says in (
+        (["--model", "eca_resnet9", "--no-weights", "--out", str(out)], "unknown model"),
+        (["--model", "eca_resnet18", "--no-weights", "--out", str(tmp_path / "no" / "m.pt")], "does not exist"),
+        (["--model", "eca_resnet18", "--out", str(out)], "not published"),
+    ):
+        result = run_cli("export", *bad, *args)
+        assert result.returncode == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1
