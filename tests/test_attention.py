@@ -110,3 +110,22 @@ def test_attention_command_draws_figure_6(tmp_path, capsys):
         == 2
     )
     assert "not an ECA block" in capsys.readouterr().err
+
+
+def test_attention_on_any_class_folders_labels_the_figure_with_their_names(tmp_path):
+    """An ImageNet model on folders that are not WordNet ids (a user's own classes): averaged per folder."""
+    data = tmp_path / "mine"
+    for i, cls in enumerate(("cats", "dogs", "owls")):
+        for j in range(2):
+            write_image(data / cls / f"{j}.png", seed=10 * i + j)
+    ckpt = save_authors_checkpoint(
+        randomize(timm.create_model("eca_resnet18"), seed=1).state_dict(), tmp_path / "e.pth.tar"
+    )
+    out = tmp_path / "attention.png"
+    args = ["attention", "--model", "eca_resnet18", "--checkpoint", str(ckpt), "--data", str(data), "--img-size", "64"]
+    assert main([*args, "--classes", "owls", "cats", "--blocks", "layer4.1", "--out", str(out)]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["rows"] == ["owls", "cats", "all images"]
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["ECA/layer4.1"].shape == (3, 512)
+    assert not np.allclose(arrays["ECA/layer4.1"][2], arrays["ECA/layer4.1"][:2].mean(0))  # dogs count in "all"

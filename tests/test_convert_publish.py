@@ -3,6 +3,7 @@ import json
 import pytest
 import timm
 import torch
+from conftest import ROOT, run_cli
 from helpers import Payload, save_authors_checkpoint
 
 from eca_models._files import sha256_file
@@ -44,7 +45,7 @@ def test_convert_explains_and_checks(authors_r18, tmp_path, capsys):
     before = sha256_file(out / "model.safetensors")
     code = main(["convert", str(authors_r18), "--model", "eca_resnet18_k3577", "--out", str(out), "--check-size", "32"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and "exists and is not empty; pass --overwrite" in err and "\n" not in err
+    assert code == 2 and "exists and is not empty; pass --overwrite" in err and "\n" not in err
     assert sha256_file(out / "model.safetensors") == before
     args = ["convert", str(authors_r18), "--model", "eca_resnet18_k3577", "--out", str(out), "--check-size", "32"]
     assert main([*args, "--overwrite"]) == 0
@@ -55,8 +56,8 @@ def test_convert_explains_and_checks(authors_r18, tmp_path, capsys):
     "model,expected,status",
     [
         ("eca_resnet18", "", 0),  # the architecture defaults to k3577: fits
-        ("eca_resnet34", "does not fit eca_resnet34", 1),
-        ("eca_resnet50_k3557", "does not fit eca_resnet50", 1),
+        ("eca_resnet34", "does not fit eca_resnet34", 2),
+        ("eca_resnet50_k3557", "does not fit eca_resnet50", 2),
         ("resnet18", "unknown model 'resnet18'", 2),
     ],
 )
@@ -73,19 +74,19 @@ def test_convert_names_the_kernel_code_of_a_mismatched_file(tmp_path, capsys):
     src = save_authors_checkpoint(
         timm.create_model("eca_resnet18", kernel_sizes="k3357").state_dict(), tmp_path / "x.pth.tar"
     )
-    assert main(["convert", str(src), "--model", "eca_resnet18", "--out", str(tmp_path / "o")]) == 1
+    assert main(["convert", str(src), "--model", "eca_resnet18", "--out", str(tmp_path / "o")]) == 2
     assert "this checkpoint is k3357; create eca_resnet18_k3357 or pass kernel_sizes='k3357'" in capsys.readouterr().err
 
 
 def test_convert_refuses_files_that_need_pickled_code(tmp_path, capsys):
     src = tmp_path / "evil.pth.tar"
     torch.save({"state_dict": {}, "x": Payload()}, src)
-    assert main(["convert", str(src), "--model", "eca_resnet18", "--out", str(tmp_path / "o")]) == 1
+    assert main(["convert", str(src), "--model", "eca_resnet18", "--out", str(tmp_path / "o")]) == 2
     captured = capsys.readouterr()
     assert "holds pickled code" in captured.err and "pickled code ran" not in captured.out
     assert (
         main(["convert", str(tmp_path / "missing.pth.tar"), "--model", "eca_resnet18", "--out", str(tmp_path / "o")])
-        == 1
+        == 2
     )
     assert "weights file not found" in capsys.readouterr().err
 
@@ -119,11 +120,23 @@ def test_publish_records_commit_and_checksum(converted, tmp_path):
 
 
 def test_publish_refuses_what_is_not_a_converted_folder(tmp_path, converted, capsys):
-    assert main(["publish", str(tmp_path / "nope"), "--repo", "a/b", "--dry-run"]) == 1
+    assert main(["publish", str(tmp_path / "nope"), "--repo", "a/b", "--dry-run"]) == 2
     assert "is not a folder" in capsys.readouterr().err
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "model.safetensors").write_bytes(b"junk")
-    assert main(["publish", str(tmp_path / "half"), "--repo", "a/b", "--dry-run"]) == 1
+    assert main(["publish", str(tmp_path / "half"), "--repo", "a/b", "--dry-run"]) == 2
     assert "lacks config.json, README.md" in capsys.readouterr().err
-    assert main(["publish", str(converted), "--repo", "no-slash", "--dry-run"]) == 1
+    assert main(["publish", str(converted), "--repo", "no-slash", "--dry-run"]) == 2
     assert "--repo must look like ORG/NAME" in capsys.readouterr().err
+
+
+def test_publish_without_a_network_is_one_line_and_records_nothing(converted, tmp_path):
+    """No Hub to reach (a closed loopback port): one line, exit 2, the manifest untouched."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_bytes((ROOT / "weights" / "manifest.json").read_bytes())
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_test", "HF_HUB_OFFLINE": "0"}
+    result = run_cli("publish", str(converted), "--repo", "someone/eca", "--manifest", str(manifest), env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("eca-models publish: error: uploading to someone/eca failed (ConnectError")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert manifest.read_bytes() == (ROOT / "weights" / "manifest.json").read_bytes()

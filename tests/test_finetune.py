@@ -41,6 +41,7 @@ def digits(tmp_path_factory):
     root = _write_digits(tmp_path_factory.mktemp("digits"))
     (root / "train" / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (root / "train" / "3" / "README.txt").write_text("not an image: ignored")
+    (root / "val" / "4" / "broken-val.png").write_bytes(b"\x89PNG\r\n\x1a\n not really either")
     return root
 
 
@@ -67,7 +68,10 @@ def test_from_scratch_run_learns_the_digits(trained):
     for name in ("model.safetensors", "config.json", "README.md", "curves.png", "last.pth", "args.json"):
         assert (trained / name).is_file(), name
     assert (trained / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "broken.png" in (trained / "skipped_images.txt").read_text()
+    skipped = (trained / "skipped_images.txt").read_text()
+    assert "broken.png" in skipped and "broken-val.png" in skipped  # unreadable train and val images, both listed
+    modes = {p.name: p.stat().st_mode & 0o777 for p in trained.iterdir() if p.name != "last.pth"}
+    assert set(modes.values()) == {0o644}, modes  # the exported model.safetensors too (umask 022)
     config = json.loads((trained / "config.json").read_text())
     assert config["architecture"] == "eca_resnet18" and config["num_classes"] == 10
     assert config["label_names"] == [str(i) for i in range(10)] and config["model_args"]["kernel_sizes"] == "k3577"
@@ -268,6 +272,21 @@ def test_bad_data_gets_one_line(tmp_path, capsys, make, expected):
     assert _cli_error("--data", str(data), "--output", str(tmp_path / "run")) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists(), "a failed start left its run folder behind"
+
+
+def test_resume_with_other_arguments_is_refused_and_args_json_stays_true(small_digits, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["finetune", *_small_run(small_digits, run_dir, epochs=1), "--workers", "0"]) == 0
+    saved = (run_dir / "args.json").read_text()
+    resume = ["finetune", *_small_run(small_digits, run_dir, epochs=2), "--resume"]
+    capsys.readouterr()
+    assert main([*resume, "--img-size", "40"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resume with other arguments than the run's" in err and len(err.splitlines()) == 1
+    assert "--epochs 1 -> 2" in err and "--img-size" in err
+    assert (run_dir / "args.json").read_text() == saved
+    assert json.loads(saved)["epochs"] == 1
 
 
 def test_pretrained_default_says_what_to_do_when_weights_are_unpublished(digits, tmp_path, capsys):

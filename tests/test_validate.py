@@ -242,3 +242,16 @@ def test_two_processes_under_torchrun_count_every_image_once(data, tmp_path):
     for key in ("images", "top1", "top5", "unreadable", "unreadable_images", "verdict"):
         assert one[key] == two[key], key
     assert result.stdout.count("verdict") == 1, "only rank 0 reports"
+
+
+def test_a_converted_folder_names_its_weights_and_unreadable_images_are_listed_when_no_file_is(data, tmp_path, capsys):
+    folder = tmp_path / "eca_resnet18_k3577.in1k"
+    convert_checkpoint(data["ckpt"], "eca_resnet18_k3577", folder, check_size=32, log=lambda _: None)
+    capsys.readouterr()
+    assert _validate("--model", folder, "--data", data["folder"]) == 0
+    out = capsys.readouterr().out
+    assert f"weights {folder})" in out and "weights none" not in out
+    assert "1 unreadable (not scored, listed below)" in out and f"unreadable: {data['corrupt']}" in out
+    results = tmp_path / "r.json"
+    assert _validate("--model", folder, "--data", data["folder"], "--results-file", results) == 0
+    assert f"1 unreadable (not scored, listed in {results})" in capsys.readouterr().out

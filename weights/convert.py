@@ -83,6 +83,7 @@ def write_hub_files(
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = folder / f".{WEIGHTS_FILE}.tmp"
     save_file(state, str(tmp), metadata={"format": "pt", **metadata})
+    tmp.chmod(default_mode())  # safetensors creates its file 0600; the folder's other files follow the umask
     os.replace(tmp, folder / WEIGHTS_FILE)
     tmp = folder / ".config.json.tmp"
     model_args = {"kernel_sizes": model.kernel_code}

@@ -66,8 +66,15 @@ def upload_folder(folder: Path, repo_id: str, message: str) -> str:
     from huggingface_hub import HfApi
 
     api = HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=message)
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=message)
+    except Exception as e:  # noqa: BLE001 - network, auth and HTTP errors of several libraries; --debug shows it
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise WeightsError(
+            f"uploading to {repo_id} failed ({type(e).__name__}{': ' + reason if reason else ''}); "
+            "check the network and your Hub token (`hf auth login`), then run publish again: nothing was recorded"
+        ) from e
     return info.oid
 
 

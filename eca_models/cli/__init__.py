@@ -1,6 +1,13 @@
-"""The ``eca-models`` command: one sub-command per module of this package."""
+"""The ``eca-models`` command: one sub-command per module of this package.
+
+Exit status, the same for every command: 0 done (validate: PASS); 1 the job ran and its verdict is negative
+(validate: FAIL; export: over the tolerance); 2 bad usage or bad input (an unknown model, a missing or
+unreadable file, unusable weights, bad data), said in one line; 130 interrupted. ``--debug`` (or
+``ECA_MODELS_DEBUG=1``) shows the traceback instead of the one line.
+"""
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -26,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="eca-models",
         description="ECA-Net models as timm models: list, convert, publish, validate, finetune, predict, benchmark, attention, export.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ECA_MODELS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(sub.add_parser(name, help=module.HELP, description=module.__doc__))
@@ -33,16 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run ``eca-models``; errors are one line on stderr, never a traceback."""
+    """Run ``eca-models``; errors are one line on stderr (exit 2), with the traceback only under ``--debug``."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("ECA_MODELS_DEBUG", "") not in ("", "0")
     try:
         return COMMANDS[args.command].run(args) or 0
-    except (UsageError, FileNotFoundError, KeyError) as e:
-        print(f"eca-models {args.command}: error: {_one_line(e)}", file=sys.stderr)
+    except (UsageError, WeightsError, KeyError, OSError, ValueError) as e:
+        if debug:
+            raise
+        hint = "" if isinstance(e, (UsageError, WeightsError)) else " (--debug shows where)"
+        print(f"eca-models {args.command}: error: {_one_line(e)}{hint}", file=sys.stderr)
         return 2
-    except (WeightsError, ValueError, OSError) as e:
-        print(f"eca-models {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"eca-models {args.command}: interrupted", file=sys.stderr)
         return 130

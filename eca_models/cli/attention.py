@@ -44,6 +44,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.checkpoint)
     labels = class_labels(model)
+    imagenet = labels is None and _wnid_folders(Path(args.data))
+    if labels is None and not imagenet:  # any class folders: per-class averages need no ImageNet label space
+        labels = sorted(p.name for p in Path(args.data).iterdir() if p.is_dir() and not p.name.startswith("."))
     names = list(labels or imagenet_wnids())
     try:
         samples = imagenet_samples(Path(args.data), None, labels)
@@ -66,13 +69,22 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.compare} has no attention layer at {missing[0]}; --compare takes an SE model of the same layout"
             )
         panels["SE"] = _averages(other, samples, classes, blocks, args)
-    display = [_display_name(names, c, labels is None) for c in classes]
+    display = [_display_name(names, c, imagenet) for c in classes]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_arrays(out, panels, blocks, display)
     plot_attention(out, panels, blocks, display, f"{args.model}" + (f" vs {args.compare}" if args.compare else ""))
     print(f"wrote {out}, {out.with_suffix('.npz')} and {out.with_suffix('.json')}")
     return 0
+
+
+def _wnid_folders(data: Path) -> bool:
+    """Whether ``data`` is laid out as ImageNet is: no class folders (a flat folder and its ground truth), or
+    class folders named by WordNet ids."""
+    if not data.is_dir():
+        return True  # imagenet_samples says what is wrong
+    folders = [p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return not folders or set(folders) <= set(imagenet_wnids())
 
 
 def _choose_classes(requested: Optional[List[str]], names: List[str], present: List[int]) -> List[int]:

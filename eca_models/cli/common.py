@@ -1,6 +1,7 @@
 """What the commands share: the usage error and the run-time flags every timm script has."""
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -52,10 +53,22 @@ def load_model(
         raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 
 
+def default_workers() -> int:
+    """Data loading processes by default: the cores this process may use (DataLoader warns above that), at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores)
+
+
 def add_runtime_args(parser: argparse.ArgumentParser, batch_size: int) -> None:
     """--batch-size, --workers, --device, --amp and --channels-last, as timm's scripts spell them."""
     parser.add_argument("--batch-size", "-b", type=positive_int, default=batch_size)
-    parser.add_argument("--workers", "-j", type=non_negative_int, default=4, help="data loading processes")
+    parser.add_argument(
+        "--workers",
+        "-j",
+        type=non_negative_int,
+        default=default_workers(),
+        help="data loading processes (default: the CPU cores this process may use, at most 8)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")

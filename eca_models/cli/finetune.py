@@ -93,18 +93,48 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    existed = Path(args.output).exists()
     run_dir = _prepare_run_dir(Path(args.output), args)
     device = distributed.setup(args.device)
     try:
         return _finetune(args, run_dir, device)
+    except BaseException:
+        if not existed and distributed.is_main_env() and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a start that failed (bad data, no weights) leaves no empty run folder behind
+        raise
     finally:
         distributed.cleanup()
+
+
+# what may differ on --resume: where and how fast it runs, not what it computes
+RESUMABLE_CHANGES = {"resume", "overwrite", "workers", "device", "save_every_steps", "debug"}
+
+
+def _check_resume_args(run_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse a --resume whose arguments differ from the run's own (``args.json``) in what they compute."""
+    path = run_dir / "args.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(vars(args), default=str))
+    changed = [
+        f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(saved) | set(now))
+        if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
+    ]
+    if changed:
+        raise UsageError(
+            f"--resume with other arguments than the run's ({', '.join(changed)}): continue it with the arguments "
+            f"in {path}, or start a new run in another --output"
+        )
 
 
 def _prepare_run_dir(run_dir: Path, args: argparse.Namespace) -> Path:
     used = run_dir.is_dir() and any(run_dir.iterdir())
     if args.resume and not (run_dir / CHECKPOINT).is_file():
         raise UsageError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist")
+    if args.resume:
+        _check_resume_args(run_dir, args)
     if used and not (args.resume or args.overwrite):
         raise UsageError(f"{run_dir} is not empty: pass --resume to continue that run or --overwrite to start over")
     if args.overwrite and distributed.is_main_env():
@@ -277,6 +307,7 @@ def _finetune(args: argparse.Namespace, run_dir: Path, device: torch.device) -> 
                 on_step, note_unreadable, step, carried, desc=f"epoch {epoch + 1}/{args.epochs}",
             )  # fmt: skip
             val = _validate(model, val_set, args, device)
+            note_unreadable(val.failed)
             epoch, step, carried = epoch + 1, 0, (0.0, 0)
             history.append(
                 dict(

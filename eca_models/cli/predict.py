@@ -61,4 +61,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(f"{Path(r['image']).name}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
-    return 1 if failed else 0
+    return 2 if failed else 0  # an unreadable image is bad input: the rest are still reported

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from timm.data import create_transform, resolve_data_config
@@ -129,9 +129,10 @@ def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> 
     if args.record and distributed.is_main():
         _record(ckpt, measured, counts.images)
     params, macs = count_params(model), count_macs(model.to("cpu").float(), (3, 224, 224))
-    row = _row(name, model, data_config, counts, reported, paper, state, why, params, macs, ckpt, args.checkpoint)
+    weights = args.checkpoint or (name if Path(name).is_dir() else None)  # a run or converted folder is its weights
+    row = _row(name, model, data_config, counts, reported, paper, state, why, params, macs, ckpt, weights)
     if distributed.is_main():
-        _print_report(row, counts.failed)
+        _print_report(row, counts.failed, args.results_file)
     return row
 
 
@@ -183,12 +184,14 @@ def _row(
     }
 
 
-def _print_report(row: Dict[str, Any], failed: List[str]) -> None:
+def _print_report(row: Dict[str, Any], failed: List[str], results_file: Optional[str]) -> None:
     p = print
     p(f"\n{row['model']}  (kernel code {row['kernel_code']}; weights {row['checkpoint'] or 'none'})")
     resize = round(row["img_size"] / row["crop_pct"])
     p(f"  protocol  resize {resize} {row['interpolation']}, center crop {row['img_size']}")
-    extra = f", {row['unreadable']} unreadable (not scored, listed in the results file)" if row["unreadable"] else ""
+    shown = failed[:5] if results_file else failed
+    where = f"listed in {results_file}" if results_file else "listed below"
+    extra = f", {row['unreadable']} unreadable (not scored, {where})" if row["unreadable"] else ""
     p(f"  images    {row['images']:,} scored{extra}")
     p(f"  {'':8}  {'measured':>8}  {'reported':>8}  {'diff':>6}  {'95% interval':>16}  {'paper':>6}")
     for key, label in (("top1", "Top-1"), ("top5", "Top-5")):
@@ -207,7 +210,7 @@ def _print_report(row: Dict[str, Any], failed: List[str]) -> None:
     if row["published_flops"]:
         gap = 100 * (binary_units(row["published_flops"]) / macs - 1)
         p(f"  {'':8}  (the published count is {gap:+.1f}% against flop_counter's: thop counts other layers)")
-    for path in failed[:5]:
+    for path in shown:
         p(f"  unreadable: {path}")
     p(f"  verdict   {row['verdict']}: {row['verdict_reason']}")
 
