@@ -82,6 +82,12 @@ class Result:
     train_ratio_interval: Optional[Tuple[float, float]] = None
     infer_runs: List[float] = dataclasses.field(default_factory=list)
     train_runs: List[float] = dataclasses.field(default_factory=list)
+    # inference in ONNX Runtime (CPU provider) of the model exported to ONNX, where asked
+    ort_img_s: float = 0.0
+    ort_spread: float = 0.0
+    ort_ratio: float = 0.0
+    ort_ratio_interval: Optional[Tuple[float, float]] = None
+    ort_runs: List[float] = dataclasses.field(default_factory=list)
     paper_infer_ratio: Optional[float] = None
     paper_train_ratio: Optional[float] = None
 
@@ -159,6 +165,8 @@ def run_benchmark(
     iters: int = 1,
     train: bool = True,
     log: Callable[[str], None] = print,
+    trace: bool = False,
+    onnxruntime: bool = False,
 ) -> List[Result]:
     """Measure the models of ``backbone``; every repetition times each model once, in an order shuffled
     afresh each repetition (the same sequence of orders in every run).
@@ -176,6 +184,9 @@ def run_benchmark(
         iters: Steps per timed repetition.
         train: Also time training steps.
         log: Progress lines.
+        trace: Time every model as ``torch.fx.symbolic_trace`` gives it (traced in each mode), the path FX
+            tools (quantization, feature extractors) run.
+        onnxruntime: Also time inference of every model exported to ONNX, in ONNX Runtime's CPU provider.
     """
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -188,8 +199,10 @@ def run_benchmark(
         params, macs = count_params(model), count_macs(model, (3, img_size, img_size))
         results.append(Result(name, _kind(name), params, macs / 1e9))
         model = model.to(dev, memory_format=fmt)
-        steps[name] = _steps(model, x, y, dev, amp, compile, train)
-    modes = ["infer", "train"] if train else ["infer"]
+        steps[name] = _steps(model, x, y, dev, amp, compile, train, trace)
+        if onnxruntime:
+            steps[name]["ort"] = _onnxruntime_step(model, x)
+    modes = (["infer", "train"] if train else ["infer"]) + (["ort"] if onnxruntime else [])
     for mode in modes:
         for _ in range(warmup):
             for name in steps:
@@ -257,25 +270,46 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> Optional[Tu
     return ordered[k - 1], ordered[n - k]
 
 
-def _steps(model, x, y, device, amp, compile, train) -> Dict[str, Callable[[], None]]:
-    infer_model = torch.compile(model) if compile else model
+def _steps(model, x, y, device, amp, compile, train, trace=False) -> Dict[str, Callable[[], None]]:
+    # a trace fixes the mode it was taken in (BatchNorm's batch or running statistics), so one per mode; the
+    # traced modules share the model's parameters
+    traced = {m: torch.fx.symbolic_trace(model.train(m == "train")) if trace else model for m in ("infer", "train")}
+    run = {m: torch.compile(t) if compile else t for m, t in traced.items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def infer() -> None:
         model.eval()
         with torch.inference_mode(), autocast_for(device, amp):
-            infer_model(x)
+            run["infer"](x)
 
     def train_step() -> None:
         model.train()
         with autocast_for(device, amp):
-            loss = loss_fn(infer_model(x), y)
+            loss = loss_fn(run["train"](x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     return {"infer": infer, "train": train_step}
+
+
+def _onnxruntime_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """Inference of ``model`` exported to ONNX with plain operations (as ``eca-models export`` writes it), in
+    ONNX Runtime's CPU provider, on the same batch."""
+    from .export import write_onnx
+
+    fused = {m: m.fused for m in model.modules() if hasattr(m, "fused")}
+    for module in fused:
+        module.fused = False  # the exported path, as under timm's set_exportable(True)
+    try:
+        with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+            run = write_onnx(model.eval().cpu(), x[:2].cpu().contiguous(), Path(folder) / "model.onnx")
+    finally:
+        for module, value in fused.items():
+            module.fused = value
+    batch = x.cpu().contiguous()
+    return lambda: run(batch)
 
 
 def time_loading(model_name: str, reps: int = 5) -> Dict[str, float]:

@@ -12,13 +12,13 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
 from ._files import default_mode
 
-__all__ = ["FORMATS", "ExportCheck", "export_model", "model_metadata", "read_metadata"]
+__all__ = ["FORMATS", "ExportCheck", "export_model", "model_metadata", "read_metadata", "write_onnx"]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 CHECK_BATCH_SIZES = (1, 3)
@@ -56,7 +56,9 @@ def model_metadata(model: torch.nn.Module) -> Dict[str, str]:
     return {k: json.dumps(v) for k, v in meta.items()}  # ONNX metadata holds strings: every value as JSON
 
 
-def _onnx(model, x, path: Path, opset: int, meta: Dict[str, str]) -> Callable[[torch.Tensor], torch.Tensor]:
+def write_onnx(model, x, path: Path, opset: int = 18, meta: Optional[Dict[str, str]] = None) -> Callable:
+    """Export ``model`` to ONNX at ``path`` (dynamic batch, input ``images``) and open it in ONNX Runtime's CPU
+    provider; returns a function from a tensor to the output tensor."""
     import onnx
     import onnxruntime
 
@@ -68,7 +70,7 @@ def _onnx(model, x, path: Path, opset: int, meta: Dict[str, str]) -> Callable[[t
             input_names=["images"], output_names=["output"], verbose=False,
         )  # fmt: skip
     proto = program.model_proto
-    for key, value in meta.items():
+    for key, value in (meta or {}).items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -91,7 +93,7 @@ def _exported_program(model, x, path: Path, opset: int, meta: Dict[str, str]) ->
     return torch.export.load(str(path)).module()
 
 
-_WRITERS = {"onnx": _onnx, "torchscript": _torchscript, "exported-program": _exported_program}
+_WRITERS = {"onnx": write_onnx, "torchscript": _torchscript, "exported-program": _exported_program}
 
 
 def export_model(

@@ -162,3 +162,15 @@ def test_counts_out_of_range_are_refused_in_one_line(command, flag, value, minim
     err = capsys.readouterr().err.strip().splitlines()
     expected = f"eca-models {command}: error: argument {flag}(/-.)?: expected a whole number of at least {minimum}"
     assert exit_info.value.code == 2 and re.fullmatch(f"{expected}, got '{value}'", err[-1]), err[-1]
+
+
+def test_traced_and_onnxruntime_paths_are_timed(capsys):
+    """--trace times the FX-traced models, --onnxruntime adds each model exported to ONNX in ONNX Runtime."""
+    args = ["benchmark", "--backbone", "mobilenetv2", "--batch-size", "2", "--img-size", "32", "--reps", "2"]
+    assert main([*args, "--warmup", "0", "--trace", "--onnxruntime", "--no-train"]) == 0
+    out = capsys.readouterr().out
+    assert "trace=True" in out and "ORT img/s" in out and "ONNX Runtime's CPU provider" in out
+    results = run_benchmark(
+        "mobilenetv2", batch_size=2, img_size=32, reps=2, warmup=0, train=False, onnxruntime=True, log=lambda _: None
+    )
+    assert all(len(r.ort_runs) == 2 and r.ort_img_s > 0 for r in results) and results[0].ort_ratio == 1.0

@@ -25,6 +25,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--trace", action="store_true", help="torch.fx.symbolic_trace every model (FX tools' path)")
+    parser.add_argument(
+        "--onnxruntime", action="store_true", help="also time inference of each model exported to ONNX, in ONNX Runtime"
+    )
     parser.add_argument(
         "--reps", type=positive_int, default=5, help="timed repetitions per model (the median is reported)"
     )
@@ -53,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             "channels_last",
             "amp",
             "compile",
+            "trace",
+            "onnxruntime",
             "reps",
             "warmup",
             "iters",
@@ -61,14 +67,18 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.keep_memory and not keep_freed_memory():
         raise UsageError("--keep-memory works with glibc on Linux only; run without it")
+    if args.onnxruntime:
+        from .export import _require_onnx
+
+        _require_onnx()
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     results = run_benchmark(
         args.backbone, args.device, args.batch_size, args.img_size, args.channels_last, args.amp, args.compile,
-        args.reps, args.warmup, args.iters, train=not args.no_train,
+        args.reps, args.warmup, args.iters, train=not args.no_train, trace=args.trace, onnxruntime=args.onnxruntime,
     )  # fmt: skip
     ours = results[-1].name
     loading = time_loading(ours)
-    _print_table(results, not args.no_train)
+    _print_table(results, not args.no_train, args.onnxruntime)
     print(
         f"\nloading {ours} ({loading['file_mb']:.1f} MiB): safetensors {1000 * loading['safetensors']:.1f} ms, "
         f"authors' pickle (torch.load weights_only=True) {1000 * loading['pickle']:.1f} ms"
@@ -93,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(results, train: bool) -> None:
+def _print_table(results, train: bool, onnxruntime: bool = False) -> None:
     header = ["model", "params", "/2^20", "GMACs", "infer img/s", "spread", "ratio", "95% interval", "paper"]
     if train:
         header += ["train img/s", "spread", "ratio", "95% interval", "paper"]
+    if onnxruntime:
+        header += ["ORT img/s", "spread", "ratio", "95% interval"]
     rows = [header]
     for r in results:
         row = [
@@ -112,6 +124,8 @@ def _print_table(results, train: bool) -> None:
         if train:
             row += [f"{r.train_img_s:.1f}", f"{r.train_spread:.1f}%", f"{r.train_ratio:.3f}"]
             row += [_interval(r.train_ratio_interval), f"{r.paper_train_ratio:.3f}" if r.paper_train_ratio else "-"]
+        if onnxruntime:
+            row += [f"{r.ort_img_s:.1f}", f"{r.ort_spread:.1f}%", f"{r.ort_ratio:.3f}", _interval(r.ort_ratio_interval)]
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     print()
@@ -128,6 +142,8 @@ def _print_table(results, train: bool) -> None:
     print(
         "spread: (max - min) / median over the timed repetitions. GMACs: torch.utils.flop_counter, 1e9 MACs per image."
     )
+    if onnxruntime:
+        print("ORT: inference of each model exported to ONNX (plain operations), in ONNX Runtime's CPU provider.")
 
 
 def _interval(interval) -> str:
