@@ -73,7 +73,10 @@ def write_onnx(model, x, path: Path, opset: int = 18, meta: Optional[Dict[str, s
     for key, value in (meta or {}).items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    # no busy-waiting between runs: it would take the cores from whatever runs next (a benchmark's other models)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda t: torch.from_numpy(session.run(None, {"images": t.numpy()})[0])
 
 

@@ -164,13 +164,13 @@ def test_counts_out_of_range_are_refused_in_one_line(command, flag, value, minim
     assert exit_info.value.code == 2 and re.fullmatch(f"{expected}, got '{value}'", err[-1]), err[-1]
 
 
-def test_traced_and_onnxruntime_paths_are_timed(capsys):
+def test_traced_and_onnxruntime_paths_are_timed(tmp_path, capsys):
     """--trace times the FX-traced models, --onnxruntime adds each model exported to ONNX in ONNX Runtime."""
+    results = tmp_path / "b.json"
     args = ["benchmark", "--backbone", "mobilenetv2", "--batch-size", "2", "--img-size", "32", "--reps", "2"]
-    assert main([*args, "--warmup", "0", "--trace", "--onnxruntime", "--no-train"]) == 0
+    assert main([*args, "--warmup", "0", "--trace", "--onnxruntime", "--no-train", "--results-file", str(results)]) == 0
     out = capsys.readouterr().out
     assert "trace=True" in out and "ORT img/s" in out and "ONNX Runtime's CPU provider" in out
-    results = run_benchmark(
-        "mobilenetv2", batch_size=2, img_size=32, reps=2, warmup=0, train=False, onnxruntime=True, log=lambda _: None
-    )
-    assert all(len(r.ort_runs) == 2 and r.ort_img_s > 0 for r in results) and results[0].ort_ratio == 1.0
+    models = json.loads(results.read_text())["models"]
+    assert all(len(m["ort_runs"]) == 2 and m["ort_img_s"] > 0 and len(m["infer_runs"]) == 2 for m in models)
+    assert models[0]["ort_ratio"] == 1.0 and models[1]["name"] == "eca_mobilenetv2"

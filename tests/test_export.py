@@ -4,9 +4,9 @@ batch sizes, with the model's classes in the file's metadata; a failing toleranc
 import pytest
 import timm
 import torch
-from conftest import run_cli
 from helpers import randomize
 
+from eca_models.cli import main
 from eca_models.export import read_metadata
 from eca_models.weights.convert import write_hub_files
 
@@ -35,12 +35,12 @@ def _reload(path, fmt):
 
 
 @pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("torchscript", ".pt"), ("exported-program", ".pt2")])
-def test_export_writes_a_checked_file_with_dynamic_batch_and_the_run_classes(run_folder, tmp_path, fmt, suffix):
+def test_export_writes_a_checked_file_with_dynamic_batch_and_the_run_classes(run_folder, tmp_path, fmt, suffix, capsys):
     folder, model = run_folder
     out = tmp_path / f"model{suffix}"
-    result = run_cli("export", "--model", str(folder), "--format", fmt, "--out", str(out), "--img-size", "64")
-    assert result.returncode == 0, result.stderr
-    assert "largest difference from PyTorch" in result.stdout and "batch sizes 1 and 3" in result.stdout
+    assert main(["export", "--model", str(folder), "--format", fmt, "--out", str(out), "--img-size", "64"]) == 0
+    stdout = capsys.readouterr().out
+    assert "largest difference from PyTorch" in stdout and "batch sizes 1 and 3" in stdout
     assert out.stat().st_mode & 0o777 == 0o644 and [p.name for p in tmp_path.iterdir()] == [out.name]
     run = _reload(out, fmt)
     x = torch.randn(5, 3, 64, 64)  # a batch size the check did not use
@@ -52,26 +52,26 @@ def test_export_writes_a_checked_file_with_dynamic_batch_and_the_run_classes(run
     assert meta["input_size"] == [3, 224, 224] and meta["mean"] == pytest.approx([0.485, 0.456, 0.406])
 
 
-def test_export_over_the_tolerance_fails_and_writes_nothing(run_folder, tmp_path):
+def test_export_over_the_tolerance_fails_and_writes_nothing(run_folder, tmp_path, capsys):
     folder, _ = run_folder
     out = tmp_path / "model.onnx"
     args = ("--format", "onnx", "--out", str(out), "--img-size", "64", "--tolerance", "1e-12")
-    result = run_cli("export", "--model", str(folder), *args)
-    assert result.returncode == 1, result.stderr
-    assert "FAIL" in result.stdout and "over the tolerance" in result.stdout
+    assert main(["export", "--model", str(folder), *args]) == 1
+    stdout = capsys.readouterr().out
+    assert "FAIL" in stdout and "over the tolerance" in stdout
     assert not any(tmp_path.iterdir())
 
 
-def test_export_of_a_name_with_random_weights_and_bad_usage(tmp_path):
+def test_export_of_a_name_with_random_weights_and_bad_usage(tmp_path, capsys):
     out = tmp_path / "m.pt"
     args = ("--format", "torchscript", "--img-size", "64")
-    result = run_cli("export", "--model", "eca_mobilenetv2", "--no-weights", "--out", str(out), *args)
-    assert result.returncode == 0, result.stderr
+    assert main(["export", "--model", "eca_mobilenetv2", "--no-weights", "--out", str(out), *args]) == 0
     assert out.is_file()
     for bad, says in (
         (["--model", "eca_resnet9", "--no-weights", "--out", str(out)], "unknown model"),
         (["--model", "eca_resnet18", "--no-weights", "--out", str(tmp_path / "no" / "m.pt")], "does not exist"),
         (["--model", "eca_resnet18", "--out", str(out)], "not published"),
     ):
-        result = run_cli("export", *bad, *args)
-        assert result.returncode == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert main(["export", *bad, *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1, err

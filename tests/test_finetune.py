@@ -121,6 +121,12 @@ def test_predict_with_imagenet_names(tmp_path, capsys):
         main(["predict", "--model", "eca_resnet18_k3577", "--checkpoint", str(ckpt), str(image), "--top-k", "2"]) == 0
     )
     assert capsys.readouterr().out.startswith("x.jpg: goldfish ")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    args = ["predict", "--model", "eca_resnet18_k3577", "--checkpoint", str(ckpt), str(broken), str(image)]
+    assert main(args) == 2  # bad input, as in every command; the readable image is still reported
+    captured = capsys.readouterr()
+    assert captured.out.startswith("x.jpg: goldfish ") and "cannot read" in captured.err
 
 
 def _small_run(data, run_dir, epochs):

@@ -9,6 +9,17 @@ def test_every_spelling_of_a_code_parses_the_same(code):
     assert parse_kernel_code(code, 4) == (3, 5, 5, 7)
 
 
+def test_one_digit_gives_every_resnet_stage_that_size():
+    """The release's detectors name 'k5': kernel size 5 in every stage. MobileNetV2's codes stay two digits."""
+    assert parse_kernel_code("k5", 4) == parse_kernel_code("5", 4) == (5, 5, 5, 5)
+    assert timm.create_model("eca_resnet50", kernel_sizes="k5").kernel_code == "k5555"
+    for bad in ("k4", "k0"):
+        with pytest.raises(ValueError, match=r"one odd digit for every stage \('k5' = 'k5555'\)"):
+            parse_kernel_code(bad, 4)
+    with pytest.raises(ValueError, match="e.g. 'k13'"):
+        parse_kernel_code("k3", 2)
+
+
 def test_adaptive_and_large_kernels():
     assert parse_kernel_code("adaptive", 4) == "adaptive"
     assert parse_kernel_code((3, 5, 11, 7), 4) == (3, 5, 11, 7)

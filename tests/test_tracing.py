@@ -134,3 +134,28 @@ def test_torch_export_with_grad_mode_on_and_exportable(models, name, x64):
     plain.load_state_dict(model.state_dict())
     assert not any(getattr(m, "fused", False) for m in plain.modules())
     torch.testing.assert_close(plain(x64), model(x64), atol=1e-5, rtol=1e-5)
+
+
+def test_frozen_batchnorm_blocks_give_the_plain_computation(x64):
+    """torchvision's FrozenBatchNorm2d (detection's norm layer; timm passes device and dtype to norm layers) in
+    every block: the fast paths give what the plain operations give, values and input gradients."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    def frozen(channels, device=None, dtype=None, **kwargs):
+        return FrozenBatchNorm2d(channels)
+
+    for name in ("eca_resnet18", "eca_resnet50"):
+        fast = timm.create_model(name, norm_layer=frozen).train()
+        for module in fast.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.running_mean.normal_(0, 0.1)
+        with set_layer_config(exportable=True):
+            plain = timm.create_model(name, norm_layer=frozen).train()
+        plain.load_state_dict(fast.state_dict())
+        out_f, dx_f, grads_f = _run(fast, x64)
+        out_p, dx_p, grads_p = _run(plain, x64)
+        torch.testing.assert_close(out_f, out_p, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(dx_f, dx_p, atol=1e-4, rtol=1e-4)
+        for n in grads_p:
+            torch.testing.assert_close(grads_f[n], grads_p[n], atol=1e-4, rtol=1e-4, msg=n)

@@ -1,7 +1,8 @@
 """Kernel codes: the per-stage ECA kernel sizes the released checkpoints are named by.
 
-``'k3557'`` gives the kernel size of each ResNet stage (layer1=3, ..., layer4=7). MobileNetV2 uses
-two digits: the size for blocks with fewer than 96 output channels, then for the rest (``'k13'``).
+``'k3557'`` gives the kernel size of each ResNet stage (layer1=3, ..., layer4=7); one digit gives every
+ResNet stage the same size (the release's ``'k5'`` is ``'k5555'``). MobileNetV2 uses two digits: the size
+for blocks with fewer than 96 output channels, then for the rest (``'k13'``).
 ``'adaptive'`` picks every layer's size from its channel count (paper eq. 12).
 """
 
@@ -14,7 +15,8 @@ KernelSizes = Union[str, Sequence[int]]
 
 
 def parse_kernel_code(code: KernelSizes, num_stages: int) -> Union[str, Tuple[int, ...]]:
-    """Turn ``'k3557'``, ``'3557'``, ``(3, 5, 5, 7)`` or ``'adaptive'`` into a tuple or ``'adaptive'``.
+    """Turn ``'k3557'``, ``'3557'``, ``(3, 5, 5, 7)``, ``'k5'`` (ResNets: every stage) or ``'adaptive'`` into a
+    tuple or ``'adaptive'``.
 
     Args:
         code: The kernel code in any accepted spelling.
@@ -27,9 +29,11 @@ def parse_kernel_code(code: KernelSizes, num_stages: int) -> Union[str, Tuple[in
         ValueError: One line saying what a valid code looks like.
     """
     example = "k3557" if num_stages == 4 else "k13" if num_stages == 2 else "k" + "3" * num_stages
+    one_digit = num_stages == 4  # the ResNets: the release names a code of one size for every stage ('k5')
     hint = (
-        f"expected 'k' and {num_stages} odd digits, one per stage (e.g. '{example}'), "
-        f"a tuple of {num_stages} odd ints >= 1, or 'adaptive'"
+        f"expected 'k' and {num_stages} odd digits, one per stage (e.g. '{example}')"
+        + (", one odd digit for every stage ('k5' = 'k5555')" if one_digit else "")
+        + f", a tuple of {num_stages} odd ints >= 1, or 'adaptive'"
     )
     if isinstance(code, str):
         text = code.strip().lower()
@@ -40,6 +44,8 @@ def parse_kernel_code(code: KernelSizes, num_stages: int) -> Union[str, Tuple[in
         if not all(p.isascii() and p.isdigit() for p in parts):
             raise ValueError(f"invalid kernel code {code!r}: {hint}")
         sizes: Tuple[int, ...] = tuple(int(p) for p in parts)
+        if one_digit and len(sizes) == 1:
+            sizes = sizes * num_stages
     else:
         try:
             sizes = tuple(code)
