@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_memory and not keep_freed_memory():
         raise UsageError("--keep-memory works with glibc on Linux only; run without it")
     if args.onnxruntime:
-        from .export import _require_onnx
+        from .export import require_onnx
 
-        _require_onnx()
+        require_onnx()
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     results = run_benchmark(
         args.backbone, args.device, args.batch_size, args.img_size, args.channels_last, args.amp, args.compile,

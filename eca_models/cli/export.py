@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_weights and args.checkpoint:
         raise UsageError("--no-weights and --checkpoint exclude each other")
     if args.format == "onnx":
-        _require_onnx()
+        require_onnx()
     with set_layer_config(exportable=True):  # plain operations: exporters cannot write autograd functions
         model = load_model(args.model, args.checkpoint, pretrained=not args.no_weights)
     img_size = args.img_size or model.pretrained_cfg["input_size"][-1]
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
