@@ -34,7 +34,7 @@ float rounding) and are checked against it in ``tests/test_fast_paths.py``. Unde
 with plain autograd operations instead, so that its result is itself differentiable.
 """
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -186,11 +186,17 @@ class _EcaAdd(torch.autograd.Function):
         return d_x.to(x.dtype), grad.to(ctx.shortcut_dtype), d_weight
 
 
-BnState = Tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[float], float, bool
-]
-"""A plain ``nn.BatchNorm2d`` as tensors and numbers: weight, bias, running mean, running variance, batch
-counter, momentum, eps, training."""
+class BnState(NamedTuple):
+    """A plain ``nn.BatchNorm2d`` as tensors and numbers (torch.fx passes a named tuple into a leaf as it is)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: Optional[torch.Tensor]
+    momentum: Optional[float]
+    eps: float
+    training: bool
 
 
 def bn_state(bn: nn.Module) -> Optional[BnState]:
@@ -200,15 +206,8 @@ def bn_state(bn: nn.Module) -> Optional[BnState]:
     plain = type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and not _has_hooks(bn)
     if not plain:
         return None
-    return (
-        bn.weight,
-        bn.bias,
-        bn.running_mean,
-        bn.running_var,
-        bn.num_batches_tracked,
-        bn.momentum,
-        bn.eps,
-        bn.training,
+    return BnState(
+        bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.momentum, bn.eps, bn.training
     )
 
 
@@ -280,9 +279,8 @@ def _has_hooks(module: nn.Module) -> bool:
 
 def _batch_norm(z: torch.Tensor, bn: BnState) -> torch.Tensor:
     """``nn.BatchNorm2d.forward`` for a plain BN given as a :data:`BnState` (its statistics updated alike)."""
-    weight, bias, running_mean, running_var, counter, momentum, eps, training = bn
-    factor = _bn_momentum(counter, momentum) if training else 0.0
-    return F.batch_norm(z, running_mean, running_var, weight, bias, training, factor, eps)
+    factor = _bn_momentum(bn.num_batches_tracked, bn.momentum) if bn.training else 0.0
+    return F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.training, factor, bn.eps)
 
 
 def _pooled_before_conv3(h: torch.Tensor, conv3_weight: torch.Tensor, bn: BnState) -> Optional[torch.Tensor]:
@@ -292,15 +290,14 @@ def _pooled_before_conv3(h: torch.Tensor, conv3_weight: torch.Tensor, bn: BnStat
     up to C_in = 4 * H * W (stages 1 to 3 of ResNet-50, not 4). None where it does not pay."""
     if conv3_weight.shape[1] > 4 * h.shape[2] * h.shape[3]:
         return None
-    weight, bias, running_mean, running_var, *_, eps, _training = bn
     pooled = F.linear(h.mean(dim=(2, 3)), conv3_weight.flatten(1))
-    return F.batch_norm(pooled, running_mean, running_var, weight, bias, False, 0.0, eps)
+    return F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
 
 def _fusable(z: torch.Tensor, bn: BnState) -> bool:
     """Whether the fused training function takes ``z``: float32 or float64 in the BN's own dtype (not
     autocast's mixed ones), and not empty (BatchNorm's own forward handles an empty batch)."""
-    return z.dtype in (torch.float32, torch.float64) and z.dtype == bn[0].dtype and z.numel() > 0
+    return z.dtype in (torch.float32, torch.float64) and z.dtype == bn.weight.dtype and z.numel() > 0
 
 
 def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
@@ -334,14 +331,15 @@ def eca_block_end(
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # these tracers record operations only
         x = x if bn is None else _batch_norm(x, bn)
         return shortcut + x * _gate(x, eca_weight)
-    bn_params = (None, None) if bn is None else bn[:2]
+    bn_params = (None, None) if bn is None else (bn.weight, bn.bias)
     grad = _needs_grad(x, shortcut, eca_weight, *bn_params)
     pooled = None
     if bn is not None:
-        if grad and bn[7] and _fusable(x, bn):
-            momentum = _bn_momentum(bn[4], bn[5])
-            return _BnEcaAdd.apply(x, shortcut, bn[0], bn[1], eca_weight, bn[2], bn[3], momentum, bn[6])
-        if conv3 is not None and not grad and not bn[7]:
+        if grad and bn.training and _fusable(x, bn):
+            momentum = _bn_momentum(bn.num_batches_tracked, bn.momentum)
+            args = (bn.weight, bn.bias, eca_weight, bn.running_mean, bn.running_var, momentum, bn.eps)
+            return _BnEcaAdd.apply(x, shortcut, *args)
+        if conv3 is not None and not grad and not bn.training:
             pooled = _pooled_before_conv3(conv3[0], conv3[1], bn)
         x = _batch_norm(x, bn)
     if grad:
