@@ -7,8 +7,6 @@ ONNX) and its outputs at two batch sizes matched PyTorch's within the tolerance.
 """
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from ._files import default_mode
+from ._files import atomic_path
 
 __all__ = ["FORMATS", "ExportCheck", "export_model", "model_metadata", "read_metadata", "write_onnx"]
 
@@ -127,20 +125,13 @@ def export_model(
     example = torch.randn(2, chans, img_size, img_size, generator=gen)
     checks = [torch.randn(n, chans, img_size, img_size, generator=gen) for n in CHECK_BATCH_SIZES]
     suffix = ".tmp.pt2" if fmt == "exported-program" else ".tmp"  # torch.export.save wants a .pt2 name
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        with torch.no_grad():
-            run = _WRITERS[fmt](model, example, tmp, opset, model_metadata(model))
-            diff = max(float((run(x).float() - model(x).float()).abs().max()) for x in checks)
+    with atomic_path(out, suffix) as tmp, torch.no_grad():
+        run = _WRITERS[fmt](model, example, tmp, opset, model_metadata(model))
+        diff = max(float((run(x).float() - model(x).float()).abs().max()) for x in checks)
         check = ExportCheck(out, diff, tolerance, CHECK_BATCH_SIZES)
-        if check.passed:
-            os.chmod(tmp, default_mode())  # mkstemp's is 0600
-            os.replace(tmp, out)
-        return check
-    finally:
-        tmp.unlink(missing_ok=True)
+        if not check.passed:
+            tmp.unlink()  # nothing is written
+    return check
 
 
 def read_metadata(path: Union[str, Path], fmt: str) -> Dict[str, Any]:

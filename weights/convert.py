@@ -7,7 +7,6 @@ leaves nothing half-written.
 """
 
 import dataclasses
-import os
 import re
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
-from .._files import default_mode, sha256_file, write_text_atomic
+from .._files import atomic_path, default_mode, sha256_file, write_text_atomic
 from ..complexity import count_macs, count_params
 from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
 from .manifest import find_checkpoint
@@ -81,14 +80,11 @@ def write_hub_files(
     """
     folder = Path(folder)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", **metadata})
-    tmp.chmod(default_mode())  # safetensors creates its file 0600; the folder's other files follow the umask
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp = folder / ".config.json.tmp"
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:  # safetensors would create its file 0600
+        save_file(state, str(tmp), metadata={"format": "pt", **metadata})
     model_args = {"kernel_sizes": model.kernel_code}
-    save_config_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, data_config=data_config)
-    os.replace(tmp, folder / "config.json")
+    with atomic_path(folder / "config.json") as tmp:
+        save_config_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, data_config=data_config)
     write_text_atomic(folder / "README.md", card)
 
 
