@@ -3,7 +3,7 @@ import json
 from conftest import run_cli
 
 from eca_models.cli import main
-from eca_models.weights import list_checkpoints
+from eca_models.weights import CLASSIFICATION, list_checkpoints
 
 
 def test_list_prints_the_zoo_with_units():
@@ -27,7 +27,7 @@ def test_list_json_agrees_with_the_manifest(capsys):
     assert main(["list", "--json"]) == 0
     rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
     assert len(rows) == 12
-    for ckpt in list_checkpoints():
+    for ckpt in list_checkpoints(CLASSIFICATION):
         for name in (ckpt.model_name, ckpt.architecture):
             row = rows[name]
             assert row["params"] == ckpt.num_params and row["kernel_code"] == ckpt.kernel_code

@@ -7,10 +7,10 @@ import timm
 import torch
 
 from eca_models.complexity import count_macs, count_params
-from eca_models.weights import binary_units, list_checkpoints, load_manifest
-from eca_models.weights.manifest import update_manifest
+from eca_models.weights import CLASSIFICATION, binary_units, list_checkpoints, load_manifest
+from eca_models.weights.manifest import SCHEMA, update_manifest
 
-CHECKPOINTS = list_checkpoints()
+CHECKPOINTS = list_checkpoints(CLASSIFICATION)
 
 
 def test_manifest_lists_the_six_released_checkpoints():
@@ -67,5 +67,19 @@ def test_update_manifest_is_atomic_and_checked(tmp_path):
         update_manifest("eca_resnet18_k3577.in1k", path=path, colour="red")
     with pytest.raises(KeyError):
         update_manifest("nope.in1k", path=path, revision="x")
-    assert json.loads(path.read_text())["schema"] == 1
+    assert json.loads(path.read_text())["schema"] == SCHEMA
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_manifest_schema_is_checked(tmp_path):
+    from eca_models.weights.manifest import _manifest_path
+
+    raw = json.loads(_manifest_path().read_text())
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({**raw, "schema": 1}))
+    with pytest.raises(ValueError, match="manifest schema 1; this eca-models reads schema 2"):
+        load_manifest(path)
+    raw["checkpoints"]["eca_resnet18_k3577.in1k"]["task"] = "segmentation"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="eca_resnet18_k3577.in1k needs a task"):
+        load_manifest(path)

@@ -73,9 +73,9 @@ def write_stand_in_weights(folder: Path) -> None:
     import timm
     from safetensors.torch import save_file
 
-    from eca_models.weights import list_checkpoints
+    from eca_models.weights import CLASSIFICATION, list_checkpoints
 
-    for ckpt in list_checkpoints():
+    for ckpt in list_checkpoints(CLASSIFICATION):
         target = folder / ckpt.name
         target.mkdir(parents=True)
         state = timm.create_model(ckpt.model_name).state_dict()

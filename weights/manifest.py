@@ -15,9 +15,21 @@ from typing import Any, Dict, List, Optional, Union
 
 from .._files import write_text_atomic
 
-__all__ = ["Checkpoint", "load_manifest", "get_checkpoint", "find_checkpoint", "list_checkpoints", "binary_units"]
+__all__ = [
+    "CLASSIFICATION",
+    "Checkpoint",
+    "SCHEMA",
+    "binary_units",
+    "find_checkpoint",
+    "get_checkpoint",
+    "list_checkpoints",
+    "load_manifest",
+]
 
 MANIFEST_NAME = "manifest.json"
+SCHEMA = 2  # 2: each entry has a task, and metrics keyed by dataset for any task
+CLASSIFICATION = "image-classification"
+TASKS = (CLASSIFICATION, "object-detection", "instance-segmentation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +37,8 @@ class Checkpoint:
     """One released checkpoint, as recorded in the manifest.
 
     Attributes:
-        name: ``architecture_kernelcode.tag``, e.g. ``eca_resnet50_k3557.in1k``: timm's name.tag.
+        name: ``architecture_kernelcode.tag``, e.g. ``eca_resnet50_k3557.in1k``: timm's name.tag; a detector's
+            is ``architecture.coco`` (``maskrcnn_eca_resnet50_fpn.coco``).
         architecture: The architecture entrypoint, e.g. ``eca_resnet50``.
         kernel_code: The per-stage ECA kernel code the weights need, e.g. ``k3557``.
         source_file: The authors' file name the weights come from.
@@ -33,12 +46,15 @@ class Checkpoint:
         revision: The pinned Hub commit; None until published.
         sha256: sha256 of ``model.safetensors``; None until published.
         file_size: Size in bytes of ``model.safetensors``; None until published.
-        num_params: Exact parameter count.
-        gmacs: Multiply-accumulates at 224x224, in units of 1e9 (torch.utils.flop_counter).
-        published: The release README's complexity figures as printed (binary units).
-        metrics: The release README's Top-1/Top-5, ``{"ImageNet-1K": {"acc@1", "acc@5"}}``.
+        num_params: Exact parameter count (``nn.Parameter`` elements, torchvision's ``num_params``).
+        gmacs: Multiply-accumulates in units of 1e9 (torch.utils.flop_counter): at 224x224 for classifiers, at
+            1280x800 with the release's dummy proposals for detectors (``detection.complexity``).
+        published: The release README's complexity figures as printed (see the manifest's ``units_note``).
+        metrics: The reported figures keyed by dataset, torchvision's ``_metrics`` shape:
+            ``{"ImageNet-1K": {"acc@1", "acc@5"}}`` or ``{"COCO-val2017": {"box_map", ..., "mask_map", ...}}``.
         paper_metrics: The paper's row where it differs from the release README, else None.
-        measured_metrics: Top-1/Top-5 measured by ``eca-models validate`` on the full val set.
+        measured_metrics: What ``eca-models validate`` measured on the full val set, in the same shape.
+        task: ``image-classification``, ``object-detection`` or ``instance-segmentation``.
     """
 
     name: str
@@ -55,6 +71,17 @@ class Checkpoint:
     metrics: Dict[str, Dict[str, float]]
     paper_metrics: Optional[Dict[str, Dict[str, float]]] = None
     measured_metrics: Optional[Dict[str, Dict[str, float]]] = None
+    task: str = CLASSIFICATION
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the reported metrics are on: ``ImageNet-1K`` or ``COCO-val2017``."""
+        return next(iter(self.metrics))
+
+    @property
+    def is_classifier(self) -> bool:
+        """True for an ImageNet classifier (a timm model), False for a detector."""
+        return self.task == CLASSIFICATION
 
     @property
     def model_name(self) -> str:
@@ -94,8 +121,18 @@ def load_manifest(path: Optional[Union[str, Path]] = None) -> Dict[str, Checkpoi
     Args:
         path: A manifest file; defaults to the one shipped in the package.
     """
-    raw = json.loads(Path(path or _manifest_path()).read_text(encoding="utf-8"))
-    return {name: Checkpoint(name=name, **entry) for name, entry in raw["checkpoints"].items()}
+    path = Path(path or _manifest_path())
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if raw.get("schema") != SCHEMA:
+        raise ValueError(
+            f"{path} has manifest schema {raw.get('schema')!r}; this eca-models reads schema {SCHEMA}: "
+            "use the eca-models release that wrote it, or update the manifest"
+        )
+    entries = {name: Checkpoint(name=name, **entry) for name, entry in raw["checkpoints"].items()}
+    for ckpt in entries.values():
+        if ckpt.task not in TASKS or len(ckpt.metrics) != 1:
+            raise ValueError(f"{path}: {ckpt.name} needs a task of {', '.join(TASKS)} and metrics for one dataset")
+    return entries
 
 
 _CACHE: Dict[str, Checkpoint] = {}
@@ -107,9 +144,13 @@ def _manifest() -> Dict[str, Checkpoint]:
     return _CACHE
 
 
-def list_checkpoints() -> List[Checkpoint]:
-    """Every checkpoint of the shipped manifest, in manifest order."""
-    return list(_manifest().values())
+def list_checkpoints(task: Optional[str] = None) -> List[Checkpoint]:
+    """The checkpoints of the shipped manifest, in manifest order.
+
+    Args:
+        task: Only those of this task (``image-classification``, ...); None: all.
+    """
+    return [c for c in _manifest().values() if task is None or c.task == task]
 
 
 def get_checkpoint(name: str) -> Checkpoint:

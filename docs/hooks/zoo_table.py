@@ -4,7 +4,7 @@ MARKER = "<!-- zoo-table -->"
 
 
 def _table() -> str:
-    from eca_models.weights import list_checkpoints
+    from eca_models.weights import CLASSIFICATION, list_checkpoints
     from eca_models.zoo import zoo_rows
 
     rows = {r.model: r for r in zoo_rows()}
@@ -13,7 +13,7 @@ def _table() -> str:
         "| Top-1 / Top-5 reported | paper | measured | Hub | state |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for ckpt in list_checkpoints():
+    for ckpt in list_checkpoints(CLASSIFICATION):
         row = rows[ckpt.model_name]
         top = ckpt.metrics["ImageNet-1K"]
         paper = ckpt.paper_metrics["ImageNet-1K"] if ckpt.paper_metrics else None

@@ -11,7 +11,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 
 from ..layers import format_kernel_code
-from ..weights import WeightsError, list_checkpoints, load_pretrained_weights
+from ..weights import CLASSIFICATION, WeightsError, list_checkpoints, load_pretrained_weights
 
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
@@ -30,7 +30,7 @@ def make_default_cfgs(cfg_fn: Callable[..., Dict[str, Any]], family: str) -> Dic
     released kernel code) share one cfg carrying the Hub id and the evaluation protocol.
     """
     cfgs = {}
-    for ckpt in list_checkpoints():
+    for ckpt in list_checkpoints(CLASSIFICATION):
         if re.fullmatch(rf"{family}\d*", ckpt.architecture):
             cfg = cfg_fn(hf_hub_id=ckpt.hf_hub_id, **PAPER)
             cfgs[f"{ckpt.architecture}.{ckpt.tag}"] = cfg
