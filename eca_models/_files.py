@@ -2,12 +2,13 @@
 
 import hashlib
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
 
-__all__ = ["atomic_path", "default_mode", "sha256_file", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_folder", "atomic_path", "default_mode", "sha256_file", "write_bytes_atomic", "write_text_atomic"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -60,3 +61,36 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
 def write_text_atomic(path: PathLike, text: str) -> None:
     """:func:`write_bytes_atomic` for UTF-8 text."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_folder(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; when the block ends it is renamed onto ``path``.
+
+    The folder and its files get the permissions a plain ``mkdir`` / ``open()`` would. A block that raises leaves
+    nothing behind and ``path`` as it was; an existing ``path`` is replaced only with ``overwrite`` (an empty one
+    always).
+
+    Raises:
+        FileExistsError: ``path`` exists, is not empty, and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        tmp.chmod(default_mode(executable=True))  # mkdtemp's is 0700
+        for item in tmp.iterdir():
+            item.chmod(default_mode())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

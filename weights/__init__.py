@@ -13,7 +13,15 @@ from .loading import (
     load_pretrained_weights,
     read_weights_file,
 )
-from .manifest import CLASSIFICATION, Checkpoint, binary_units, find_checkpoint, get_checkpoint, list_checkpoints, load_manifest
+from .manifest import (
+    CLASSIFICATION,
+    Checkpoint,
+    binary_units,
+    find_checkpoint,
+    get_checkpoint,
+    list_checkpoints,
+    load_manifest,
+)
 
 __all__ = [
     "CLASSIFICATION",

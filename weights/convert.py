@@ -8,8 +8,6 @@ leaves nothing half-written.
 
 import dataclasses
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
@@ -18,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
-from .._files import atomic_path, default_mode, sha256_file, write_text_atomic
+from .._files import atomic_folder, atomic_path, sha256_file, write_text_atomic
 from ..complexity import count_macs, count_params
 from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
 from .manifest import find_checkpoint
@@ -51,13 +49,6 @@ def describe_kernels(model: torch.nn.Module) -> str:
 
 def _fixed_input(size: int) -> torch.Tensor:
     return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-
-
-def _apply_umask(folder: Path) -> None:
-    """Give a folder made by mkdtemp (mode 0700) and its files the permissions a plain mkdir would."""
-    folder.chmod(default_mode(executable=True))
-    for path in folder.iterdir():
-        path.chmod(default_mode())
 
 
 def write_hub_files(
@@ -105,23 +96,11 @@ def save_hub_folder(
         overwrite: Replace an existing folder.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise WeightsError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        write_hub_files(model, tmp, card, metadata)
-        _apply_umask(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(out_dir, overwrite) as tmp:
+            write_hub_files(model, tmp, card, metadata)
+    except FileExistsError as e:
+        raise WeightsError(str(e)) from None
     return out_dir
 
 
