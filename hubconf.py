@@ -65,3 +65,28 @@ eca_resnet50_k3557 = _entrypoint("eca_resnet50_k3557")
 eca_resnet101_k3357 = _entrypoint("eca_resnet101_k3357")
 eca_resnet152_k3357 = _entrypoint("eca_resnet152_k3357")
 eca_mobilenetv2_k13 = _entrypoint("eca_mobilenetv2_k13")
+
+
+def _detector_entrypoint(name: str):
+    from eca_models import detection as _detection
+
+    def create(pretrained: bool = False, **kwargs):
+        return _detection.create_detector(name, pretrained=pretrained, **kwargs)
+
+    create.__name__ = create.__qualname__ = name
+    create.__doc__ = (
+        _detection.get_builder(name).__doc__.strip().splitlines()[0] + "\n\n"
+        "Args:\n"
+        "    pretrained: Load the release's COCO weights (from the Hugging Face Hub).\n"
+        "    **kwargs: Any create_detector argument: checkpoint, kernel_code, num_classes, categories,\n"
+        "        trunk_weights, and torchvision's (min_size, box_score_thresh, ...).\n"
+    )
+    return create
+
+
+fasterrcnn_eca_resnet50_fpn = _detector_entrypoint("fasterrcnn_eca_resnet50_fpn")
+fasterrcnn_eca_resnet101_fpn = _detector_entrypoint("fasterrcnn_eca_resnet101_fpn")
+maskrcnn_eca_resnet50_fpn = _detector_entrypoint("maskrcnn_eca_resnet50_fpn")
+maskrcnn_eca_resnet101_fpn = _detector_entrypoint("maskrcnn_eca_resnet101_fpn")
+retinanet_eca_resnet50_fpn = _detector_entrypoint("retinanet_eca_resnet50_fpn")
+retinanet_eca_resnet101_fpn = _detector_entrypoint("retinanet_eca_resnet101_fpn")

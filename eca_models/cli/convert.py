@@ -1,21 +1,35 @@
-"""Convert an authors' .pth.tar into a Hub-ready folder (model.safetensors, config.json, README.md),
-explaining its kernel code, then reload the folder and check its logits equal the source's."""
+"""Convert an authors' file into a Hub-ready folder (model.safetensors, config.json, README.md), explaining its
+kernel code, then reload the folder and check it gives the same outputs: a classification ``.pth.tar`` for a
+classifier, an mmdetection v1 ``.pth`` for a detector (``--model maskrcnn_eca_resnet50_fpn``)."""
 
 import argparse
 
+from ..detection import is_detector
+from ..detection.mmdet_v1 import convert_mmdet_checkpoint
 from ..weights.convert import convert_checkpoint
 
-HELP = "convert an authors' .pth.tar to a safetensors Hub folder"
+HELP = "convert an authors' .pth.tar (or mmdetection v1 detector .pth) to a safetensors Hub folder"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="the authors' checkpoint, e.g. eca_resnet50_k3557.pth.tar")
-    parser.add_argument("--model", required=True, help="entrypoint the weights belong to, e.g. eca_resnet50_k3557")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="what the weights belong to: a classifier (eca_resnet50_k3557) or a detector (maskrcnn_eca_resnet50_fpn)",
+    )
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--check-size", type=int, default=224, help="image size of the logits check (default 224)")
+    parser.add_argument(
+        "--kernel-code",
+        help="detectors: the kernel code you expect (the file's ECA tensors decide; a mismatch is an error)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    convert_checkpoint(args.src, args.model, args.out, overwrite=args.overwrite, check_size=args.check_size)
+    if is_detector(args.model):
+        convert_mmdet_checkpoint(args.src, args.model, args.out, kernel_code=args.kernel_code, overwrite=args.overwrite)
+    else:
+        convert_checkpoint(args.src, args.model, args.out, overwrite=args.overwrite, check_size=args.check_size)
     return 0

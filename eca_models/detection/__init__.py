@@ -1,0 +1,79 @@
+"""COCO detection and instance segmentation with ECA-ResNet trunks: the ECA-Net release's six detectors
+(Wang et al., CVPR 2020, Tables 5-6) as torchvision's ``FasterRCNN``, ``MaskRCNN`` and ``RetinaNet``."""
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+from torch import nn
+
+from ._registry import get_builder, is_detector, list_detectors
+from .backbone import LastLevelP6P7FromC5, eca_resnet_fpn_backbone, release_param_count
+from .faster_rcnn import fasterrcnn_eca_resnet50_fpn, fasterrcnn_eca_resnet101_fpn
+from .labels import LabelMap, coco_categories
+from .mask_rcnn import maskrcnn_eca_resnet50_fpn, maskrcnn_eca_resnet101_fpn
+from .retinanet import retinanet_eca_resnet50_fpn, retinanet_eca_resnet101_fpn
+from .weights import read_detector_folder
+
+__all__ = [
+    "LabelMap",
+    "LastLevelP6P7FromC5",
+    "coco_categories",
+    "create_detector",
+    "eca_resnet_fpn_backbone",
+    "fasterrcnn_eca_resnet50_fpn",
+    "fasterrcnn_eca_resnet101_fpn",
+    "get_builder",
+    "is_detector",
+    "list_detectors",
+    "load_detector",
+    "maskrcnn_eca_resnet50_fpn",
+    "maskrcnn_eca_resnet101_fpn",
+    "release_param_count",
+    "retinanet_eca_resnet50_fpn",
+    "retinanet_eca_resnet101_fpn",
+]
+
+
+def create_detector(
+    name: str,
+    *,
+    kernel_code: Optional[str] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    pretrained: bool = False,
+    num_classes: Optional[int] = None,
+    categories: Optional[Sequence[Dict[str, Any]]] = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered detector (see :func:`list_detectors`), in eval mode.
+
+    Args:
+        name: ``fasterrcnn_eca_resnet50_fpn``, ``maskrcnn_eca_resnet101_fpn``, ...
+        kernel_code: ECA kernel sizes per stage; None: the release's (or the checkpoint's).
+        checkpoint: A detector folder written by ``eca-models convert`` or ``finetune``.
+        pretrained: The release's COCO weights from the Hub.
+        num_classes: torchvision's ``num_classes`` (background included for Faster / Mask R-CNN).
+        categories: The dataset's ``[{"id", "name"}]``, for a head of those classes.
+        **kwargs: More builder and torchvision arguments.
+
+    Raises:
+        KeyError: Unknown name.
+        WeightsError: Unusable weights.
+    """
+    builder = get_builder(name)
+    return builder(
+        kernel_code=kernel_code,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        pretrained=pretrained,
+        num_classes=num_classes,
+        categories=categories,
+        **kwargs,
+    )
+
+
+def load_detector(source: Union[str, Path], pretrained: bool = True, **kwargs: Any) -> nn.Module:
+    """A detector from a registered name (the release's weights when ``pretrained``) or a detector folder."""
+    path = Path(source)
+    if path.is_dir():
+        config = read_detector_folder(path)
+        return create_detector(config["architecture"], checkpoint=path, **kwargs)
+    return create_detector(str(source), pretrained=pretrained, **kwargs)

@@ -1,0 +1,77 @@
+"""The detector registry: builder functions by name, and what every builder does last."""
+
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from torch import nn
+
+from .labels import LabelMap
+
+__all__ = ["register_detector", "list_detectors", "get_builder", "finish_detector", "resolve_label_map"]
+
+_BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_detector(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Add a builder to the registry under its function name."""
+    _BUILDERS[fn.__name__] = fn
+    return fn
+
+
+def list_detectors() -> List[str]:
+    """The registered detector names, e.g. ``maskrcnn_eca_resnet50_fpn``."""
+    return sorted(_BUILDERS)
+
+
+def is_detector(name: str) -> bool:
+    """True for a registered detector name."""
+    return name in _BUILDERS
+
+
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder called ``name``.
+
+    Raises:
+        KeyError: Unknown name; the message lists the known ones.
+    """
+    try:
+        return _BUILDERS[name]
+    except KeyError:
+        raise KeyError(f"unknown detector {name!r}; choose one of: {', '.join(list_detectors())}") from None
+
+
+def resolve_label_map(
+    num_classes: Optional[int], categories: Optional[Sequence[Dict[str, Any]]], background: bool
+) -> LabelMap:
+    """The label map a builder's ``num_classes`` / ``categories`` ask for (neither: COCO's 80, as released).
+
+    ``num_classes`` is torchvision's (background included for the two-stage detectors); without ``categories`` the
+    classes are called ``class_1`` ... with ids 1 ... .
+    """
+    if categories is not None:
+        label_map = LabelMap.from_categories(categories, background)
+        if num_classes is not None and num_classes != label_map.num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but {len(label_map.names)} categories make a {label_map.num_classes}-way head"
+            )
+        return label_map
+    if num_classes is None:
+        return LabelMap.coco(background)
+    foreground = num_classes - int(background)
+    if foreground < 1:
+        raise ValueError(f"num_classes={num_classes} leaves no class" + (" besides background" if background else ""))
+    return LabelMap(tuple(range(1, foreground + 1)), tuple(f"class_{i}" for i in range(1, foreground + 1)), background)
+
+
+def finish_detector(model: nn.Module, architecture: str, kernel_code: str, label_map: LabelMap) -> nn.Module:
+    """Attach what predictions and exports need: ``model.label_map`` and ``model.detector_cfg``."""
+    model.label_map = label_map
+    model.detector_cfg = {
+        "architecture": architecture,
+        "kernel_code": kernel_code,
+        "trunk": architecture.split("_", 1)[1].rsplit("_fpn", 1)[0],
+        "min_size": model.transform.min_size[0],
+        "max_size": model.transform.max_size,
+        "mean": tuple(model.transform.image_mean),
+        "std": tuple(model.transform.image_std),
+    }
+    return model.eval()

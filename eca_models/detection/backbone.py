@@ -1,0 +1,106 @@
+"""ECA-ResNet trunks with a feature pyramid, as mmdetection v1 built them for the release's detectors.
+
+The trunk is our ECA-ResNet with torchvision's ``FrozenBatchNorm2d`` and the stem and ``layer1`` frozen
+(mmdetection's ``norm_eval=True``, ``frozen_stages=1``); torchvision's ``BackboneWithFPN`` wraps it, so
+``backbone.body`` has the ``IntermediateLayerGetter`` layout (``conv1``, ``bn1``, ``layer1`` ...) and
+``backbone.fpn`` is torchvision's ``FeaturePyramidNetwork``.
+"""
+
+from typing import Optional, Sequence
+
+import timm
+from torch import nn
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
+
+__all__ = ["FrozenBatchNorm", "LastLevelP6P7FromC5", "eca_resnet_fpn_backbone", "FPN_CHANNELS", "release_param_count"]
+
+FPN_CHANNELS = 256
+_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+class FrozenBatchNorm(FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` taking (and dropping) the ``device`` / ``dtype`` that timm passes."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
+        super().__init__(num_features, eps=eps)
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+
+class LastLevelP6P7FromC5(LastLevelP6P7):
+    """RetinaNet's P6 and P7 as mmdetection v1 made them: P6 a 3x3 stride-2 conv on C5, P7 one on P6, no ReLU
+    between them (torchvision's ``LastLevelP6P7`` applies one)."""
+
+    def forward(self, p, c, names):
+        p6 = self.p6(c[-1])
+        p7 = self.p7(p6)
+        return p + [p6, p7], names + ["p6", "p7"]
+
+
+def eca_resnet_fpn_backbone(
+    trunk: str,
+    kernel_code: Optional[str] = None,
+    returned_layers: Sequence[int] = (1, 2, 3, 4),
+    extra_blocks: Optional[ExtraFPNBlock] = None,
+    trainable_layers: int = 3,
+    trunk_weights: Optional[str] = None,
+) -> BackboneWithFPN:
+    """An ECA-ResNet trunk and a 256-channel FPN over the stages in ``returned_layers``.
+
+    Args:
+        trunk: The classification architecture, ``eca_resnet50`` or ``eca_resnet101``.
+        kernel_code: ECA kernel sizes per stage (``'k3377'``, ``'k5'``); None: the trunk's default.
+        returned_layers: Stages (1-4) fed to the FPN: 1-4 for the two-stage detectors, 2-4 for RetinaNet.
+        extra_blocks: The FPN's extra levels; default P6 by max-pooling P5.
+        trainable_layers: Stages trained, counted from ``layer4`` (3: the stem and ``layer1`` frozen).
+        trunk_weights: An ImageNet classification checkpoint for the trunk (the authors' ``.pth.tar``, a
+            ``model.safetensors`` or a converted folder); None leaves it randomly initialised.
+    """
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be 0-5, got {trainable_layers}")
+    kwargs = dict(num_classes=0, global_pool="", norm_layer=FrozenBatchNorm)
+    if kernel_code is not None:
+        kwargs["kernel_sizes"] = kernel_code
+    if trunk_weights is not None:
+        from ..factory import load
+
+        body = load(trunk, checkpoint=trunk_weights, **kwargs)
+    else:
+        body = timm.create_model(trunk, pretrained=False, **kwargs)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    for name, parameter in body.named_parameters():
+        if not any(name.startswith(layer) for layer in trainable):
+            parameter.requires_grad_(False)
+    stage_channels = [body.feature_info[i + 1]["num_chs"] for i in range(4)]  # feature_info[0] is the stem
+    return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}
+    backbone = BackboneWithFPN(
+        body,
+        return_layers,
+        [stage_channels[k - 1] for k in returned_layers],
+        FPN_CHANNELS,
+        extra_blocks=extra_blocks if extra_blocks is not None else LastLevelMaxPool(),
+    )
+    backbone.body.kernel_code = body.kernel_code
+    backbone.body.kernel_sizes = body.kernel_sizes
+    return backbone
+
+
+def release_param_count(model: nn.Module) -> int:
+    """Parameters as the release counted them: every parameter and frozen BatchNorm affine, less the stem and
+    ``layer1`` (mmdetection counted what its ``frozen_stages=1`` left trainable)."""
+    skipped = ("backbone.body.conv1.", "backbone.body.bn1.", "backbone.body.layer1.")
+    total = 0
+    for name, tensor in list(model.named_parameters()) + _frozen_affines(model):
+        if not name.startswith(skipped):
+            total += tensor.numel()
+    return total
+
+
+def _frozen_affines(model: nn.Module):
+    out = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            out += [(f"{prefix}.weight", module.weight), (f"{prefix}.bias", module.bias)]
+    return out

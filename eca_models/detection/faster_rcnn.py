@@ -1,0 +1,118 @@
+"""Faster R-CNN with an ECA-ResNet FPN trunk, as the ECA-Net release trained it (Wang et al., CVPR 2020, Table 5).
+
+torchvision's ``FasterRCNN`` with mmdetection v1's settings: 81-way box head (background first) with class-specific
+box deltas, 3 anchors per level (32-512), 1000 proposals at test, score 0.05 / NMS 0.5 / 100 per image, images
+resized to 800 (at most 1333) and padded to a multiple of 32.
+"""
+
+from typing import Any, Dict, Optional, Sequence
+
+from torchvision.models.detection import FasterRCNN
+
+from ._registry import finish_detector, register_detector, resolve_label_map
+from .backbone import eca_resnet_fpn_backbone
+from .weights import load_detector_weights
+
+__all__ = ["fasterrcnn_eca_resnet50_fpn", "fasterrcnn_eca_resnet101_fpn", "two_stage_kwargs", "build_two_stage"]
+
+# mmdetection v1's test settings and preprocessing (torchvision's defaults where they agree)
+TWO_STAGE_DEFAULTS: Dict[str, Any] = dict(
+    min_size=800,
+    max_size=1333,
+    image_mean=(0.485, 0.456, 0.406),
+    image_std=(0.229, 0.224, 0.225),
+    rpn_pre_nms_top_n_test=1000,
+    rpn_post_nms_top_n_test=1000,
+    rpn_nms_thresh=0.7,
+    box_score_thresh=0.05,
+    box_nms_thresh=0.5,
+    box_detections_per_img=100,
+)
+
+
+def two_stage_kwargs(**overrides: Any) -> Dict[str, Any]:
+    """The two-stage detectors' keyword arguments: the release's, with ``overrides`` on top."""
+    return {**TWO_STAGE_DEFAULTS, **overrides}
+
+
+def build_two_stage(
+    cls: type,
+    architecture: str,
+    trunk: str,
+    release_code: str,
+    kernel_code: Optional[str],
+    pretrained: bool,
+    checkpoint: Optional[str],
+    num_classes: Optional[int],
+    categories: Optional[Sequence[Dict[str, Any]]],
+    trunk_weights: Optional[str],
+    trainable_layers: int,
+    **kwargs: Any,
+):
+    """Assemble a ``FasterRCNN`` or ``MaskRCNN`` (``cls``) on an ECA-ResNet FPN backbone and load its weights."""
+    weights = load_detector_weights(architecture, pretrained, checkpoint)
+    if weights is not None:
+        kernel_code = kernel_code or weights.kernel_code
+        if categories is None and num_classes is None:
+            categories = weights.label_map.to_json()["categories"]
+    code = kernel_code or release_code
+    label_map = resolve_label_map(num_classes, categories, background=True)
+    backbone = eca_resnet_fpn_backbone(
+        trunk, code, (1, 2, 3, 4), trainable_layers=trainable_layers, trunk_weights=trunk_weights
+    )
+    model = cls(backbone, num_classes=label_map.num_classes, **two_stage_kwargs(**kwargs))
+    if weights is not None:
+        weights.load_into(model)
+    return finish_detector(model, architecture, backbone.body.kernel_code, label_map)
+
+
+@register_detector
+def fasterrcnn_eca_resnet50_fpn(
+    *,
+    kernel_code: Optional[str] = None,
+    pretrained: bool = False,
+    checkpoint: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    categories: Optional[Sequence[Dict[str, Any]]] = None,
+    trunk_weights: Optional[str] = None,
+    trainable_layers: int = 3,
+    **kwargs: Any,
+) -> FasterRCNN:
+    """Faster R-CNN + FPN on ECA-ResNet-50; the release's kernel code ``k5`` (5 in every stage).
+
+    Args:
+        kernel_code: ECA kernel sizes per stage; None: the release's (or the checkpoint's).
+        pretrained: Load the release's COCO weights (from the Hub, pinned and checked).
+        checkpoint: A folder written by ``eca-models convert`` or ``finetune`` to load instead.
+        num_classes: torchvision's ``num_classes`` (background included); None: COCO's 80 + 1.
+        categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map.
+        trunk_weights: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector).
+        trainable_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as released).
+        **kwargs: More ``FasterRCNN`` arguments (``min_size``, ``box_score_thresh``, ...).
+    """
+    return build_two_stage(
+        FasterRCNN, "fasterrcnn_eca_resnet50_fpn", "eca_resnet50", "k5", kernel_code, pretrained, checkpoint,
+        num_classes, categories, trunk_weights, trainable_layers, **kwargs,
+    )  # fmt: skip
+
+
+@register_detector
+def fasterrcnn_eca_resnet101_fpn(
+    *,
+    kernel_code: Optional[str] = None,
+    pretrained: bool = False,
+    checkpoint: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    categories: Optional[Sequence[Dict[str, Any]]] = None,
+    trunk_weights: Optional[str] = None,
+    trainable_layers: int = 3,
+    **kwargs: Any,
+) -> FasterRCNN:
+    """Faster R-CNN + FPN on ECA-ResNet-101; the release's kernel code ``k3357``.
+
+    Args: as :func:`fasterrcnn_eca_resnet50_fpn`.
+    """
+    return build_two_stage(
+        FasterRCNN, "fasterrcnn_eca_resnet101_fpn", "eca_resnet101", "k3357", kernel_code, pretrained, checkpoint,
+        num_classes, categories, trunk_weights, trainable_layers, **kwargs,
+    )  # fmt: skip

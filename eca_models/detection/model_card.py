@@ -1,0 +1,107 @@
+"""The ``README.md`` of a detector folder: Hub front matter, usage, classes, reported and measured COCO AP."""
+
+from typing import Dict, List, Optional
+
+from torch import nn
+
+from ..weights import find_checkpoint
+from ..weights.model_card import CITATION
+from .backbone import release_param_count
+from .weights import TASKS
+
+__all__ = ["render_detector_card", "METRIC_NAMES"]
+
+METRIC_NAMES = {
+    "map": "AP",
+    "map_50": "AP50",
+    "map_75": "AP75",
+    "map_small": "APS",
+    "map_medium": "APM",
+    "map_large": "APL",
+}
+
+
+def _metric_lines(metrics: Dict[str, float], source: str) -> List[str]:
+    lines = []
+    for key, value in metrics.items():
+        iou_type, _, metric = key.partition("_")
+        label = f"{'box' if iou_type == 'box' else 'mask'} {METRIC_NAMES.get(metric, metric)}"
+        lines += [f"          - type: {key}", f"            name: {label} ({source})", f"            value: {value}"]
+    return lines
+
+
+def render_detector_card(
+    model: nn.Module,
+    source_file: str = "",
+    source_sha256: str = "",
+    measured: Optional[Dict[str, float]] = None,
+    dataset: str = "COCO-val2017",
+) -> str:
+    """The model card of a converted or fine-tuned detector.
+
+    Args:
+        model: The detector (it carries ``detector_cfg`` and ``label_map``).
+        source_file: The file converted from, if any.
+        source_sha256: Its sha256.
+        measured: Metrics measured on ``dataset`` (``box_map``, ...), e.g. by a fine-tuning run.
+        dataset: What ``measured`` was measured on.
+    """
+    cfg = model.detector_cfg
+    arch, code = cfg["architecture"], cfg["kernel_code"]
+    task = TASKS[arch.split("_", 1)[0]]
+    ckpt = find_checkpoint(arch)
+    released = ckpt if ckpt is not None and ckpt.kernel_code == code and len(model.label_map.names) == 80 else None
+    results: List[str] = []
+    for metrics, source, name in (
+        (released.metrics["COCO-val2017"] if released else None, "reported", "COCO-val2017"),
+        (measured, "measured", dataset),
+    ):
+        if metrics:
+            results += [
+                f"      - task: {{type: {task}}}",
+                f"        dataset: {{name: {name}, type: {'coco' if name.startswith('COCO') else 'custom'}}}",
+                "        metrics:",
+            ] + _metric_lines(metrics, source)
+    front = ["---", "library_name: pytorch", "license: mit", f"pipeline_tag: {task.replace('instance-', 'image-')}"]
+    front += ["tags:", f"  - {task}", "  - torchvision", "  - eca-net", "  - eca-models"]
+    if results:
+        front += ["model-index:", f"  - name: {arch}", "    results:"] + results
+    front.append("---")
+    names = ", ".join(model.label_map.names[:12]) + (", ..." if len(model.label_map.names) > 12 else "")
+    body = [
+        f"# {arch} ({code})",
+        "",
+        f"torchvision's {type(model).__name__} on an ECA-ResNet FPN trunk, kernel code `{code}`, from *ECA-Net: "
+        "Efficient Channel Attention for Deep Convolutional Neural Networks* (Wang et al., CVPR 2020).",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from eca_models.detection import load_detector",
+        "",
+        "model = load_detector('path/to/this/folder')  # a torchvision detector, in eval mode",
+        "detections = model([image])  # float tensor (3, H, W) in 0-1, RGB",
+        "```",
+        "",
+        "or `eca-models predict --model path/to/this/folder IMAGE`.",
+        "",
+        "## Classes",
+        "",
+        f"{len(model.label_map.names)} classes ({names}); `config.json` maps each head index to its category id and "
+        "name" + (" (index 0 is background)." if model.label_map.background else "."),
+        "",
+        "## Complexity",
+        "",
+        f"- {release_param_count(model) / 1e6:.2f}M parameters counted as the release counted them (every parameter "
+        "and frozen BatchNorm affine, less the stem and layer1).",
+    ]
+    if released is not None:
+        m = released.metrics["COCO-val2017"]
+        line = f"- Reported on COCO val2017: box AP {m['box_map']}"
+        if "mask_map" in m:
+            line += f", mask AP {m['mask_map']}"
+        body.append(line + " (release README; APS/APM/APL from the paper's tables).")
+    if source_file:
+        body += ["", "## Source", "", f"Converted from `{source_file}` (sha256 `{source_sha256}`), mmdetection v1."]
+    body += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(front + [""] + body)

@@ -1,0 +1,124 @@
+"""Detector weights: a converted or fine-tuned folder (``config.json`` + ``model.safetensors``) or the release's
+COCO weights from the Hub (pinned revision and sha256 from the manifest, as for the classifiers)."""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from ..weights import WeightsError, find_checkpoint
+from ..weights.loading import WEIGHTS_FILE, fetch_from_hub, read_safetensors
+from .labels import LabelMap
+
+__all__ = ["DetectorWeights", "load_detector_weights", "read_detector_folder", "detector_config", "CONFIG_FILE"]
+
+CONFIG_FILE = "config.json"
+TASKS = {"fasterrcnn": "object-detection", "retinanet": "object-detection", "maskrcnn": "instance-segmentation"}
+
+
+@dataclasses.dataclass
+class DetectorWeights:
+    """A detector's state dict and what it was trained with."""
+
+    architecture: str
+    kernel_code: str
+    label_map: LabelMap
+    state_dict: Dict[str, torch.Tensor]
+    source: str
+
+    def load_into(self, model: nn.Module) -> None:
+        """Load strictly; a missing, unexpected or mis-shaped tensor is a one-line :class:`WeightsError`."""
+        own = model.state_dict()
+        missing = [k for k in own if k not in self.state_dict]
+        unexpected = [k for k in self.state_dict if k not in own]
+        shapes = [
+            f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+            for k, v in self.state_dict.items()
+            if k in own and v.shape != own[k].shape
+        ]
+        if missing or unexpected or shapes:
+            parts = []
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
+                if keys:
+                    parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+            raise WeightsError(f"{self.source} does not fit {self.architecture}: tensors " + "; ".join(parts))
+        model.load_state_dict(self.state_dict)
+
+
+def detector_config(model: nn.Module, **extra: Any) -> Dict[str, Any]:
+    """The ``config.json`` of a detector folder: architecture, task, kernel code and sizes, classes, preprocessing."""
+    cfg = model.detector_cfg
+    return {
+        "task": TASKS[cfg["architecture"].split("_", 1)[0]],
+        "architecture": cfg["architecture"],
+        "kernel_code": cfg["kernel_code"],
+        "kernel_sizes": list(model.backbone.body.kernel_sizes),
+        "label_map": model.label_map.to_json(),
+        "min_size": cfg["min_size"],
+        "max_size": cfg["max_size"],
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        **extra,
+    }
+
+
+def read_detector_folder(folder: Union[str, Path]) -> Dict[str, Any]:
+    """A detector folder's ``config.json``.
+
+    Raises:
+        WeightsError: No config.json, an unreadable one, or one of a classifier.
+    """
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise WeightsError(
+            f"{folder} has no {CONFIG_FILE}; pass a folder written by `eca-models convert` or `finetune`"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path} is not valid JSON ({e}); convert the checkpoint again") from None
+    if not isinstance(config, dict) or config.get("task") not in set(TASKS.values()):
+        arch = config.get("architecture", "?") if isinstance(config, dict) else "?"
+        raise WeightsError(
+            f"{folder} holds the classifier {arch}, not a detector: give it as the trunk "
+            "(--backbone-checkpoint, or trunk_weights=) or pass a detector folder"
+        )
+    return config
+
+
+def load_detector_weights(
+    architecture: str, pretrained: bool = False, checkpoint: Optional[Union[str, Path]] = None
+) -> Optional[DetectorWeights]:
+    """The weights a builder was asked for: ``checkpoint`` (a detector folder), the release's (``pretrained``), or
+    None (random initialisation)."""
+    if checkpoint is not None:
+        folder = Path(checkpoint)
+        if not folder.is_dir():
+            raise WeightsError(
+                f"{folder} is not a detector folder; convert an mmdetection file first with "
+                f"`eca-models convert {folder} --model {architecture} --out DIR`"
+            )
+        config = read_detector_folder(folder)
+        if config["architecture"] != architecture:
+            raise WeightsError(f"{folder} holds {config['architecture']}, not {architecture}")
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise WeightsError(f"{folder} has no {WEIGHTS_FILE}")
+        return DetectorWeights(
+            architecture,
+            config["kernel_code"],
+            LabelMap.from_json(config["label_map"]),
+            read_safetensors(folder / WEIGHTS_FILE),
+            str(folder),
+        )
+    if not pretrained:
+        return None
+    ckpt = find_checkpoint(architecture)
+    if ckpt is None:
+        raise WeightsError(f"{architecture} has no released weights; pass checkpoint=DIR")
+    path = fetch_from_hub(ckpt.hf_hub_id)
+    background = not architecture.startswith("retinanet")
+    return DetectorWeights(architecture, ckpt.kernel_code, LabelMap.coco(background), read_safetensors(path), ckpt.name)
