@@ -98,8 +98,8 @@ def _fpn(state, cs, retina):
                 for i, c in enumerate(cs)]  # fmt: skip
     for i in range(len(laterals) - 1, 0, -1):
         laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], scale_factor=2, mode="nearest")
-    outs = [F.conv2d(l, state[f"neck.fpn_convs.{i}.conv.weight"], state[f"neck.fpn_convs.{i}.conv.bias"], padding=1)
-            for i, l in enumerate(laterals)]  # fmt: skip
+    outs = [F.conv2d(lat, state[f"neck.fpn_convs.{i}.conv.weight"], state[f"neck.fpn_convs.{i}.conv.bias"], padding=1)
+            for i, lat in enumerate(laterals)]  # fmt: skip
     if retina:
         p6 = F.conv2d(cs[-1], state["neck.fpn_convs.3.conv.weight"], state["neck.fpn_convs.3.conv.bias"], 2, 1)
         outs += [p6, F.conv2d(p6, state["neck.fpn_convs.4.conv.weight"], state["neck.fpn_convs.4.conv.bias"], 2, 1)]
@@ -153,8 +153,8 @@ def test_converted_outputs_equal_a_plain_recomputation(converted, kind):
             torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
         if kind == "retinanet":
             head = model.head(got)
-            for branch, key, conv, out in (("cls", "cls_logits", "cls_convs", "retina_cls"),
-                                           ("reg", "bbox_regression", "reg_convs", "retina_reg")):  # fmt: skip
+            for key, conv, out in (("cls_logits", "cls_convs", "retina_cls"),
+                                   ("bbox_regression", "reg_convs", "retina_reg")):  # fmt: skip
                 flat = []
                 for p in got:
                     h = p
