@@ -39,8 +39,10 @@ def mmdet_state_dict(
     num_classes: int = 80,
     seed: int = 0,
     eca_name: str = "eca.conv.weight",
+    confident_class: Optional[int] = None,
 ) -> Dict[str, torch.Tensor]:
-    """An mmdetection v1 ``state_dict`` of ``kind`` (fasterrcnn, maskrcnn, retinanet) with random weights."""
+    """An mmdetection v1 ``state_dict`` of ``kind`` (fasterrcnn, maskrcnn, retinanet) with random weights;
+    ``confident_class`` (0-based) gets a large classifier bias, so the model detects it everywhere."""
     g = torch.Generator().manual_seed(seed)
     trunk = timm.create_model(f"eca_resnet{depth}", kernel_sizes=tuple(kernel_sizes), num_classes=0)
     state: Dict[str, torch.Tensor] = {}
@@ -68,23 +70,27 @@ def mmdet_state_dict(
         put("neck.fpn_convs.4.conv", _conv(256, 256, 3, g))
         for branch in ("cls", "reg"):
             for i in range(4):
-                put(f"bbox_head.{branch}_convs.{i}.conv", _conv(256, 256, 3, g, 0.5))
-        put("bbox_head.retina_cls", _conv(9 * num_classes, 256, 3, g, 0.5))
-        put("bbox_head.retina_reg", _conv(9 * 4, 256, 3, g, 0.1))
+                put(f"bbox_head.{branch}_convs.{i}.conv", _conv(256, 256, 3, g, 0.08))
+        put("bbox_head.retina_cls", _conv(9 * num_classes, 256, 3, g, 0.08))
+        put("bbox_head.retina_reg", _conv(9 * 4, 256, 3, g, 0.01))
+        if confident_class is not None:
+            state["bbox_head.retina_cls.bias"].view(9, num_classes)[:, confident_class] = 4.0
         return state
-    put("rpn_head.rpn_conv", _conv(256, 256, 3, g, 0.5))
-    put("rpn_head.rpn_cls", _conv(3, 256, 1, g, 0.5))
-    put("rpn_head.rpn_reg", _conv(12, 256, 1, g, 0.1))
+    put("rpn_head.rpn_conv", _conv(256, 256, 3, g, 0.08))
+    put("rpn_head.rpn_cls", _conv(3, 256, 1, g, 0.08))
+    put("rpn_head.rpn_reg", _conv(12, 256, 1, g, 0.01))
     put("bbox_head.shared_fcs.0", _linear(1024, 256 * 7 * 7, g))
     put("bbox_head.shared_fcs.1", _linear(1024, 1024, g))
     put("bbox_head.fc_cls", _linear(num_classes + 1, 1024, g))
-    put("bbox_head.fc_reg", _linear(4 * (num_classes + 1), 1024, g))
+    put("bbox_head.fc_reg", {k: v * 0.05 for k, v in _linear(4 * (num_classes + 1), 1024, g).items()})
+    if confident_class is not None:
+        state["bbox_head.fc_cls.bias"][1 + confident_class] = 8.0
     if kind == "maskrcnn":
         for i in range(4):
-            put(f"mask_head.convs.{i}.conv", _conv(256, 256, 3, g, 0.5))
+            put(f"mask_head.convs.{i}.conv", _conv(256, 256, 3, g, 0.08))
         state["mask_head.upsample.weight"] = torch.randn(256, 256, 2, 2, generator=g) * 0.05
         state["mask_head.upsample.bias"] = torch.randn(256, generator=g) * 0.01
-        put("mask_head.conv_logits", _conv(num_classes + 1, 256, 1, g, 0.5))
+        put("mask_head.conv_logits", _conv(num_classes + 1, 256, 1, g, 0.08))
     return state
 
 

@@ -10,7 +10,7 @@ import torch
 from ..factory import load
 from ..weights import WeightsError, WeightsNotPublished
 
-__all__ = ["UsageError", "add_runtime_args", "load_model", "non_negative_int", "positive_int"]
+__all__ = ["UsageError", "add_runtime_args", "load_detector_model", "load_model", "non_negative_int", "positive_int"]
 
 
 class UsageError(Exception):
@@ -48,6 +48,27 @@ def load_model(
         raise UsageError(
             f"{name}: {ckpt.name} is not published on the Hub yet; convert the authors' file with "
             f"`eca-models convert {ckpt.source_file} --model {ckpt.model_name} --out DIR` and pass --checkpoint DIR"
+        ) from None
+    except (KeyError, WeightsError) as e:
+        raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+
+
+def load_detector_model(
+    name: str, checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
+) -> torch.nn.Module:
+    """A detector from a registered name (its release weights, or ``checkpoint``) or a detector folder, its errors
+    turned into one-line usage errors."""
+    from ..detection import create_detector, load_detector
+
+    try:
+        if checkpoint is not None:
+            return create_detector(name, checkpoint=checkpoint, **kwargs)
+        return load_detector(name, pretrained=pretrained, **kwargs)
+    except WeightsNotPublished as e:
+        ckpt = e.checkpoint
+        raise UsageError(
+            f"{name}: {ckpt.name} is not published on the Hub yet; convert the authors' file with "
+            f"`eca-models convert {ckpt.source_file} --model {ckpt.architecture} --out DIR` and pass --checkpoint DIR"
         ) from None
     except (KeyError, WeightsError) as e:
         raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None

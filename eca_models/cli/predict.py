@@ -1,5 +1,6 @@
 """Classify images: the top-k classes of each, by name (ImageNet names for ImageNet models, a
-fine-tuned run's own class names), one line per image, or JSON with --json."""
+fine-tuned run's own class names), one line per image, or JSON with --json. For a detector (a detector name or
+folder): its boxes, scores and class names per image, drawn with --out-dir (see :mod:`.predict_detection`)."""
 
 import argparse
 import json
@@ -11,9 +12,11 @@ from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform, resolve_data_config
 
 from ..data.imagenet import imagenet_class_names
-from .common import load_model
+from ..detection.weights import is_detector_source
+from .common import UsageError, load_model
+from .predict_detection import run_detection
 
-HELP = "print the top-k classes of images"
+HELP = "print the top-k classes of images (detectors: their boxes, drawn with --out-dir)"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +26,17 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--score-thr", type=float, default=0.3, help="detectors: show detections scoring this or more")
+    parser.add_argument("--out-dir", help="detectors: write each image with its detections drawn into this folder")
+    parser.add_argument("--min-size", type=int, help="detectors: resize the shorter side to this (default 800)")
+    parser.add_argument("--max-size", type=int, help="detectors: and the longer side to at most this (default 1333)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_detector_source(args.model):
+        return run_detection(args)
+    if args.out_dir:
+        raise UsageError("--out-dir draws detections: it goes with a detector (e.g. maskrcnn_eca_resnet50_fpn)")
     model = load_model(args.model, args.checkpoint).to(args.device)
     names = model.pretrained_cfg.get("label_names") or (imagenet_class_names() if model.num_classes == 1000 else None)
     if names is None:

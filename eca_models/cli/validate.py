@@ -1,14 +1,16 @@
-"""Check checkpoints' Top-1/Top-5 on ImageNet val against the reported numbers.
+"""Check checkpoints' Top-1/Top-5 on ImageNet val (detectors: COCO box / mask AP) against the reported numbers.
 
 For each model: load it (Hub, --checkpoint, or a converted / fine-tuned folder), read the val
 images in either layout with their global labels, apply the evaluation protocol of its
 pretrained cfg, measure, and report measured vs reported with a 95% interval, the complexity
 beside the published figures, and a verdict. Exit status: 0 PASS, 1 FAIL, 2 bad usage.
-Runs on CPU or CUDA, alone or under torchrun (every image counted exactly once).
+Runs on CPU or CUDA, alone or under torchrun (every image counted exactly once). Detectors (a detector name or
+folder) are scored on COCO-format data instead: see :mod:`.validate_detection`.
 """
 
 import argparse
 import csv
+import fnmatch
 import io
 import json
 from pathlib import Path
@@ -22,14 +24,17 @@ from .._files import write_text_atomic
 from ..complexity import count_macs, count_params
 from ..data.imagenet import DataError, imagenet_samples
 from ..data.images import ImageListDataset, ShardSampler, subset
+from ..detection import list_detectors
+from ..detection.weights import is_detector_source
 from ..evaluation import IMAGENET_VAL_SIZE, UnreadableImage, evaluate, verdict, wilson_interval
 from ..factory import class_labels
 from ..weights import binary_units, find_checkpoint
 from ..weights.manifest import update_manifest
 from ..zoo import list_models
 from .common import UsageError, add_runtime_args, load_model
+from .validate_detection import run_detection
 
-HELP = "measure Top-1/Top-5 on ImageNet val and check them against the reported numbers"
+HELP = "measure Top-1/Top-5 on ImageNet val (detectors: COCO AP) and check them against the reported numbers"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +45,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", help="weights file or folder (authors' .pth.tar, model.safetensors, converted folder)"
     )
     parser.add_argument(
-        "--data", required=True, help="val folder: one sub-folder per WordNet id, or flat images + --labels"
+        "--data",
+        required=True,
+        help="val folder: one sub-folder per WordNet id, or flat images + --labels; detectors: a COCO-layout root "
+        "(annotations/instances_val2017.json, val2017/) or an image folder + --annotations",
     )
+    parser.add_argument("--annotations", help="detectors: the COCO instances JSON of the --data images")
+    parser.add_argument("--predictions", help="detectors: also write the predictions here (COCO results JSON)")
+    parser.add_argument("--min-size", type=int, help="detectors: resize the shorter side to this (default 800)")
+    parser.add_argument("--max-size", type=int, help="detectors: and the longer side to at most this (default 1333)")
     parser.add_argument(
         "--labels", help="ground truth of a flat folder: LOC_val_solution.csv or lines 'file label_index'"
     )
@@ -52,7 +64,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interpolation", help="resize interpolation (default: bilinear)")
     parser.add_argument("--mean", type=float, nargs=3, help="normalisation mean")
     parser.add_argument("--std", type=float, nargs=3, help="normalisation std")
-    parser.add_argument("--tolerance", type=float, default=0.3, help="allowed points off on the full set (default 0.3)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        help="allowed points off on the full set (default 0.3 Top-1/Top-5 points; detectors 0.5 AP points)",
+    )
     parser.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="unreadable images: count or stop")
     parser.add_argument("--results-file", help="write one row per model: .json or .csv")
     parser.add_argument(
@@ -68,9 +84,19 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.results_file and Path(args.results_file).suffix.lower() not in (".json", ".csv"):
         raise UsageError(f"--results-file must end in .json or .csv, got {args.results_file}")
+    detectors = [is_detector_source(name) for name in names]
+    if any(detectors) and not all(detectors):
+        raise UsageError("validate classifiers and detectors in separate runs: they need other data")
+    if not any(detectors) and (args.annotations or args.predictions):
+        raise UsageError("--annotations and --predictions are for detectors (e.g. maskrcnn_eca_resnet50_fpn)")
+    if args.predictions and len(names) > 1:
+        raise UsageError("--predictions goes with one model")
     device = distributed.setup(args.device)
     try:
-        rows = [_validate_one(name, args, device) for name in names]
+        if all(detectors):
+            rows = [run_detection(name, args, device) for name in names]
+        else:
+            rows = [_validate_one(name, args, device) for name in names]
     finally:
         distributed.cleanup()
     if args.results_file and distributed.is_main():
@@ -82,7 +108,7 @@ def _expand_models(patterns: List[str]) -> List[str]:
     names: List[str] = []
     for pattern in patterns:
         if any(c in pattern for c in "*?[") and not Path(pattern).exists():
-            found = list_models(pattern)
+            found = list_models(pattern) + fnmatch.filter(list_detectors(), pattern)
             if not found:
                 raise UsageError(f"no model matches {pattern!r} (see `eca-models list`)")
             names += found
@@ -125,7 +151,7 @@ def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> 
         ckpt = None  # another kernel code: not the released checkpoint, nothing to compare with
     reported = ckpt.metrics["ImageNet-1K"] if ckpt else None
     paper = ckpt.paper_metrics["ImageNet-1K"] if ckpt and ckpt.paper_metrics else None
-    state, why = verdict(measured, reported, counts.images, args.tolerance)
+    state, why = verdict(measured, reported, counts.images, 0.3 if args.tolerance is None else args.tolerance)
     if args.record and distributed.is_main():
         _record(ckpt, measured, counts.images)
     params, macs = count_params(model), count_macs(model.to("cpu").float(), (3, 224, 224))
@@ -220,6 +246,7 @@ def _write_results(path: Path, rows: List[Dict[str, Any]]) -> None:
     if path.suffix.lower() == ".json":
         write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
         return
+    rows = [_flat_row(row) for row in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -227,3 +254,14 @@ def _write_results(path: Path, rows: List[Dict[str, Any]]) -> None:
         flat = {k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
         writer.writerow(flat)
     write_text_atomic(path, buffer.getvalue())
+
+
+def _flat_row(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A detector's row with its nested metrics as columns (``box_map``, ``reported_box_map``, ...) for CSV."""
+    if "metrics" not in row:
+        return row
+    flat = {k: v for k, v in row.items() if k not in ("metrics", "reported")}
+    for kind, values in row["metrics"].items():
+        flat.update({f"{kind}_{k}": v for k, v in values.items()})
+    flat.update({f"reported_{k}": v for k, v in (row["reported"] or {}).items()})
+    return flat

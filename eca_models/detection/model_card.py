@@ -18,6 +18,12 @@ METRIC_NAMES = {
     "map_small": "APS",
     "map_medium": "APM",
     "map_large": "APL",
+    "mar_1": "AR1",
+    "mar_10": "AR10",
+    "mar_100": "AR100",
+    "mar_small": "ARS",
+    "mar_medium": "ARM",
+    "mar_large": "ARL",
 }
 
 

@@ -13,7 +13,14 @@ from ..weights import WeightsError, find_checkpoint
 from ..weights.loading import WEIGHTS_FILE, fetch_from_hub, read_safetensors
 from .labels import LabelMap
 
-__all__ = ["DetectorWeights", "load_detector_weights", "read_detector_folder", "detector_config", "CONFIG_FILE"]
+__all__ = [
+    "is_detector_source",
+    "DetectorWeights",
+    "load_detector_weights",
+    "read_detector_folder",
+    "detector_config",
+    "CONFIG_FILE",
+]
 
 CONFIG_FILE = "config.json"
 TASKS = {"fasterrcnn": "object-detection", "retinanet": "object-detection", "maskrcnn": "instance-segmentation"}
@@ -63,6 +70,22 @@ def detector_config(model: nn.Module, **extra: Any) -> Dict[str, Any]:
         "std": list(cfg["std"]),
         **extra,
     }
+
+
+def is_detector_source(source: Union[str, Path]) -> bool:
+    """True for a registered detector name or a folder whose ``config.json`` is a detector's."""
+    from ._registry import is_detector
+
+    if is_detector(str(source)):
+        return True
+    path = Path(source) / CONFIG_FILE
+    if not path.is_file():
+        return False
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and config.get("task") in set(TASKS.values())
 
 
 def read_detector_folder(folder: Union[str, Path]) -> Dict[str, Any]:

@@ -1,0 +1,144 @@
+"""``eca-models validate`` for detectors: COCO box AP (and mask AP for Mask R-CNN) against the reported numbers.
+
+The data is ``--data IMAGES --annotations instances.json`` or ``--data ROOT`` of the COCO layout; the model a
+registered detector (the release's weights, or ``--checkpoint DIR``) or a detector folder. pycocotools scores the
+predictions; the twelve summary metrics of each IoU type are printed beside the reported ones. On the whole of
+val2017 (5,000 images) box AP and mask AP must be within ``--tolerance`` AP points of the release's for PASS;
+on a subset or another dataset the figures are measured only (AP has no per-image interval to judge a subset by).
+"""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from .. import distributed
+from .._files import write_text_atomic
+from ..data.imagenet import DataError
+from ..data.images import subset
+from ..detection.coco import CocoData, check_categories, find_coco_splits, read_coco
+from ..detection.evaluation import SUMMARY_KEYS, coco_evaluate, predict_coco
+from ..detection.model_card import METRIC_NAMES
+from ..weights import find_checkpoint
+from .common import UsageError, load_detector_model
+from .predict_detection import detector_kwargs
+
+COCO_VAL2017_IMAGES = 5000
+DEFAULT_TOLERANCE = 0.5  # AP points: torchvision's box conventions differ slightly from mmdetection v1's
+
+
+def read_split(data: str, annotations: Optional[str], prefer: Tuple[str, ...] = ("val2017", "val")) -> CocoData:
+    """The annotation file and image folder the flags name: explicit, or found in a COCO-layout root."""
+    try:
+        if annotations:
+            return read_coco(Path(annotations), Path(data))
+        splits = find_coco_splits(Path(data))
+        for name in prefer:
+            found = [s for s in splits if s == name] or [s for s in splits if s.startswith(name)]
+            if found:
+                return read_coco(*splits[found[0]])
+        if len(splits) == 1:
+            return read_coco(*next(iter(splits.values())))
+        raise DataError(f"{data} has splits {', '.join(splits)} and none named val*: pass --annotations FILE")
+    except DataError as e:
+        raise UsageError(str(e)) from None
+
+
+def released_metrics(model: torch.nn.Module) -> Tuple[Optional[str], Optional[Dict[str, float]]]:
+    """The release's COCO figures for a model of a released architecture, kernel code and COCO's 80 classes."""
+    ckpt = find_checkpoint(model.detector_cfg["architecture"])
+    if ckpt is None or ckpt.kernel_code != model.detector_cfg["kernel_code"] or len(model.label_map.names) != 80:
+        return None, None
+    return ckpt.name, ckpt.metrics["COCO-val2017"]
+
+
+def detection_verdict(
+    measured: Dict[str, float], reported: Optional[Dict[str, float]], full: bool, tolerance: float
+) -> Tuple[str, str]:
+    """``('PASS' | 'FAIL' | 'MEASURED', why)``: box AP and mask AP within ``tolerance`` points on all of val2017."""
+    if not reported:
+        return "MEASURED", "no reported figures for this model (another kernel code, classes or architecture)"
+    if not full:
+        return "MEASURED", (
+            f"a subset or another set than val2017's {COCO_VAL2017_IMAGES:,} images: AP is only comparable on the whole set"
+        )
+    failures = [
+        f"{key} {measured[key]:.2f} is {measured[key] - reported[key]:+.2f} from {reported[key]}"
+        for key in ("box_map", "mask_map")
+        if key in reported and key in measured and abs(measured[key] - reported[key]) > tolerance
+    ]
+    rule = f"all of val2017, tolerance {tolerance} AP points"
+    return ("FAIL", f"{rule}: " + "; ".join(failures)) if failures else ("PASS", rule)
+
+
+def run_detection(name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+    """Validate one detector; returns its results row."""
+    data = read_split(args.data, args.annotations)
+    model = load_detector_model(name, args.checkpoint, **detector_kwargs(args))
+    try:
+        check_categories(data, model.label_map)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    ids = [data.image_ids[i] for i in subset(len(data.image_ids), args.limit)]
+    model = model.to(device)
+    predictions = predict_coco(
+        model, data, ids, device, args.batch_size, args.workers, args.amp, desc=model.detector_cfg["architecture"]
+    )
+    iou_types = ("bbox", "segm") if hasattr(model, "roi_heads") and model.roi_heads.has_mask() else ("bbox",)
+    scores = coco_evaluate(data, predictions.results, predictions.image_ids, iou_types)
+    measured = scores.flat()
+    checkpoint_name, reported = released_metrics(model)
+    full = len(predictions.image_ids) == len(data.image_ids) == COCO_VAL2017_IMAGES
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    state, why = detection_verdict(measured, reported, full, tolerance)
+    row = {
+        "model": name,
+        "architecture": model.detector_cfg["architecture"],
+        "kernel_code": model.detector_cfg["kernel_code"],
+        "checkpoint": str(args.checkpoint or (name if Path(name).is_dir() else checkpoint_name or "")),
+        "annotations": str(data.annotations),
+        "images": len(predictions.image_ids),
+        "unreadable": len(predictions.unreadable),
+        "unreadable_images": predictions.unreadable,
+        "boxes_without_area_dropped": data.dropped,
+        "detections": len(predictions.results),
+        "metrics": scores.metrics,
+        "reported": reported,
+        "verdict": state,
+        "verdict_reason": why,
+        "seconds": round(predictions.seconds, 2),
+    }
+    if distributed.is_main():
+        if args.predictions:
+            write_text_atomic(Path(args.predictions), json.dumps(predictions.results) + "\n")
+        _print_report(row, args.predictions)
+    return row
+
+
+def _print_report(row: Dict[str, Any], predictions_file: Optional[str]) -> None:
+    p = print
+    p(
+        f"\n{row['model']}  ({row['architecture']}, kernel code {row['kernel_code']}; weights {row['checkpoint'] or 'none'})"
+    )
+    extra = f", {row['unreadable']} unreadable (not scored)" if row["unreadable"] else ""
+    dropped = (
+        f"; {row['boxes_without_area_dropped']} boxes with no area dropped" if row["boxes_without_area_dropped"] else ""
+    )
+    p(f"  images    {row['images']:,} scored{extra}{dropped}; {row['detections']:,} detections")
+    reported = row["reported"] or {}
+    for kind, values in row["metrics"].items():
+        p(f"  {kind:<5} {'':5}  {'measured':>8}  {'reported':>8}  {'diff':>6}")
+        for key in SUMMARY_KEYS:
+            label = METRIC_NAMES[key]
+            rep = reported.get(f"{kind}_{key}")
+            value = values[key]
+            shown = f"{value:8.2f}" if value >= 0 else f"{'n/a':>8}"  # COCOeval's -1: no objects of that size
+            diff = f"{value - rep:+.2f}" if rep is not None and value >= 0 else "-"
+            p(f"  {'':5} {label:<5}  {shown}  {rep if rep is not None else '-':>8}  {diff:>6}")
+    if predictions_file:
+        p(f"  predictions written to {predictions_file} (COCO results format)")
+    for path in row["unreadable_images"][:5]:
+        p(f"  unreadable: {path}")
+    p(f"  verdict   {row['verdict']}: {row['verdict_reason']}")

@@ -1,0 +1,287 @@
+"""COCO-format data: annotation files checked up front, images read as RGB, targets in torchvision's form.
+
+:func:`read_coco` reads an ``instances_*.json`` and its image folder and refuses, in one line, what would fail
+later or silently: JSON that is unreadable or truncated, missing sections, annotations whose image is not listed,
+listed images whose file is missing (named). Boxes with no area are dropped and counted (``CocoData.dropped``);
+crowd boxes are kept for evaluation and left out of training losses. :func:`find_coco_splits` finds the splits of
+a COCO-layout root by their ``annotations/instances_<split>.json`` names.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from ..data.imagenet import DataError
+from .labels import LabelMap
+
+__all__ = ["CocoData", "CocoDataset", "find_coco_splits", "read_coco", "collate", "quiet_coco"]
+
+
+@dataclasses.dataclass
+class CocoData:
+    """An annotation file, checked, with its image folder.
+
+    Attributes:
+        annotations: The file's path.
+        images_dir: The folder the ``file_name`` entries are in.
+        dataset: The parsed JSON (boxes with no area removed).
+        dropped: How many boxes were dropped for having no area.
+    """
+
+    annotations: Path
+    images_dir: Path
+    dataset: Dict[str, Any]
+    dropped: int
+
+    @property
+    def categories(self) -> List[Dict[str, Any]]:
+        """The ``categories`` section, sorted by id."""
+        return sorted(self.dataset["categories"], key=lambda c: c["id"])
+
+    @property
+    def image_ids(self) -> List[int]:
+        """Every image id, in file order."""
+        return [img["id"] for img in self.dataset["images"]]
+
+    def coco(self):
+        """A pycocotools ``COCO`` over the checked dataset (its chatter silenced)."""
+        from pycocotools.coco import COCO
+
+        coco = COCO()
+        coco.dataset = self.dataset
+        with quiet_coco():
+            coco.createIndex()
+        return coco
+
+
+@contextlib.contextmanager
+def quiet_coco():
+    """pycocotools prints progress lines ("creating index...") to stdout; keep them out of our output."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def find_coco_splits(root: Path) -> Dict[str, Tuple[Path, Path]]:
+    """``{split: (annotation file, image folder)}`` of a COCO-layout root (``annotations/instances_train2017.json``
+    with ``train2017/``, ...).
+
+    Raises:
+        DataError: No ``annotations/instances_*.json``, or a split without its image folder.
+    """
+    root = Path(root)
+    found = {}
+    for path in sorted((root / "annotations").glob("instances_*.json")):
+        split = path.stem[len("instances_") :]
+        images = root / split
+        if not images.is_dir():
+            raise DataError(f"{path} has no image folder {images}: put the {split} images there")
+        found[split] = (path, images)
+    if not found:
+        raise DataError(
+            f"{root} is not a COCO-layout folder: expected annotations/instances_<split>.json beside <split>/ "
+            "(or pass the annotation file and image folder explicitly)"
+        )
+    return found
+
+
+def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> CocoData:
+    """Read and check a COCO ``instances`` file.
+
+    Args:
+        annotations: The JSON file.
+        images_dir: Where its images are.
+        check_files: Also check that every listed image file exists.
+
+    Raises:
+        DataError: One line naming what is wrong and where.
+    """
+    annotations, images_dir = Path(annotations), Path(images_dir)
+    if not annotations.is_file():
+        raise DataError(f"annotation file not found: {annotations}")
+    if not images_dir.is_dir():
+        raise DataError(f"image folder not found: {images_dir}")
+    try:
+        data = json.loads(annotations.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{annotations} is not a UTF-8 JSON file") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{annotations} is not valid JSON (truncated?): {e.msg} at line {e.lineno}") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+        raise DataError(f"{annotations} is not a COCO instances file: it needs 'images' and 'categories' lists")
+    data.setdefault("annotations", [])
+    try:
+        images = {int(img["id"]): img for img in data["images"]}
+        for img in data["images"]:
+            img["file_name"], img["height"], img["width"] = str(img["file_name"]), int(img["height"]), int(img["width"])
+        category_ids = {int(c["id"]) for c in data["categories"]}
+        for c in data["categories"]:
+            c["name"] = str(c["name"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(
+            f"{annotations}: an image or category entry lacks {e} (images need id, file_name, width, height)"
+        ) from None
+    if len(images) != len(data["images"]) or len(category_ids) != len(data["categories"]):
+        raise DataError(f"{annotations}: image or category ids repeat; each must be unique")
+    if not data["categories"]:
+        raise DataError(f"{annotations} has no categories")
+    kept, dropped = [], 0
+    for i, ann in enumerate(data["annotations"]):
+        try:
+            image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(
+                f"{annotations}: annotation {ann.get('id', i)} needs image_id, category_id and bbox [x, y, w, h]"
+            ) from None
+        if image_id not in images:
+            raise DataError(
+                f"{annotations}: annotation {ann.get('id', i)} is of image {image_id}, which 'images' does not list"
+            )
+        if category_id not in category_ids:
+            raise DataError(
+                f"{annotations}: annotation {ann.get('id', i)} has category {category_id}, which 'categories' does not list"
+            )
+        if w <= 0 or h <= 0:
+            dropped += 1  # no area: no box to learn or match
+            continue
+        ann.setdefault("id", i + 1)
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", w * h)
+        kept.append(ann)
+    data["annotations"] = kept
+    if check_files:
+        missing = [img["file_name"] for img in data["images"] if not (images_dir / img["file_name"]).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} images listed in {annotations.name} are not in {images_dir} (first: {missing[0]})"
+            )
+    return CocoData(annotations, images_dir, data, dropped)
+
+
+def check_categories(data: CocoData, label_map: LabelMap) -> None:
+    """Refuse a dataset whose categories the model does not know (evaluating a detector of other classes).
+
+    Raises:
+        DataError: The unknown ids, named.
+    """
+    unknown = [c for c in data.categories if c["id"] not in label_map.category_ids]
+    if unknown:
+        names = ", ".join(f"{c['id']} {c['name']!r}" for c in unknown[:4])
+        raise DataError(
+            f"{data.annotations.name} has {len(unknown)} categories the model does not know ({names}); "
+            "fine-tune it on this data first (eca-models finetune), or pass a model trained on these categories"
+        )
+
+
+def _masks(anns: List[Dict[str, Any]], height: int, width: int) -> torch.Tensor:
+    from pycocotools import mask as mask_utils
+
+    out = np.zeros((len(anns), height, width), dtype=np.uint8)
+    for i, ann in enumerate(anns):
+        seg = ann.get("segmentation")
+        if not seg:
+            x, y, w, h = ann["bbox"]  # no outline given: the box is the mask
+            out[i, int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = 1
+            continue
+        if isinstance(seg, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+        elif isinstance(seg.get("counts"), list):
+            rle = mask_utils.frPyObjects(seg, height, width)
+        else:
+            rle = seg
+        out[i] = mask_utils.decode(rle)
+    return torch.from_numpy(out)
+
+
+class CocoDataset(Dataset):
+    """Images and torchvision targets of a :class:`CocoData`.
+
+    Items are ``(image, target, ok)``: ``image`` a float RGB tensor in 0-1 (grayscale, palette and CMYK images
+    converted), ``target`` torchvision's dict (``boxes`` x1y1x2y2 in pixels, ``labels`` head indices, ``masks``
+    when asked, ``image_id``, ``iscrowd``), ``ok`` False for an unreadable image (a 1x1 placeholder, named by the
+    loop that drops it).
+    """
+
+    def __init__(
+        self,
+        data: CocoData,
+        label_map: LabelMap,
+        image_ids: Optional[Sequence[int]] = None,
+        masks: bool = False,
+        hflip: float = 0.0,
+        skip_crowd: bool = False,
+    ) -> None:
+        """
+        Args:
+            data: The checked annotation file.
+            label_map: Category ids -> the model's head indices.
+            image_ids: The images to serve (default: all, in file order).
+            masks: Decode instance masks (Mask R-CNN training).
+            hflip: Probability of a horizontal flip (training).
+            skip_crowd: Leave crowd boxes out of the targets (training: they are not objects to learn).
+        """
+        self.data, self.label_map, self.masks, self.hflip, self.skip_crowd = data, label_map, masks, hflip, skip_crowd
+        self.images = {img["id"]: img for img in data.dataset["images"]}
+        self.ids = list(image_ids) if image_ids is not None else data.image_ids
+        self.by_image: Dict[int, List[Dict[str, Any]]] = {i: [] for i in self.images}
+        for ann in data.dataset["annotations"]:
+            self.by_image[ann["image_id"]].append(ann)
+        self.samples = [str(data.images_dir / self.images[i]["file_name"]) for i in self.ids]  # for error reports
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], bool]:
+        info = self.images[self.ids[index]]
+        anns = [a for a in self.by_image[info["id"]] if not (self.skip_crowd and a.get("iscrowd"))]
+        try:
+            with Image.open(self.data.images_dir / info["file_name"]) as img:
+                image = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy())
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+            return (
+                torch.zeros(3, 1, 1),
+                {**empty, "image_id": torch.tensor(info["id"]), "index": torch.tensor(index)},
+                False,
+            )
+        image = image.permute(2, 0, 1).float().div_(255)
+        height, width = image.shape[-2:]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        target = {
+            "boxes": boxes,
+            "labels": torch.tensor([self.label_map.label(a["category_id"]) for a in anns], dtype=torch.int64),
+            "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in anns], dtype=torch.int64),
+            "image_id": torch.tensor(info["id"]),
+            "index": torch.tensor(index),
+        }
+        if self.masks:
+            target["masks"] = _masks(anns, height, width)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # boxes wholly outside the image
+        for key in ("boxes", "labels", "iscrowd", "masks"):
+            if key in target:
+                target[key] = target[key][keep]
+        if self.hflip and random.random() < self.hflip:
+            image = image.flip(-1)
+            b = target["boxes"]
+            target["boxes"] = torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=1)
+            if "masks" in target:
+                target["masks"] = target["masks"].flip(-1)
+        return image, target, True
+
+
+def collate(batch):
+    """Detection batches are lists: images of different sizes, one target dict each."""
+    images, targets, ok = zip(*batch)
+    return list(images), list(targets), list(ok)
