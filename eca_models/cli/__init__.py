@@ -11,6 +11,7 @@ import os
 import sys
 from typing import List, Optional
 
+from ..training.runner import RunDirError
 from ..weights import WeightsError
 from . import attention, benchmark, convert, export, finetune, list_models, predict, publish, validate
 from .common import UsageError
@@ -46,10 +47,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = args.debug or os.environ.get("ECA_MODELS_DEBUG", "") not in ("", "0")
     try:
         return COMMANDS[args.command].run(args) or 0
-    except (UsageError, WeightsError, KeyError, OSError, ValueError) as e:
+    except (UsageError, WeightsError, RunDirError, KeyError, OSError, ValueError) as e:
         if debug:
             raise
-        hint = "" if isinstance(e, (UsageError, WeightsError)) else " (--debug shows where)"
+        hint = "" if isinstance(e, (UsageError, WeightsError, RunDirError)) else " (--debug shows where)"
         print(f"eca-models {args.command}: error: {_one_line(e)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

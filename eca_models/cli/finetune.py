@@ -10,13 +10,10 @@ its share (DistributedDataParallel) and only rank 0 writes.
 """
 
 import argparse
-import json
-import random
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-import numpy as np
 import torch
 from timm.data import Mixup, create_transform, resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -24,16 +21,16 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
 from .. import distributed
-from .._files import write_text_atomic
 from ..complexity import count_macs, count_params
 from ..data.folders import find_class_folders
 from ..data.imagenet import DataError
-from ..data.images import ImageListDataset, ShardSampler
+from ..data.images import ImageListDataset, ShardSampler, unreadable
 from ..evaluation import evaluate
-from ..training.loop import train_one_epoch
+from ..training.loop import StepResult, train_one_epoch
 from ..training.plots import plot_curves
+from ..training.runner import Task, run_in_folder, run_task, seed_everything, unreadable_recorder
 from ..training.sampler import EpochSampler
-from ..training.state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
+from ..training.state import CHECKPOINT
 from ..weights import find_checkpoint
 from ..weights.convert import write_hub_files
 from ..weights.model_card import render_model_card
@@ -93,55 +90,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    existed = Path(args.output).exists()
-    run_dir = _prepare_run_dir(Path(args.output), args)
-    device = distributed.setup(args.device)
-    try:
-        return _finetune(args, run_dir, device)
-    except BaseException:
-        if not existed and distributed.is_main_env() and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a start that failed (bad data, no weights) leaves no empty run folder behind
-        raise
-    finally:
-        distributed.cleanup()
-
-
-# what may differ on --resume: where and how fast it runs, not what it computes
-RESUMABLE_CHANGES = {"resume", "overwrite", "workers", "device", "save_every_steps", "debug"}
-
-
-def _check_resume_args(run_dir: Path, args: argparse.Namespace) -> None:
-    """Refuse a --resume whose arguments differ from the run's own (``args.json``) in what they compute."""
-    path = run_dir / "args.json"
-    if not path.is_file():
-        return
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    now = json.loads(json.dumps(vars(args), default=str))
-    changed = [
-        f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}"
-        for k in sorted(set(saved) | set(now))
-        if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
-    ]
-    if changed:
-        raise UsageError(
-            f"--resume with other arguments than the run's ({', '.join(changed)}): continue it with the arguments "
-            f"in {path}, or start a new run in another --output"
-        )
-
-
-def _prepare_run_dir(run_dir: Path, args: argparse.Namespace) -> Path:
-    used = run_dir.is_dir() and any(run_dir.iterdir())
-    if args.resume and not (run_dir / CHECKPOINT).is_file():
-        raise UsageError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist")
-    if args.resume:
-        _check_resume_args(run_dir, args)
-    if used and not (args.resume or args.overwrite):
-        raise UsageError(f"{run_dir} is not empty: pass --resume to continue that run or --overwrite to start over")
-    if args.overwrite and distributed.is_main_env():
-        for name in RUN_FILES:  # only what a run writes: never anything else the folder holds
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_in_folder(args, RUN_FILES, lambda run_dir, device: _finetune(args, run_dir, device))
 
 
 def _warn(message: str) -> None:
@@ -194,9 +143,7 @@ def _finetune(args: argparse.Namespace, run_dir: Path, device: torch.device) -> 
         raise UsageError(f"{len(data.train)} training images is fewer than one batch per process: lower --batch-size")
 
     # 2. the model, with a classifier for these classes (seeded first: a fresh run's init is reproducible)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)
     model = _start_model(args, len(data.classes))
     arch = model.pretrained_cfg.get("architecture", args.model)
     params = _freeze_backbone(model) if args.freeze_backbone else [p for p in model.parameters() if p.requires_grad]
@@ -226,127 +173,79 @@ def _finetune(args: argparse.Namespace, run_dir: Path, device: torch.device) -> 
     else:
         train_loss = LabelSmoothingCrossEntropy(args.smoothing) if args.smoothing > 0 else torch.nn.CrossEntropyLoss()
 
-    # 4. where to start: the beginning, or exactly where the interrupted run stopped
-    epoch, step, carried, best, history = 0, 0, (0.0, 0), {"top1": -1.0, "epoch": -1}, []
-    if args.resume:
-        state = load_state(run_dir)
-        if state["model_name"] != arch or state["classes"] != data.classes:
-            raise UsageError(f"{run_dir} holds a run of {state['model_name']} on other classes; use another --output")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        epoch, step, carried = state["epoch"], state["step"], tuple(state["carried"])
-        best, history = state["best"], state["history"]
-        restore_rng(state["rng"])
-        if distributed.is_main():
-            print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
-    elif distributed.is_main():
-        write_text_atomic(run_dir / "args.json", json.dumps(vars(args), indent=2, default=str) + "\n")
     model = model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size() > 1 else model
-    skipped: set = set()
+    note_unreadable = unreadable_recorder(run_dir, "finetune")
 
-    def snapshot(epoch: int, step: int, carried, rng) -> Dict[str, Any]:
-        return {
-            "model_name": arch,
-            "classes": data.classes,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch,
-            "step": step,
-            "carried": list(carried),
-            "best": best,
-            "history": history,
-            "rng": rng,
-        }
+    def forward(batch) -> StepResult:
+        x, y, index, ok = batch
+        bad = unreadable(ok, index, train_set.samples)
+        x, y = x[ok].to(device, non_blocking=True), y[ok].to(device, non_blocking=True)
+        if mixup is not None and len(y) % 2:  # mixup pairs images: drop one to keep the batch even
+            x, y = x[:-1], y[:-1]
+        if len(y) < 2:
+            return None, 0, bad
+        if mixup is not None:
+            x, y = mixup(x, y)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return train_loss(net(x), y), len(y), bad
 
-    def note_unreadable(paths: List[str]) -> None:
-        new = [p for p in paths if p not in skipped]
-        skipped.update(new)
-        for path in new:
-            print(f"eca-models finetune: warning: skipping unreadable image {path}", file=sys.stderr)
-        if new:
-            with open(run_dir / "skipped_images.txt", "a", encoding="utf-8") as f:
-                f.writelines(p + "\n" for p in new)
-
-    # 5. train, checkpoint, validate, export the best
-    position: Dict[str, Any] = {"epoch": epoch, "step": step, "carried": carried, "rng": capture_rng()}
-    try:
-        while epoch < args.epochs:
-            scheduler.step(epoch)
-            net.train()
-            if args.freeze_backbone:
-                model.eval()  # keep the backbone's BN statistics as loaded
-                model.get_classifier().train()
-            sampler = EpochSampler(
-                len(data.train), args.seed, epoch, distributed.rank(), distributed.world_size(), step * args.batch_size
-            )
-            loader = torch.utils.data.DataLoader(
-                train_set,
-                batch_size=args.batch_size,
-                sampler=sampler,
-                num_workers=args.workers,
-                drop_last=True,
-                pin_memory=device.type == "cuda",
-                generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch * 1_009 + step),
-            )
-
-            def on_step(done: int, loss_sum: float, steps: int, epoch: int = epoch) -> None:
-                position.update(epoch=epoch, step=done, carried=(loss_sum, steps), rng=capture_rng())
-                if args.save_every_steps and done % args.save_every_steps == 0 and distributed.is_main():
-                    save_state(run_dir, snapshot(epoch, done, (loss_sum, steps), position["rng"]))
-
-            mean_loss = train_one_epoch(
-                net, loader, optimizer, train_loss, device, scaler, args.amp, args.channels_last, mixup,
-                on_step, note_unreadable, step, carried, desc=f"epoch {epoch + 1}/{args.epochs}",
-            )  # fmt: skip
-            val = _validate(model, val_set, args, device)
-            note_unreadable(val.failed)
-            epoch, step, carried = epoch + 1, 0, (0.0, 0)
-            history.append(
-                dict(
-                    epoch=epoch,
-                    train_loss=mean_loss,
-                    val_loss=val.loss,
-                    val_top1=val.top1,
-                    val_top5=val.top5,
-                    lr=optimizer.param_groups[0]["lr"],
-                )
-            )
-            if val.top1 > best["top1"]:
-                best = {"top1": val.top1, "top5": val.top5, "epoch": epoch}
-                if distributed.is_main():
-                    _export(model, run_dir, arch, data.classes, data_config, best, Path(args.data).name)
-            position.update(epoch=epoch, step=0, carried=(0.0, 0), rng=capture_rng())
-            if distributed.is_main():
-                save_state(run_dir, snapshot(epoch, 0, (0.0, 0), position["rng"]))
-                write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-                print(
-                    f"epoch {epoch}: train loss {mean_loss:.4f}, val loss {val.loss:.4f}, "
-                    f"val Top-1 {val.top1:.2f}, Top-5 {val.top5:.2f} (best {best['top1']:.2f} at epoch {best['epoch']})"
-                )
-    except KeyboardInterrupt:
-        if distributed.is_main():
-            save_state(run_dir, snapshot(position["epoch"], position["step"], position["carried"], position["rng"]))
-            print(
-                f"\ninterrupted: saved epoch {position['epoch'] + 1} step {position['step']} to {run_dir / CHECKPOINT}; "
-                "continue with the same command and --resume",
-                file=sys.stderr,
-            )
-        return 130
-
-    if distributed.is_main():
-        plot_curves(history, run_dir / "curves.png", f"{arch} on {Path(args.data).name}")
-        print(
-            f"done: best val Top-1 {best['top1']:.2f} at epoch {best['epoch']}; model in {run_dir} (model.safetensors, config.json, README.md)"
+    def train_epoch(epoch: int, step: int, carried, on_step) -> float:
+        net.train()
+        if args.freeze_backbone:
+            model.eval()  # keep the backbone's BN statistics as loaded
+            model.get_classifier().train()
+        sampler = EpochSampler(
+            len(data.train), args.seed, epoch, distributed.rank(), distributed.world_size(), step * args.batch_size
         )
-    return 0
+        loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_size=args.batch_size,
+            sampler=sampler,
+            num_workers=args.workers,
+            drop_last=True,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch * 1_009 + step),
+        )
+        return train_one_epoch(
+            loader, forward, optimizer, device, scaler, args.amp, on_step, note_unreadable, step, carried,
+            desc=f"epoch {epoch + 1}/{args.epochs}",
+        )  # fmt: skip
+
+    def validate(epoch: int) -> Dict[str, float]:
+        val = _validate(model, val_set, args, device)
+        note_unreadable(val.failed)
+        return dict(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+
+    def describe(h: Dict[str, Any], best: Dict[str, Any]) -> str:
+        return (
+            f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}, val loss {h['val_loss']:.4f}, "
+            f"val Top-1 {h['val_top1']:.2f}, Top-5 {h['val_top5']:.2f} (best {best['val_top1']:.2f} at epoch {best['epoch']})"
+        )
+
+    task = Task(
+        command="finetune",
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        identity={"model_name": arch, "classes": data.classes},
+        epochs=args.epochs,
+        train_epoch=train_epoch,
+        validate=validate,
+        best_key="val_top1",
+        export=lambda best: _export(model, run_dir, arch, data.classes, data_config, best, Path(args.data).name),
+        describe=describe,
+        curves=lambda history: plot_curves(history, run_dir / "curves.png", f"{arch} on {Path(args.data).name}"),
+        finished=lambda best: (
+            f"done: best val Top-1 {best['val_top1']:.2f} at epoch {best['epoch']}; model in {run_dir} "
+            "(model.safetensors, config.json, README.md)"
+        ),
+    )
+    return run_task(task, run_dir, args, args.save_every_steps)
 
 
 def _validate(model: torch.nn.Module, val_set: ImageListDataset, args: argparse.Namespace, device: torch.device):
@@ -369,7 +268,7 @@ def _export(
     model, run_dir: Path, arch: str, classes: List[str], data_config, best: Dict[str, float], dataset: str
 ) -> None:
     """The best model so far as a Hub-format folder: the run folder itself."""
-    measured = {"acc@1": round(best["top1"], 2), "acc@5": round(best["top5"], 2)}
+    measured = {"acc@1": round(best["val_top1"], 2), "acc@5": round(best["val_top5"], 2)}
     card = render_model_card(
         repo_name=run_dir.name,
         model_name=arch,

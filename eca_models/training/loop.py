@@ -1,16 +1,19 @@
-"""One epoch of training: forward, loss, backward, optimizer step, with AMP, mixup and checkpoints."""
+"""One epoch of training: a task's forward and loss, backward, optimizer step, with AMP and checkpoint hooks."""
 
 import time
 from contextlib import nullcontext
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from tqdm import tqdm
 
 from .. import distributed
-from ..data.images import unreadable
 
-__all__ = ["autocast_for", "train_one_epoch"]
+__all__ = ["StepResult", "autocast_for", "train_one_epoch"]
+
+# what a task's forward returns for one batch: the loss (None: nothing to learn from, e.g. every image unreadable),
+# how many images it saw, and the paths of the images it could not read
+StepResult = Tuple[Optional[torch.Tensor], int, List[str]]
 
 
 def autocast_for(device: torch.device, enabled: bool):
@@ -21,62 +24,53 @@ def autocast_for(device: torch.device, enabled: bool):
 
 
 def train_one_epoch(
-    model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
+    forward: Callable[[Any], StepResult],
     optimizer: torch.optim.Optimizer,
-    loss_fn: Callable,
     device: torch.device,
     scaler: Optional[torch.amp.GradScaler],
     amp: bool,
-    channels_last: bool,
-    mixup: Optional[Callable],
     on_step: Callable[[int, float, int], None],
     on_unreadable: Callable[[List[str]], None],
     start_step: int,
     carried: Tuple[float, int],
     desc: str,
+    scheduler: Any = None,
+    first_update: int = 0,
 ) -> float:
     """Train over ``loader``; returns the mean training loss of the steps taken (over all processes).
 
     Args:
-        model: The (possibly DDP-wrapped) model, in train mode.
-        loader: Yields ``(images, labels, indices, ok)`` batches, already positioned at ``start_step``.
+        loader: The task's batches, already positioned at ``start_step``.
+        forward: The task's step: a batch -> :data:`StepResult` (run under autocast when ``amp``).
         optimizer: The optimizer.
-        loss_fn: ``loss_fn(logits, targets)``.
         device: Where to run.
         scaler: A GradScaler for float16 AMP on CUDA, else None.
         amp: Use autocast.
-        channels_last: Feed channels-last tensors.
-        mixup: timm's Mixup/CutMix, or None.
         on_step: Called after every step with (step in epoch, loss sum, steps with a loss): the
             checkpoint hook.
         on_unreadable: Called with the paths of images a batch could not read.
         start_step: Steps of this epoch already done (a resumed run).
         carried: (loss sum, steps) of those steps, so the epoch's mean loss stays exact.
         desc: Progress bar label.
+        scheduler: A timm scheduler stepped per update (``step_update``; a no-op for per-epoch schedules).
+        first_update: The run's update count at ``start_step`` (for per-update schedules such as a warm-up).
     """
-    samples = loader.dataset.samples
     total = start_step + len(loader)
     bar = tqdm(
         total=total, initial=start_step, desc=desc, unit="step", disable=not distributed.is_main(), dynamic_ncols=True
     )
     (loss_sum, steps), seen, start = carried, 0, time.perf_counter()
     step = start_step
-    for x, y, index, ok in loader:
-        bad = unreadable(ok, index, samples)
+    for batch in loader:
+        if scheduler is not None:
+            scheduler.step_update(first_update + step - start_step)
+        with autocast_for(device, amp):
+            loss, images, bad = forward(batch)
         if bad:
             on_unreadable(bad)
-        x, y = x[ok].to(device, non_blocking=True), y[ok].to(device, non_blocking=True)
         step += 1
-        if mixup is not None and len(y) % 2:  # mixup pairs images: drop one to keep the batch even
-            x, y = x[:-1], y[:-1]
-        if len(y) >= 2:
-            if mixup is not None:
-                x, y = mixup(x, y)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device, amp):
-                loss = loss_fn(model(x), y)
+        if loss is not None:
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -87,7 +81,7 @@ def train_one_epoch(
                 optimizer.step()
             loss_sum += float(loss.detach())
             steps += 1
-            seen += len(y)
+            seen += images
         bar.update(1)
         elapsed = max(time.perf_counter() - start, 1e-9)
         bar.set_postfix(

@@ -2,7 +2,7 @@
 
 import io
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import matplotlib
 
@@ -23,22 +23,37 @@ def _save(fig, path: Path) -> Path:
     return Path(path)
 
 
-def plot_curves(history: List[Dict[str, float]], path: Path, title: str) -> Path:
-    """Two panels, loss (train and val) and val Top-1/Top-5 per epoch, written atomically."""
+def plot_curves(
+    history: List[Dict[str, float]],
+    path: Path,
+    title: str,
+    metrics: Sequence[Tuple[str, str]] = (("val_top1", "val Top-1"), ("val_top5", "val Top-5")),
+    ylabel: str = "accuracy (%)",
+) -> Path:
+    """Two panels, loss (train, and val where the history has it) and the validation ``metrics`` per epoch,
+    written atomically.
+
+    Args:
+        history: One entry per epoch (``epoch``, ``train_loss``, maybe ``val_loss``, the metrics).
+        path: The PNG to write.
+        title: The figure's title.
+        metrics: ``(history key, legend label)`` of each metric drawn in the second panel (0-100).
+        ylabel: That panel's axis label.
+    """
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], marker="o", label="val")
+    if all("val_loss" in h for h in history):
+        ax_loss.plot(epochs, [h["val_loss"] for h in history], marker="o", label="val")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.plot(epochs, [h["val_top1"] for h in history], marker="o", label="val Top-1")
-    ax_acc.plot(epochs, [h["val_top5"] for h in history], marker="o", label="val Top-5")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy", ylim=(0, 100))
+    for key, label in metrics:
+        ax_acc.plot(epochs, [h[key] for h in history], marker="o", label=label)
+    ax_acc.set(xlabel="epoch", ylabel=ylabel, title="validation", ylim=(0, 100))
     for ax in (ax_loss, ax_acc):
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-
     return _save(fig, path)
 
 

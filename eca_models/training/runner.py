@@ -1,0 +1,244 @@
+"""The training runner every fine-tuning command shares: the run folder, resume, snapshots, interruption, the
+best model's export and the curves. A task (classification, detection) supplies its model, optimizer, epoch and
+validation steps; the runner owns everything that must survive a kill.
+
+A run folder holds ``last.pth`` (written atomically after every epoch, every N steps if asked, and on Ctrl-C),
+``args.json`` (the arguments a ``--resume`` must repeat), ``metrics.jsonl``, ``curves.png``, the images that could
+not be read, and the best model as a Hub-format folder. A used folder is never reused silently: ``--resume``
+continues it, ``--overwrite`` deletes only what a run writes.
+"""
+
+import argparse
+import dataclasses
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .. import distributed
+from .._files import write_text_atomic
+from .state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
+
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "RunDirError",
+    "Task",
+    "prepare_run_dir",
+    "run_in_folder",
+    "run_task",
+    "seed_everything",
+    "unreadable_recorder",
+]
+
+# what may differ on --resume: where and how fast it runs, not what it computes
+RESUMABLE_CHANGES = {"resume", "overwrite", "workers", "device", "save_every_steps", "debug"}
+
+
+class RunDirError(ValueError):
+    """The run folder can't be used as asked: exit status 2, one line."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (a fresh run's initialisation is reproducible)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_resume_args(run_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse a --resume whose arguments differ from the run's own (``args.json``) in what they compute."""
+    path = run_dir / "args.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(vars(args), default=str))
+    changed = [
+        f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(saved) | set(now))
+        if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
+    ]
+    if changed:
+        raise RunDirError(
+            f"--resume with other arguments than the run's ({', '.join(changed)}): continue it with the arguments "
+            f"in {path}, or start a new run in another --output"
+        )
+
+
+def prepare_run_dir(run_dir: Path, args: argparse.Namespace, run_files: Sequence[str]) -> Path:
+    """Check ``run_dir`` against ``--resume`` / ``--overwrite`` and make it.
+
+    Args:
+        run_dir: The ``--output`` folder.
+        args: The command's arguments (``resume``, ``overwrite``; all of them are compared on resume).
+        run_files: What a run writes there: all that ``--overwrite`` removes (never anything else).
+    """
+    used = run_dir.is_dir() and any(run_dir.iterdir())
+    if args.resume and not (run_dir / CHECKPOINT).is_file():
+        raise RunDirError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist")
+    if args.resume:
+        check_resume_args(run_dir, args)
+    if used and not (args.resume or args.overwrite):
+        raise RunDirError(f"{run_dir} is not empty: pass --resume to continue that run or --overwrite to start over")
+    if args.overwrite and distributed.is_main_env():
+        for name in run_files:
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+@dataclasses.dataclass
+class Task:
+    """What a fine-tuning task hands the runner.
+
+    Attributes:
+        command: The command's name, for messages (``finetune``).
+        model: The model (unwrapped: its state is what is saved).
+        optimizer: Its optimizer.
+        scheduler: A timm scheduler (``step(epoch)`` at each epoch's start, ``step_update`` per step).
+        scaler: A GradScaler, or None.
+        identity: What a checkpoint must hold to be resumed by this task (model name, classes); saved with it.
+        epochs: How many epochs the run has.
+        train_epoch: ``(epoch, start_step, carried, on_step) -> mean training loss``: one epoch from ``start_step``.
+        validate: ``epoch -> metrics``: the entries the history records besides epoch, train loss and lr.
+        best_key: The metric (higher is better) that picks the model to export.
+        export: ``best -> None``: write the best model so far (rank 0 only).
+        describe: ``(history entry, best) -> str``: the epoch's line.
+        curves: ``history -> None``: draw the curves at the end.
+        finished: ``best -> str``: the closing line.
+        unreadable: Called with paths of images that could not be read (the task records them).
+    """
+
+    command: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Optional[torch.amp.GradScaler]
+    identity: Dict[str, Any]
+    epochs: int
+    train_epoch: Callable[[int, int, Tuple[float, int], Callable[[int, float, int], None]], float]
+    validate: Callable[[int], Dict[str, float]]
+    best_key: str
+    export: Callable[[Dict[str, Any]], None]
+    describe: Callable[[Dict[str, Any], Dict[str, Any]], str]
+    curves: Callable[[List[Dict[str, Any]]], None]
+    finished: Callable[[Dict[str, Any]], str]
+
+
+def run_task(task: Task, run_dir: Path, args: argparse.Namespace, save_every_steps: int = 0) -> int:
+    """Train ``task`` in ``run_dir`` from the start or, with ``args.resume``, exactly where it stopped.
+
+    Returns the exit status: 0 done, 130 interrupted (the position saved; the same command with ``--resume``
+    continues it).
+    """
+    epoch, step, carried = 0, 0, (0.0, 0)
+    best: Dict[str, Any] = {task.best_key: -1.0, "epoch": -1}
+    history: List[Dict[str, Any]] = []
+    if args.resume:
+        state = load_state(run_dir)
+        for key, value in task.identity.items():
+            if state.get(key) != value:
+                raise RunDirError(
+                    f"{run_dir} holds a run of {state.get('model_name')} on other {key.replace('_', ' ')}; "
+                    "use another --output"
+                )
+        task.model.load_state_dict(state["model"])
+        task.optimizer.load_state_dict(state["optimizer"])
+        task.scheduler.load_state_dict(state["scheduler"])
+        if task.scaler is not None and state.get("scaler"):
+            task.scaler.load_state_dict(state["scaler"])
+        epoch, step, carried = state["epoch"], state["step"], tuple(state["carried"])
+        best, history = state["best"], state["history"]
+        restore_rng(state["rng"])
+        if distributed.is_main():
+            print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
+    elif distributed.is_main():
+        write_text_atomic(run_dir / "args.json", json.dumps(vars(args), indent=2, default=str) + "\n")
+
+    def snapshot(epoch: int, step: int, carried, rng) -> Dict[str, Any]:
+        return {
+            **task.identity,
+            "model": task.model.state_dict(),
+            "optimizer": task.optimizer.state_dict(),
+            "scheduler": task.scheduler.state_dict(),
+            "scaler": task.scaler.state_dict() if task.scaler is not None else None,
+            "epoch": epoch,
+            "step": step,
+            "carried": list(carried),
+            "best": best,
+            "history": history,
+            "rng": rng,
+        }
+
+    position: Dict[str, Any] = {"epoch": epoch, "step": step, "carried": carried, "rng": capture_rng()}
+    try:
+        while epoch < task.epochs:
+            task.scheduler.step(epoch)
+
+            def on_step(done: int, loss_sum: float, steps: int, epoch: int = epoch) -> None:
+                position.update(epoch=epoch, step=done, carried=(loss_sum, steps), rng=capture_rng())
+                if save_every_steps and done % save_every_steps == 0 and distributed.is_main():
+                    save_state(run_dir, snapshot(epoch, done, (loss_sum, steps), position["rng"]))
+
+            mean_loss = task.train_epoch(epoch, step, carried, on_step)
+            metrics = task.validate(epoch)
+            epoch, step, carried = epoch + 1, 0, (0.0, 0)
+            entry = dict(epoch=epoch, train_loss=mean_loss, **metrics, lr=task.optimizer.param_groups[0]["lr"])
+            history.append(entry)
+            if metrics[task.best_key] > best[task.best_key]:
+                best = {**metrics, "epoch": epoch}
+                if distributed.is_main():
+                    task.export(best)
+            position.update(epoch=epoch, step=0, carried=(0.0, 0), rng=capture_rng())
+            if distributed.is_main():
+                save_state(run_dir, snapshot(epoch, 0, (0.0, 0), position["rng"]))
+                write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+                print(task.describe(entry, best))
+    except KeyboardInterrupt:
+        if distributed.is_main():
+            save_state(run_dir, snapshot(position["epoch"], position["step"], position["carried"], position["rng"]))
+            print(
+                f"\ninterrupted: saved epoch {position['epoch'] + 1} step {position['step']} to {run_dir / CHECKPOINT}; "
+                "continue with the same command and --resume",
+                file=sys.stderr,
+            )
+        return 130
+    if distributed.is_main():
+        task.curves(history)
+        print(task.finished(best))
+    return 0
+
+
+def run_in_folder(args: argparse.Namespace, run_files: Sequence[str], main: Callable[[Path, torch.device], int]) -> int:
+    """Prepare the ``--output`` folder, join torchrun's process group, call ``main(run_dir, device)``; a start that
+    fails leaves no empty run folder behind."""
+    existed = Path(args.output).exists()
+    run_dir = prepare_run_dir(Path(args.output), args, run_files)
+    device = distributed.setup(args.device)
+    try:
+        return main(run_dir, device)
+    except BaseException:
+        if not existed and distributed.is_main_env() and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+    finally:
+        distributed.cleanup()
+
+
+def unreadable_recorder(run_dir: Path, command: str) -> Callable[[List[str]], None]:
+    """A callback that warns once per unreadable image and appends it to ``run_dir/skipped_images.txt``."""
+    skipped: set = set()
+
+    def note(paths: List[str]) -> None:
+        new = [p for p in paths if p not in skipped]
+        skipped.update(new)
+        for path in new:
+            print(f"eca-models {command}: warning: skipping unreadable image {path}", file=sys.stderr)
+        if new:
+            with open(run_dir / "skipped_images.txt", "a", encoding="utf-8") as f:
+                f.writelines(p + "\n" for p in new)
+
+    return note
