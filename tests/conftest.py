@@ -42,3 +42,26 @@ def run_cli(*args: str, env: dict = None, cwd: Path = None, timeout: int = 300) 
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """Three release-format detector files (one per kind, ResNet-50 trunks, 'car' made confident so the models
+    detect something), converted once for the session: ``{kind: (src, state_dict, folder, report, log lines)}``."""
+    from detection_helpers import write_mmdet_checkpoint
+
+    from eca_models.detection.mmdet_v1 import convert_mmdet_checkpoint
+
+    root = tmp_path_factory.mktemp("mmdet")
+    out = {}
+    for kind, sizes, name in (
+        ("fasterrcnn", (5, 5, 5, 5), "faster_rcnn_ecanet50_k5_bs8_lr0.01.pth"),
+        ("maskrcnn", (3, 3, 7, 7), "mask_rcnn_ecanet50_k3377_bs8_lr0.01.pth"),
+        ("retinanet", (3, 3, 7, 7), "RetinaNet_ecanet50_k3377_bs8_lr0.01.pth"),
+    ):
+        src, state = write_mmdet_checkpoint(root / name, kind, kernel_sizes=sizes, seed=len(out), confident_class=2)
+        folder = root / f"{kind}-converted"
+        lines = []
+        report = convert_mmdet_checkpoint(src, f"{kind}_eca_resnet50_fpn", folder, log=lines.append)
+        out[kind] = (src, state, folder, report, lines)
+    return out

@@ -113,24 +113,6 @@ def _conv(state, prefix, x, padding=0, relu=False):
     return F.relu(y) if relu else y
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """Three release-format files (one per detector kind, ResNet-50 trunks), converted once for the module."""
-    root = tmp_path_factory.mktemp("mmdet")
-    out = {}
-    for kind, sizes, name in (
-        ("fasterrcnn", (5, 5, 5, 5), "faster_rcnn_ecanet50_k5_bs8_lr0.01.pth"),
-        ("maskrcnn", (3, 3, 7, 7), "mask_rcnn_ecanet50_k3377_bs8_lr0.01.pth"),
-        ("retinanet", (3, 3, 7, 7), "RetinaNet_ecanet50_k3377_bs8_lr0.01.pth"),
-    ):
-        src, state = write_mmdet_checkpoint(root / name, kind, kernel_sizes=sizes, seed=len(out))
-        folder = root / f"{kind}-converted"
-        lines = []
-        report = convert_mmdet_checkpoint(src, f"{kind}_eca_resnet50_fpn", folder, log=lines.append)
-        out[kind] = (src, state, folder, report, lines)
-    return out
-
-
 @pytest.mark.parametrize("kind", ["fasterrcnn", "maskrcnn", "retinanet"])
 def test_converted_outputs_equal_a_plain_recomputation(converted, kind):
     src, state, folder, report, lines = converted[kind]
@@ -215,3 +197,20 @@ def test_conversion_names_the_files_kernel_code(converted, tmp_path):
         convert_mmdet_checkpoint(src, "maskrcnn_eca_resnet101_fpn", tmp_path / "z", log=print)
     assert not any(tmp_path.iterdir())
     assert any("kernel code k3377" in line for line in converted["maskrcnn"][4])
+
+
+def test_eca_tensors_are_matched_by_structure_whatever_their_name(tmp_path):
+    from eca_models.detection.mmdet_v1 import read_mmdet_checkpoint, remap_state_dict
+
+    src, state = write_mmdet_checkpoint(
+        tmp_path / "f.pth", "retinanet", kernel_sizes=(3, 5, 5, 7), eca_name="eca_layer.conv.weight"
+    )
+    ckpt = read_mmdet_checkpoint(src)
+    assert ckpt.kernel_code == "k3557" and ckpt.architecture == "retinanet_eca_resnet50_fpn"
+    with torch.device("meta"):
+        model = create_detector("retinanet_eca_resnet50_fpn", kernel_code="k3557")
+    remapped = remap_state_dict(ckpt, model)
+    assert torch.equal(
+        remapped["backbone.body.layer4.2.eca.conv.weight"], state["backbone.layer4.2.eca_layer.conv.weight"]
+    )
+    assert torch.equal(remapped["head.classification_head.cls_logits.weight"], state["bbox_head.retina_cls.weight"])

@@ -80,8 +80,9 @@ def default_workers() -> int:
     return min(8, cores)
 
 
-def add_runtime_args(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """--batch-size, --workers, --device, --amp and --channels-last, as timm's scripts spell them."""
+def add_runtime_args(parser: argparse.ArgumentParser, batch_size: Optional[int]) -> None:
+    """--batch-size, --workers, --device, --amp and --channels-last, as timm's scripts spell them (a ``batch_size``
+    of None leaves the default to the command, which may depend on the model)."""
     parser.add_argument("--batch-size", "-b", type=positive_int, default=batch_size)
     parser.add_argument(
         "--workers",

@@ -25,6 +25,7 @@ from ..complexity import count_macs, count_params
 from ..data.folders import find_class_folders
 from ..data.imagenet import DataError
 from ..data.images import ImageListDataset, ShardSampler, unreadable
+from ..detection.weights import is_detector_source
 from ..evaluation import evaluate
 from ..training.loop import StepResult, train_one_epoch
 from ..training.plots import plot_curves
@@ -35,7 +36,13 @@ from ..weights import find_checkpoint
 from ..weights.convert import write_hub_files
 from ..weights.model_card import render_model_card
 from ..zoo import weights_state
-from .common import UsageError, add_runtime_args, load_model
+from .common import UsageError, add_runtime_args, load_model, positive_int
+from .finetune_detection import (
+    add_detection_args,
+    check_no_detection_args,
+    finetune_detector,
+    resolve_detection_defaults,
+)
 
 HELP = "fine-tune a model on your own class folders (train/ and val/)"
 RUN_FILES = (
@@ -51,9 +58,15 @@ RUN_FILES = (
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="architecture (eca_resnet50, ...) or a fine-tuned run folder")
     parser.add_argument(
-        "--data", required=True, help="folder with train/ and val/ class folders (or class folders + --val-split)"
+        "--model",
+        required=True,
+        help="architecture (eca_resnet50, maskrcnn_eca_resnet50_fpn, ...) or a fine-tuned / converted folder",
+    )
+    parser.add_argument(
+        "--data",
+        help="folder with train/ and val/ class folders (or class folders + --val-split); detectors: a COCO-layout "
+        "root (annotations/instances_<split>.json beside <split>/)",
     )
     parser.add_argument(
         "--output", required=True, help="run folder: checkpoints, metrics, curves and the exported model"
@@ -65,10 +78,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     weights.add_argument("--checkpoint", help="start from this weights file or folder (e.g. the authors' .pth.tar)")
     weights.add_argument("--no-pretrained", action="store_true", help="train from scratch")
-    parser.add_argument("--epochs", type=int, default=10)
-    add_runtime_args(parser, batch_size=32)
+    parser.add_argument("--epochs", type=positive_int, help="default 10; detectors 12, as released")
+    add_runtime_args(parser, batch_size=None)
     parser.add_argument("--opt", default="sgd", help="timm optimizer name (sgd, adamw, ...)")
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, help="default 0.01; detectors 0.02 per 16 images, scaled to the batch")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--sched", default="cosine", help="timm scheduler name (cosine, step, ...)")
@@ -84,12 +97,22 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
     parser.add_argument("--save-every-steps", type=int, default=0, help="also checkpoint every N steps")
     parser.add_argument("--seed", type=int, default=0)
+    add_detection_args(parser)
     run_dir = parser.add_mutually_exclusive_group()
     run_dir.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
     run_dir.add_argument("--overwrite", action="store_true", help="start over in an existing --output")
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_detector_source(args.model):
+        resolve_detection_defaults(args)
+        return run_in_folder(args, RUN_FILES, lambda run_dir, device: finetune_detector(args, run_dir, device))
+    if args.data is None:
+        raise UsageError("--data is required: a folder with train/ and val/ class folders")
+    check_no_detection_args(args)
+    args.epochs = 10 if args.epochs is None else args.epochs
+    args.batch_size = 32 if args.batch_size is None else args.batch_size
+    args.lr = 0.01 if args.lr is None else args.lr
     return run_in_folder(args, RUN_FILES, lambda run_dir, device: _finetune(args, run_dir, device))
 
 

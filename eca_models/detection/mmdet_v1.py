@@ -286,15 +286,23 @@ def _outputs(model: nn.Module, images: List[torch.Tensor]) -> Dict[str, torch.Te
     return out
 
 
-def verify_detector_folder(model: nn.Module, folder: Union[str, Path], size: int = 256) -> float:
-    """Reload ``folder`` and compare every head's outputs with ``model``'s; returns the largest difference.
+def verify_detector_folder(model: nn.Module, folder: Union[str, Path], size: int = 192) -> float:
+    """Reload ``folder`` and compare every head's outputs with ``model``'s on two fixed images of about ``size``
+    pixels (resized to ``size``, not to the model's 800: the weights are what is checked); returns the largest
+    difference.
 
     Raises:
         WeightsError: The outputs differ (the folder is not usable).
     """
     reloaded = get_builder(model.detector_cfg["architecture"])(checkpoint=str(folder))
     images = _check_input(size)
-    expected, got = _outputs(model.eval(), images), _outputs(reloaded.eval(), images)
+    sizes = model.transform.min_size, model.transform.max_size
+    try:
+        for m in (model, reloaded):
+            m.transform.min_size, m.transform.max_size = (size,), 2 * size
+        expected, got = _outputs(model.eval(), images), _outputs(reloaded.eval(), images)
+    finally:
+        model.transform.min_size, model.transform.max_size = sizes
     if expected.keys() != got.keys():
         raise WeightsError(f"{folder} reloads to a model with other outputs ({sorted(set(expected) ^ set(got))[:3]})")
     diff = max(((expected[k] - got[k]).abs().max().item() if expected[k].numel() else 0.0) for k in expected)
