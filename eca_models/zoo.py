@@ -15,7 +15,7 @@ from .complexity import measure
 from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint
 from .weights.loading import WEIGHTS_FILE, _local_repo
 
-__all__ = ["ZooRow", "list_models", "zoo_rows", "weights_state"]
+__all__ = ["DetectorRow", "ZooRow", "detector_rows", "list_models", "zoo_rows", "weights_state"]
 
 MODULES = ("eca_resnet", "eca_mobilenetv2")
 
@@ -80,6 +80,60 @@ def zoo_rows(pattern: str = "") -> List[ZooRow]:
                 published_flops=ckpt.published["flops"] if ckpt else None,
                 top1=metrics.get("acc@1"),
                 top5=metrics.get("acc@5"),
+                weights=weights_state(ckpt),
+            )
+        )
+    return rows
+
+
+@dataclasses.dataclass
+class DetectorRow:
+    """One detector of the zoo: the release's counts and AP, the MACs measured at 1280x800."""
+
+    model: str
+    task: str
+    kernel_code: str
+    params: int
+    release_params: int
+    gmacs: float
+    checkpoint: str
+    published_params: str
+    published_flops: str
+    box_map: float
+    mask_map: Optional[float]
+    weights: str
+
+
+def detector_rows(pattern: str = "") -> List[DetectorRow]:
+    """The released detectors (optionally filtered by a wildcard pattern), from the manifest and the builders
+    (built on the meta device: no memory, no weights)."""
+    import fnmatch
+
+    import torch
+
+    from .detection import create_detector, release_param_count
+    from .weights import list_checkpoints
+
+    rows = []
+    for ckpt in list_checkpoints():
+        if ckpt.is_classifier or (pattern and not fnmatch.fnmatch(ckpt.architecture, pattern)):
+            continue
+        with torch.device("meta"):
+            model = create_detector(ckpt.architecture)
+        m = ckpt.metrics["COCO-val2017"]
+        rows.append(
+            DetectorRow(
+                model=ckpt.architecture,
+                task=ckpt.task,
+                kernel_code=ckpt.kernel_code,
+                params=ckpt.num_params,
+                release_params=release_param_count(model),
+                gmacs=ckpt.gmacs,
+                checkpoint=ckpt.name,
+                published_params=ckpt.published["params"],
+                published_flops=ckpt.published["flops"],
+                box_map=m["box_map"],
+                mask_map=m.get("mask_map"),
                 weights=weights_state(ckpt),
             )
         )

@@ -26,7 +26,7 @@ def test_list_prints_the_zoo_with_units():
 def test_list_json_agrees_with_the_manifest(capsys):
     assert main(["list", "--json"]) == 0
     rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
-    assert len(rows) == 12
+    assert len(rows) == 12 + 6  # the classifiers, then the six detectors
     for ckpt in list_checkpoints(CLASSIFICATION):
         for name in (ckpt.model_name, ckpt.architecture):
             row = rows[name]
@@ -43,3 +43,17 @@ def test_list_shows_local_weights(tmp_path, monkeypatch, capsys):
     assert main(["list", "eca_resnet18*", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["model"]: r["weights"] for r in rows} == {"eca_resnet18": "local", "eca_resnet18_k3577": "local"}
+
+
+def test_list_shows_the_detectors(capsys):
+    assert main(["list", "*rcnn*", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == [
+        f"{d}_eca_resnet{n}_fpn" for d in ("fasterrcnn", "maskrcnn") for n in (50, 101)
+    ]
+    for r in rows:
+        assert f"{r['release_params'] / 1e6:.2f}M" == r["published_params"] and r["weights"] == "not published"
+        assert (r["mask_map"] is not None) == r["model"].startswith("maskrcnn")
+    assert main(["list", "retinanet*"]) == 0
+    out = capsys.readouterr().out
+    assert "retinanet_eca_resnet50_fpn" in out and "37.74M" in out and "eca_resnet18" not in out

@@ -25,9 +25,11 @@ def _blocks(page, lang):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """What the samples assume is at hand: an authors'-format file, and torch.hub's repo at '.'."""
+def workdir(tmp_path_factory, converted):
+    """What the samples assume is at hand: an authors'-format file, a converted detector folder, and torch.hub's
+    repo at '.'."""
     folder = tmp_path_factory.mktemp("docs")
+    shutil.copytree(converted["maskrcnn"][2], folder / "maskrcnn-eca50")
     save_authors_checkpoint(timm.create_model("eca_resnet50_k3557").state_dict(), folder / "eca_resnet50_k3557.pth.tar")
     shutil.copy(ROOT / "hubconf.py", folder / "hubconf.py")
     return folder

@@ -50,7 +50,8 @@ def eca_resnet_fpn_backbone(
     """An ECA-ResNet trunk and a 256-channel FPN over the stages in ``returned_layers``.
 
     Args:
-        trunk: The classification architecture, ``eca_resnet50`` or ``eca_resnet101``.
+        trunk: The classification architecture, ``eca_resnet50`` or ``eca_resnet101`` (timm's ``resnet50`` for the
+            plain baseline).
         kernel_code: ECA kernel sizes per stage (``'k3377'``, ``'k5'``); None: the trunk's default.
         returned_layers: Stages (1-4) fed to the FPN: 1-4 for the two-stage detectors, 2-4 for RetinaNet.
         extra_blocks: The FPN's extra levels; default P6 by max-pooling P5.
@@ -82,8 +83,8 @@ def eca_resnet_fpn_backbone(
         FPN_CHANNELS,
         extra_blocks=extra_blocks if extra_blocks is not None else LastLevelMaxPool(),
     )
-    backbone.body.kernel_code = body.kernel_code
-    backbone.body.kernel_sizes = body.kernel_sizes
+    backbone.body.kernel_code = getattr(body, "kernel_code", "none")  # "none": a plain ResNet trunk
+    backbone.body.kernel_sizes = getattr(body, "kernel_sizes", ())
     return backbone
 
 

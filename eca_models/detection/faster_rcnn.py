@@ -39,7 +39,7 @@ def build_two_stage(
     cls: type,
     architecture: str,
     trunk: str,
-    release_code: str,
+    release_code: Optional[str],
     kernel_code: Optional[str],
     pretrained: bool,
     checkpoint: Optional[str],

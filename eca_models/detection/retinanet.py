@@ -16,7 +16,7 @@ from .backbone import FPN_CHANNELS, LastLevelP6P7FromC5, eca_resnet_fpn_backbone
 from .faster_rcnn import TWO_STAGE_DEFAULTS
 from .weights import load_detector_weights
 
-__all__ = ["retinanet_eca_resnet50_fpn", "retinanet_eca_resnet101_fpn", "octave_anchor_generator"]
+__all__ = ["build_retinanet", "octave_anchor_generator", "retinanet_eca_resnet50_fpn", "retinanet_eca_resnet101_fpn"]
 
 RETINANET_DEFAULTS: Dict[str, Any] = dict(
     **{k: TWO_STAGE_DEFAULTS[k] for k in ("min_size", "max_size", "image_mean", "image_std")},
@@ -33,10 +33,10 @@ def octave_anchor_generator(strides: Sequence[int] = (8, 16, 32, 64, 128)) -> An
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
 
 
-def _build_retinanet(
+def build_retinanet(
     architecture: str,
     trunk: str,
-    release_code: str,
+    release_code: Optional[str],
     kernel_code: Optional[str],
     pretrained: bool,
     checkpoint: Optional[str],
@@ -46,6 +46,7 @@ def _build_retinanet(
     trainable_layers: int,
     **kwargs: Any,
 ) -> RetinaNet:
+    """Assemble a ``RetinaNet`` on a ResNet FPN backbone (``trunk``: ours, or timm's plain one) and load its weights."""
     weights = load_detector_weights(architecture, pretrained, checkpoint)
     if weights is not None:
         kernel_code = kernel_code or weights.kernel_code
@@ -87,7 +88,7 @@ def retinanet_eca_resnet50_fpn(
     Args: as :func:`~eca_models.detection.fasterrcnn_eca_resnet50_fpn`, except that ``num_classes`` has no
     background class (80 for COCO) and ``**kwargs`` go to ``RetinaNet``.
     """
-    return _build_retinanet(
+    return build_retinanet(
         "retinanet_eca_resnet50_fpn", "eca_resnet50", "k3377", kernel_code, pretrained, checkpoint,
         num_classes, categories, trunk_weights, trainable_layers, **kwargs,
     )  # fmt: skip
@@ -109,7 +110,7 @@ def retinanet_eca_resnet101_fpn(
 
     Args: as :func:`retinanet_eca_resnet50_fpn`.
     """
-    return _build_retinanet(
+    return build_retinanet(
         "retinanet_eca_resnet101_fpn", "eca_resnet101", "k3357", kernel_code, pretrained, checkpoint,
         num_classes, categories, trunk_weights, trainable_layers, **kwargs,
     )  # fmt: skip

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv1d_input, conv1d_weight
+from torchvision.ops import FrozenBatchNorm2d
 
 __all__ = ["BnState", "bn_state", "eca_block_end", "gate_from_pooled"]
 
@@ -201,14 +202,21 @@ class BnState(NamedTuple):
 
 def bn_state(bn: nn.Module) -> Optional[BnState]:
     """``bn`` as a :data:`BnState`, for :func:`eca_block_end` to apply itself; None where only the module's own
-    call is right: another class (SyncBatchNorm, FrozenBatchNorm2d, a subclass), no affine or running
-    statistics, or hooks on it (they run only through its call)."""
+    call is right: another class (SyncBatchNorm, a subclass with its own forward), no affine or running
+    statistics, or hooks on it (they run only through its call). torchvision's ``FrozenBatchNorm2d`` (the
+    detectors' norm layer) is an eval-mode BatchNorm whose affine is fixed: its state says so (never training)."""
+    if _is_frozen_bn(bn) and not _has_hooks(bn):
+        return BnState(bn.weight, bn.bias, bn.running_mean, bn.running_var, None, 0.0, bn.eps, False)
     plain = type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and not _has_hooks(bn)
     if not plain:
         return None
     return BnState(
         bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.momentum, bn.eps, bn.training
     )
+
+
+def _is_frozen_bn(bn: nn.Module) -> bool:
+    return isinstance(bn, FrozenBatchNorm2d) and type(bn).forward is FrozenBatchNorm2d.forward
 
 
 def _bn_momentum(num_batches_tracked: Optional[torch.Tensor], momentum: Optional[float]) -> float:
