@@ -1,9 +1,10 @@
 """What the commands share: the usage error and the run-time flags every timm script has."""
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -37,12 +38,11 @@ def _whole_number(text: str, minimum: int) -> int:
     return value
 
 
-def load_model(
-    name: str, checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
-) -> torch.nn.Module:
-    """:func:`eca_models.load`, an unknown model or unusable weights turned into a one-line usage error."""
+@contextlib.contextmanager
+def weights_usage_errors(name: str) -> Iterator[None]:
+    """An unknown model or unusable weights, raised inside, as a one-line usage error naming ``name``."""
     try:
-        return load(name, pretrained=pretrained, checkpoint=checkpoint, **kwargs)
+        yield
     except WeightsNotPublished as e:  # the command's own flag, not the Python pretrained_cfg_overlay
         ckpt = e.checkpoint
         raise UsageError(
@@ -53,6 +53,14 @@ def load_model(
         raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 
 
+def load_model(
+    name: str, checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
+) -> torch.nn.Module:
+    """:func:`eca_models.load`, an unknown model or unusable weights turned into a one-line usage error."""
+    with weights_usage_errors(name):
+        return load(name, pretrained=pretrained, checkpoint=checkpoint, **kwargs)
+
+
 def load_detector_model(
     name: str, checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
 ) -> torch.nn.Module:
@@ -60,18 +68,10 @@ def load_detector_model(
     turned into one-line usage errors."""
     from ..detection import create_detector, load_detector
 
-    try:
+    with weights_usage_errors(name):
         if checkpoint is not None:
             return create_detector(name, checkpoint=checkpoint, **kwargs)
         return load_detector(name, pretrained=pretrained, **kwargs)
-    except WeightsNotPublished as e:
-        ckpt = e.checkpoint
-        raise UsageError(
-            f"{name}: {ckpt.name} is not published on the Hub yet; convert the authors' file with "
-            f"`eca-models convert {ckpt.source_file} --model {ckpt.architecture} --out DIR` and pass --checkpoint DIR"
-        ) from None
-    except (KeyError, WeightsError) as e:
-        raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 
 
 def default_workers() -> int:

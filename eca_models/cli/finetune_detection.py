@@ -221,7 +221,9 @@ def finetune_detector(args: argparse.Namespace, run_dir: Path, device: torch.dev
         t_in_epochs=False,
     )
     scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size() > 1 else model
+    # some heads get no gradient in a step (no positive proposal for the mask head): DDP must not wait for them
+    ddp = distributed.world_size() > 1
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
     note_unreadable = unreadable_recorder(run_dir, "finetune")
 
     def forward(batch) -> StepResult:

@@ -6,7 +6,15 @@ from torch import nn
 
 from .labels import LabelMap
 
-__all__ = ["register_detector", "list_detectors", "get_builder", "finish_detector", "resolve_label_map"]
+__all__ = [
+    "finish_detector",
+    "get_builder",
+    "is_detector",
+    "list_detectors",
+    "register_detector",
+    "resolve_label_map",
+    "start_detector_weights",
+]
 
 _BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
 
@@ -60,6 +68,31 @@ def resolve_label_map(
     if foreground < 1:
         raise ValueError(f"num_classes={num_classes} leaves no class" + (" besides background" if background else ""))
     return LabelMap(tuple(range(1, foreground + 1)), tuple(f"class_{i}" for i in range(1, foreground + 1)), background)
+
+
+def start_detector_weights(
+    architecture: str,
+    pretrained: bool,
+    checkpoint: Optional[str],
+    kernel_code: Optional[str],
+    release_code: Optional[str],
+    num_classes: Optional[int],
+    categories: Optional[Sequence[Dict[str, Any]]],
+    background: bool,
+):
+    """What every builder does first: ``(weights or None, kernel code to build with, label map)``.
+
+    The kernel code is the one asked for, else the weights' own, else the release's; the classes are the ones asked
+    for (``num_classes`` / ``categories``), else the weights' own, else COCO's 80.
+    """
+    from .weights import load_detector_weights
+
+    weights = load_detector_weights(architecture, pretrained, checkpoint)
+    if weights is not None:
+        kernel_code = kernel_code or weights.kernel_code
+        if categories is None and num_classes is None:
+            categories = weights.label_map.to_json()["categories"]
+    return weights, kernel_code or release_code, resolve_label_map(num_classes, categories, background)
 
 
 def finish_detector(model: nn.Module, architecture: str, kernel_code: str, label_map: LabelMap) -> nn.Module:

@@ -34,10 +34,9 @@ def plain_detector(name: str) -> nn.Module:
     get_builder(name)  # an unknown name fails here, as for the ECA detector
     trunk = "resnet101" if "resnet101" in name else "resnet50"
     plain = name.replace("eca_", "")
-    common = (None, None, False, None, None, None, None, 3)  # kernel codes, weights, classes: the release's
     if name.startswith("retinanet"):
-        return build_retinanet(plain, trunk, *common)
-    return build_two_stage(MaskRCNN if name.startswith("maskrcnn") else FasterRCNN, plain, trunk, *common)
+        return build_retinanet(plain, trunk, None)
+    return build_two_stage(MaskRCNN if name.startswith("maskrcnn") else FasterRCNN, plain, trunk, None)
 
 
 @dataclasses.dataclass

@@ -9,9 +9,8 @@ from typing import Any, Dict, Optional, Sequence
 
 from torchvision.models.detection import FasterRCNN
 
-from ._registry import finish_detector, register_detector, resolve_label_map
+from ._registry import finish_detector, register_detector, start_detector_weights
 from .backbone import eca_resnet_fpn_backbone
-from .weights import load_detector_weights
 
 __all__ = ["fasterrcnn_eca_resnet50_fpn", "fasterrcnn_eca_resnet101_fpn", "two_stage_kwargs", "build_two_stage"]
 
@@ -40,23 +39,35 @@ def build_two_stage(
     architecture: str,
     trunk: str,
     release_code: Optional[str],
-    kernel_code: Optional[str],
-    pretrained: bool,
-    checkpoint: Optional[str],
-    num_classes: Optional[int],
-    categories: Optional[Sequence[Dict[str, Any]]],
-    trunk_weights: Optional[str],
-    trainable_layers: int,
+    *,
+    pretrained: bool = False,
+    kernel_code: Optional[str] = None,
+    checkpoint: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    categories: Optional[Sequence[Dict[str, Any]]] = None,
+    trunk_weights: Optional[str] = None,
+    trainable_layers: int = 3,
     **kwargs: Any,
 ):
-    """Assemble a ``FasterRCNN`` or ``MaskRCNN`` (``cls``) on an ECA-ResNet FPN backbone and load its weights."""
-    weights = load_detector_weights(architecture, pretrained, checkpoint)
-    if weights is not None:
-        kernel_code = kernel_code or weights.kernel_code
-        if categories is None and num_classes is None:
-            categories = weights.label_map.to_json()["categories"]
-    code = kernel_code or release_code
-    label_map = resolve_label_map(num_classes, categories, background=True)
+    """Assemble a ``FasterRCNN`` or ``MaskRCNN`` (``cls``) on a ResNet FPN backbone and load its weights.
+
+    Args:
+        cls: torchvision's ``FasterRCNN`` or ``MaskRCNN``.
+        architecture: The builder's name, e.g. ``fasterrcnn_eca_resnet50_fpn``.
+        trunk: ``eca_resnet50`` / ``eca_resnet101`` (timm's ``resnet50`` for the plain baseline).
+        release_code: The release's kernel code for it (None for a plain trunk).
+        pretrained: Load the release's COCO weights (from the Hub, pinned and checked).
+        kernel_code: ECA kernel sizes per stage; None: the release's (or the checkpoint's).
+        checkpoint: A folder written by ``eca-models convert`` or ``finetune`` to load instead.
+        num_classes: torchvision's ``num_classes`` (background included); None: COCO's 80 + 1.
+        categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map.
+        trunk_weights: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector).
+        trainable_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as released).
+        **kwargs: More ``cls`` arguments (``min_size``, ``box_score_thresh``, ...).
+    """
+    weights, code, label_map = start_detector_weights(
+        architecture, pretrained, checkpoint, kernel_code, release_code, num_classes, categories, background=True
+    )
     backbone = eca_resnet_fpn_backbone(
         trunk, code, (1, 2, 3, 4), trainable_layers=trainable_layers, trunk_weights=trunk_weights
     )
@@ -67,52 +78,25 @@ def build_two_stage(
 
 
 @register_detector
-def fasterrcnn_eca_resnet50_fpn(
-    *,
-    kernel_code: Optional[str] = None,
-    pretrained: bool = False,
-    checkpoint: Optional[str] = None,
-    num_classes: Optional[int] = None,
-    categories: Optional[Sequence[Dict[str, Any]]] = None,
-    trunk_weights: Optional[str] = None,
-    trainable_layers: int = 3,
-    **kwargs: Any,
-) -> FasterRCNN:
+def fasterrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> FasterRCNN:
     """Faster R-CNN + FPN on ECA-ResNet-50; the release's kernel code ``k5`` (5 in every stage).
 
     Args:
-        kernel_code: ECA kernel sizes per stage; None: the release's (or the checkpoint's).
-        pretrained: Load the release's COCO weights (from the Hub, pinned and checked).
-        checkpoint: A folder written by ``eca-models convert`` or ``finetune`` to load instead.
-        num_classes: torchvision's ``num_classes`` (background included); None: COCO's 80 + 1.
-        categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map.
-        trunk_weights: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector).
-        trainable_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as released).
-        **kwargs: More ``FasterRCNN`` arguments (``min_size``, ``box_score_thresh``, ...).
+        pretrained: Load the release's COCO weights.
+        **kwargs: :func:`build_two_stage`'s (``kernel_code``, ``checkpoint``, ``num_classes``, ``categories``,
+            ``trunk_weights``, ``trainable_layers``) and torchvision's ``FasterRCNN``'s.
     """
     return build_two_stage(
-        FasterRCNN, "fasterrcnn_eca_resnet50_fpn", "eca_resnet50", "k5", kernel_code, pretrained, checkpoint,
-        num_classes, categories, trunk_weights, trainable_layers, **kwargs,
-    )  # fmt: skip
+        FasterRCNN, "fasterrcnn_eca_resnet50_fpn", "eca_resnet50", "k5", pretrained=pretrained, **kwargs
+    )
 
 
 @register_detector
-def fasterrcnn_eca_resnet101_fpn(
-    *,
-    kernel_code: Optional[str] = None,
-    pretrained: bool = False,
-    checkpoint: Optional[str] = None,
-    num_classes: Optional[int] = None,
-    categories: Optional[Sequence[Dict[str, Any]]] = None,
-    trunk_weights: Optional[str] = None,
-    trainable_layers: int = 3,
-    **kwargs: Any,
-) -> FasterRCNN:
+def fasterrcnn_eca_resnet101_fpn(*, pretrained: bool = False, **kwargs: Any) -> FasterRCNN:
     """Faster R-CNN + FPN on ECA-ResNet-101; the release's kernel code ``k3357``.
 
     Args: as :func:`fasterrcnn_eca_resnet50_fpn`.
     """
     return build_two_stage(
-        FasterRCNN, "fasterrcnn_eca_resnet101_fpn", "eca_resnet101", "k3357", kernel_code, pretrained, checkpoint,
-        num_classes, categories, trunk_weights, trainable_layers, **kwargs,
-    )  # fmt: skip
+        FasterRCNN, "fasterrcnn_eca_resnet101_fpn", "eca_resnet101", "k3357", pretrained=pretrained, **kwargs
+    )

@@ -4,7 +4,7 @@ torchvision's ``MaskRCNN`` with the Faster R-CNN settings of :mod:`.faster_rcnn`
 RoIAlign 14x14, four 3x3 convs of 256, a 2x2 stride-2 deconv and 81 class-specific 28x28 masks.
 """
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any
 
 from torchvision.models.detection import MaskRCNN
 
@@ -15,44 +15,24 @@ __all__ = ["maskrcnn_eca_resnet50_fpn", "maskrcnn_eca_resnet101_fpn"]
 
 
 @register_detector
-def maskrcnn_eca_resnet50_fpn(
-    *,
-    kernel_code: Optional[str] = None,
-    pretrained: bool = False,
-    checkpoint: Optional[str] = None,
-    num_classes: Optional[int] = None,
-    categories: Optional[Sequence[Dict[str, Any]]] = None,
-    trunk_weights: Optional[str] = None,
-    trainable_layers: int = 3,
-    **kwargs: Any,
-) -> MaskRCNN:
+def maskrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> MaskRCNN:
     """Mask R-CNN + FPN on ECA-ResNet-50; the release's kernel code ``k3377``.
 
-    Args: as :func:`~eca_models.detection.fasterrcnn_eca_resnet50_fpn`.
+    Args:
+        pretrained: Load the release's COCO weights.
+        **kwargs: :func:`~eca_models.detection.faster_rcnn.build_two_stage`'s and torchvision's ``MaskRCNN``'s.
     """
     return build_two_stage(
-        MaskRCNN, "maskrcnn_eca_resnet50_fpn", "eca_resnet50", "k3377", kernel_code, pretrained, checkpoint,
-        num_classes, categories, trunk_weights, trainable_layers, **kwargs,
-    )  # fmt: skip
+        MaskRCNN, "maskrcnn_eca_resnet50_fpn", "eca_resnet50", "k3377", pretrained=pretrained, **kwargs
+    )
 
 
 @register_detector
-def maskrcnn_eca_resnet101_fpn(
-    *,
-    kernel_code: Optional[str] = None,
-    pretrained: bool = False,
-    checkpoint: Optional[str] = None,
-    num_classes: Optional[int] = None,
-    categories: Optional[Sequence[Dict[str, Any]]] = None,
-    trunk_weights: Optional[str] = None,
-    trainable_layers: int = 3,
-    **kwargs: Any,
-) -> MaskRCNN:
+def maskrcnn_eca_resnet101_fpn(*, pretrained: bool = False, **kwargs: Any) -> MaskRCNN:
     """Mask R-CNN + FPN on ECA-ResNet-101; the release's kernel code ``k3357``.
 
-    Args: as :func:`~eca_models.detection.fasterrcnn_eca_resnet50_fpn`.
+    Args: as :func:`maskrcnn_eca_resnet50_fpn`.
     """
     return build_two_stage(
-        MaskRCNN, "maskrcnn_eca_resnet101_fpn", "eca_resnet101", "k3357", kernel_code, pretrained, checkpoint,
-        num_classes, categories, trunk_weights, trainable_layers, **kwargs,
-    )  # fmt: skip
+        MaskRCNN, "maskrcnn_eca_resnet101_fpn", "eca_resnet101", "k3357", pretrained=pretrained, **kwargs
+    )

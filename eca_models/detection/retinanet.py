@@ -11,10 +11,9 @@ from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetHead
 
-from ._registry import finish_detector, register_detector, resolve_label_map
+from ._registry import finish_detector, register_detector, start_detector_weights
 from .backbone import FPN_CHANNELS, LastLevelP6P7FromC5, eca_resnet_fpn_backbone
 from .faster_rcnn import TWO_STAGE_DEFAULTS
-from .weights import load_detector_weights
 
 __all__ = ["build_retinanet", "octave_anchor_generator", "retinanet_eca_resnet50_fpn", "retinanet_eca_resnet101_fpn"]
 
@@ -37,25 +36,27 @@ def build_retinanet(
     architecture: str,
     trunk: str,
     release_code: Optional[str],
-    kernel_code: Optional[str],
-    pretrained: bool,
-    checkpoint: Optional[str],
-    num_classes: Optional[int],
-    categories: Optional[Sequence[Dict[str, Any]]],
-    trunk_weights: Optional[str],
-    trainable_layers: int,
+    *,
+    pretrained: bool = False,
+    kernel_code: Optional[str] = None,
+    checkpoint: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    categories: Optional[Sequence[Dict[str, Any]]] = None,
+    trunk_weights: Optional[str] = None,
+    trainable_layers: int = 3,
     **kwargs: Any,
 ) -> RetinaNet:
-    """Assemble a ``RetinaNet`` on a ResNet FPN backbone (``trunk``: ours, or timm's plain one) and load its weights."""
-    weights = load_detector_weights(architecture, pretrained, checkpoint)
-    if weights is not None:
-        kernel_code = kernel_code or weights.kernel_code
-        if categories is None and num_classes is None:
-            categories = weights.label_map.to_json()["categories"]
-    label_map = resolve_label_map(num_classes, categories, background=False)
+    """Assemble a ``RetinaNet`` on a ResNet FPN backbone (``trunk``: ours, or timm's plain one) and load its weights.
+
+    Args: as :func:`~eca_models.detection.faster_rcnn.build_two_stage`, except that ``num_classes`` has no
+    background class (80 for COCO) and ``**kwargs`` go to ``RetinaNet``.
+    """
+    weights, code, label_map = start_detector_weights(
+        architecture, pretrained, checkpoint, kernel_code, release_code, num_classes, categories, background=False
+    )
     backbone = eca_resnet_fpn_backbone(
         trunk,
-        kernel_code or release_code,
+        code,
         (2, 3, 4),
         extra_blocks=LastLevelP6P7FromC5(2048, FPN_CHANNELS),
         trainable_layers=trainable_layers,
@@ -72,45 +73,21 @@ def build_retinanet(
 
 
 @register_detector
-def retinanet_eca_resnet50_fpn(
-    *,
-    kernel_code: Optional[str] = None,
-    pretrained: bool = False,
-    checkpoint: Optional[str] = None,
-    num_classes: Optional[int] = None,
-    categories: Optional[Sequence[Dict[str, Any]]] = None,
-    trunk_weights: Optional[str] = None,
-    trainable_layers: int = 3,
-    **kwargs: Any,
-) -> RetinaNet:
+def retinanet_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> RetinaNet:
     """RetinaNet + FPN on ECA-ResNet-50; the release's kernel code ``k3377``.
 
-    Args: as :func:`~eca_models.detection.fasterrcnn_eca_resnet50_fpn`, except that ``num_classes`` has no
-    background class (80 for COCO) and ``**kwargs`` go to ``RetinaNet``.
+    Args:
+        pretrained: Load the release's COCO weights.
+        **kwargs: :func:`build_retinanet`'s (``kernel_code``, ``checkpoint``, ``num_classes`` without background,
+            ``categories``, ``trunk_weights``, ``trainable_layers``) and torchvision's ``RetinaNet``'s.
     """
-    return build_retinanet(
-        "retinanet_eca_resnet50_fpn", "eca_resnet50", "k3377", kernel_code, pretrained, checkpoint,
-        num_classes, categories, trunk_weights, trainable_layers, **kwargs,
-    )  # fmt: skip
+    return build_retinanet("retinanet_eca_resnet50_fpn", "eca_resnet50", "k3377", pretrained=pretrained, **kwargs)
 
 
 @register_detector
-def retinanet_eca_resnet101_fpn(
-    *,
-    kernel_code: Optional[str] = None,
-    pretrained: bool = False,
-    checkpoint: Optional[str] = None,
-    num_classes: Optional[int] = None,
-    categories: Optional[Sequence[Dict[str, Any]]] = None,
-    trunk_weights: Optional[str] = None,
-    trainable_layers: int = 3,
-    **kwargs: Any,
-) -> RetinaNet:
+def retinanet_eca_resnet101_fpn(*, pretrained: bool = False, **kwargs: Any) -> RetinaNet:
     """RetinaNet + FPN on ECA-ResNet-101; the release's kernel code ``k3357``.
 
     Args: as :func:`retinanet_eca_resnet50_fpn`.
     """
-    return build_retinanet(
-        "retinanet_eca_resnet101_fpn", "eca_resnet101", "k3357", kernel_code, pretrained, checkpoint,
-        num_classes, categories, trunk_weights, trainable_layers, **kwargs,
-    )  # fmt: skip
+    return build_retinanet("retinanet_eca_resnet101_fpn", "eca_resnet101", "k3357", pretrained=pretrained, **kwargs)
