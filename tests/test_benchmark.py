@@ -174,3 +174,18 @@ def test_traced_and_onnxruntime_paths_are_timed(tmp_path, capsys):
     models = json.loads(results.read_text())["models"]
     assert all(len(m["ort_runs"]) == 2 and m["ort_img_s"] > 0 and len(m["infer_runs"]) == 2 for m in models)
     assert models[0]["ort_ratio"] == 1.0 and models[1]["name"] == "eca_mobilenetv2"
+
+
+def test_detector_against_its_plain_twin(tmp_path, capsys):
+    from eca_models.cli import main
+
+    out = tmp_path / "det.json"
+    args = ["benchmark", "--detector", "retinanet_eca_resnet50_fpn", "--det-size", "64", "96", "--reps", "1"]
+    assert main([*args, "--warmup", "0", "--results-file", str(out)]) == 0
+    plain, ours = json.loads(out.read_text())["detectors"]
+    assert plain["name"] == "retinanet_resnet50_fpn" and ours["name"] == "retinanet_eca_resnet50_fpn"
+    assert round(plain["release_params"] / 1e6, 2) == round(ours["release_params"] / 1e6, 2) == 37.74
+    assert ours["params"] - plain["params"] == 3 * 3 + 4 * 3 + 6 * 7 + 3 * 7  # k3377: one k-tap conv per block
+    assert len(ours["runs"]) == 1 and ours["runs"][0] > 0
+    assert main(["benchmark", "--detector", "yolo"]) == 2
+    assert "unknown detector 'yolo'" in capsys.readouterr().err

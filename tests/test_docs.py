@@ -199,3 +199,18 @@ def test_gate_cost_figures_are_the_recorded_ones():
         names = ("resnet50 (copy)", "eca_resnet50", "eca_resnet50, constant gate")
         speed = [statistics.median(b / t for b, t in zip(runs["resnet50"], runs[n])) for n in names]
         assert cells[1:4] == [f"{s:.3f}" for s in speed], cells[0]
+
+
+def test_detector_figures_are_the_recorded_ones():
+    """docs/performance.md's detector table, recomputed from the run it links to."""
+    page = (ROOT / "docs" / "performance.md").read_text()
+    [(rows, after)] = _tables(page, "detector | params")
+    run = _results_at(after)
+    assert run["settings"]["detector"] == "fasterrcnn_eca_resnet50_fpn"
+    base = run["detectors"][0]
+    assert [cells[0] for cells in rows] == [d["name"] for d in run["detectors"]]
+    for cells, d in zip(rows, run["detectors"]):
+        ratios = [a / b for a, b in zip(d["runs"], base["runs"])]
+        ratio = f"{statistics.median(ratios):.3f}" if d is base else _median_and_interval(ratios)
+        assert cells[1:] == [f"{d['params']:,}", f"{d['release_params'] / 1e6:.3f}M", f"{d['gmacs']:.2f}",
+                             f"{statistics.median(d['runs']):.3f}", ratio]  # fmt: skip

@@ -177,9 +177,9 @@ def _run_detectors(args: argparse.Namespace) -> int:
         args.detector, args.device, tuple(args.det_size), batch, args.reps, args.warmup, args.amp
     )
     rows = [("detector", "params", "release count", "GMACs@1280x800", "infer img/s", "ratio", "95% interval")]
-    for r in results:
+    for i, r in enumerate(results):  # the plain detector's ratio is 1 by definition: no interval
         rows.append((r.name, f"{r.params:,}", f"{r.release_params / 1e6:.3f}M", f"{r.gmacs:.2f}", f"{r.img_s:.3f}",
-                     f"{r.ratio:.3f}", _interval(r.ratio_interval)))  # fmt: skip
+                     f"{r.ratio:.3f}", _interval(r.ratio_interval) if i else "-"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
     for row in rows:
