@@ -95,8 +95,19 @@ def start_detector_weights(
     return weights, kernel_code or release_code, resolve_label_map(num_classes, categories, background)
 
 
-def finish_detector(model: nn.Module, architecture: str, kernel_code: str, label_map: LabelMap) -> nn.Module:
-    """Attach what predictions and exports need: ``model.label_map`` and ``model.detector_cfg``."""
+def finish_detector(
+    model: nn.Module,
+    architecture: str,
+    kernel_code: str,
+    label_map: LabelMap,
+    weights=None,
+    legacy_coordinates: Optional[bool] = None,
+) -> nn.Module:
+    """Load ``weights`` (if any) and attach what predictions and exports need: ``model.label_map`` and
+    ``model.detector_cfg``; mmdetection v1's box conventions where the weights were trained with them (or
+    ``legacy_coordinates`` says so)."""
+    if weights is not None:
+        weights.load_into(model)
     model.label_map = label_map
     model.detector_cfg = {
         "architecture": architecture,
@@ -107,4 +118,10 @@ def finish_detector(model: nn.Module, architecture: str, kernel_code: str, label
         "mean": tuple(model.transform.image_mean),
         "std": tuple(model.transform.image_std),
     }
+    if legacy_coordinates is None:
+        legacy_coordinates = weights is not None and weights.legacy_coordinates
+    if legacy_coordinates:
+        from .legacy import use_legacy_coordinates
+
+        use_legacy_coordinates(model)
     return model.eval()

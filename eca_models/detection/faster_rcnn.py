@@ -47,6 +47,7 @@ def build_two_stage(
     categories: Optional[Sequence[Dict[str, Any]]] = None,
     trunk_weights: Optional[str] = None,
     trainable_layers: int = 3,
+    legacy_coordinates: Optional[bool] = None,
     **kwargs: Any,
 ):
     """Assemble a ``FasterRCNN`` or ``MaskRCNN`` (``cls``) on a ResNet FPN backbone and load its weights.
@@ -63,6 +64,8 @@ def build_two_stage(
         categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map.
         trunk_weights: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector).
         trainable_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as released).
+        legacy_coordinates: mmdetection v1's box conventions (:mod:`~eca_models.detection.legacy`); None: where
+            the weights were trained with them (the release's, converted files).
         **kwargs: More ``cls`` arguments (``min_size``, ``box_score_thresh``, ...).
     """
     weights, code, label_map = start_detector_weights(
@@ -72,9 +75,7 @@ def build_two_stage(
         trunk, code, (1, 2, 3, 4), trainable_layers=trainable_layers, trunk_weights=trunk_weights
     )
     model = cls(backbone, num_classes=label_map.num_classes, **two_stage_kwargs(**kwargs))
-    if weights is not None:
-        weights.load_into(model)
-    return finish_detector(model, architecture, backbone.body.kernel_code, label_map)
+    return finish_detector(model, architecture, backbone.body.kernel_code, label_map, weights, legacy_coordinates)
 
 
 @register_detector

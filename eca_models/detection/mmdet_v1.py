@@ -22,6 +22,7 @@ from ..weights import WeightsError
 from ..weights.loading import WEIGHTS_FILE, read_weights_file
 from ._registry import get_builder
 from .labels import LabelMap, coco_categories
+from .legacy import use_legacy_coordinates
 from .model_card import render_detector_card
 from .weights import CONFIG_FILE, detector_config
 
@@ -367,7 +368,7 @@ def convert_mmdet_checkpoint(
     model = builder(kernel_code=ckpt.kernel_code, categories=label_map.to_json()["categories"])
     model.label_map = label_map  # the file's own head order
     model.load_state_dict(remap_state_dict(ckpt, model))
-    model.eval()
+    use_legacy_coordinates(model).eval()  # v1 trained these weights with its box conventions
     for note in notes:
         log(note)
     source_sha = sha256_file(src)

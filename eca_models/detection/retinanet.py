@@ -44,6 +44,7 @@ def build_retinanet(
     categories: Optional[Sequence[Dict[str, Any]]] = None,
     trunk_weights: Optional[str] = None,
     trainable_layers: int = 3,
+    legacy_coordinates: Optional[bool] = None,
     **kwargs: Any,
 ) -> RetinaNet:
     """Assemble a ``RetinaNet`` on a ResNet FPN backbone (``trunk``: ours, or timm's plain one) and load its weights.
@@ -67,9 +68,7 @@ def build_retinanet(
     model = RetinaNet(
         backbone, label_map.num_classes, anchor_generator=anchors, head=head, **{**RETINANET_DEFAULTS, **kwargs}
     )
-    if weights is not None:
-        weights.load_into(model)
-    return finish_detector(model, architecture, backbone.body.kernel_code, label_map)
+    return finish_detector(model, architecture, backbone.body.kernel_code, label_map, weights, legacy_coordinates)
 
 
 @register_detector

@@ -28,13 +28,15 @@ TASKS = {"fasterrcnn": "object-detection", "retinanet": "object-detection", "mas
 
 @dataclasses.dataclass
 class DetectorWeights:
-    """A detector's state dict and what it was trained with."""
+    """A detector's state dict and what it was trained with (``legacy_coordinates``: mmdetection v1's box
+    conventions, see :mod:`.legacy`)."""
 
     architecture: str
     kernel_code: str
     label_map: LabelMap
     state_dict: Dict[str, torch.Tensor]
     source: str
+    legacy_coordinates: bool = False
 
     def load_into(self, model: nn.Module) -> None:
         """Load strictly; a missing, unexpected or mis-shaped tensor is a one-line :class:`WeightsError`."""
@@ -68,6 +70,7 @@ def detector_config(model: nn.Module, **extra: Any) -> Dict[str, Any]:
         "max_size": cfg["max_size"],
         "mean": list(cfg["mean"]),
         "std": list(cfg["std"]),
+        "legacy_coordinates": bool(cfg.get("legacy_coordinates", False)),
         **extra,
     }
 
@@ -136,6 +139,7 @@ def load_detector_weights(
             LabelMap.from_json(config["label_map"]),
             read_safetensors(folder / WEIGHTS_FILE),
             str(folder),
+            bool(config.get("legacy_coordinates", False)),
         )
     if not pretrained:
         return None
@@ -144,4 +148,6 @@ def load_detector_weights(
         raise WeightsError(f"{architecture} has no released weights; pass checkpoint=DIR")
     path = fetch_from_hub(ckpt.hf_hub_id)
     background = not architecture.startswith("retinanet")
-    return DetectorWeights(architecture, ckpt.kernel_code, LabelMap.coco(background), read_safetensors(path), ckpt.name)
+    return DetectorWeights(
+        architecture, ckpt.kernel_code, LabelMap.coco(background), read_safetensors(path), ckpt.name, True
+    )  # the release's weights: trained by mmdetection v1
