@@ -246,6 +246,28 @@ def test_killed_detector_run_resumes_to_the_same_weights(straight_run, converted
 
 
 def test_trunk_only_start_and_unpublished_default(coco_root, tmp_path, capsys):
+    import timm
+    from helpers import save_authors_checkpoint
+
+    trunk = save_authors_checkpoint(
+        timm.create_model("eca_resnet50").state_dict(), tmp_path / "eca_resnet50_k3557.pth.tar"
+    )
+    run_dir = tmp_path / "from-trunk"
+    args = [
+        "finetune",
+        "--model",
+        "retinanet_eca_resnet50_fpn",
+        "--backbone-checkpoint",
+        str(trunk),
+        "--data",
+        str(coco_root),
+    ]
+    assert main([*args, "--output", str(run_dir), "--epochs", "1", "-b", "2", *SMALL]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["kernel_code"] == "k3557" and config["legacy_coordinates"] is False  # the trunk file's code
+    assert [c["id"] for c in config["label_map"]["categories"]] == [3, 18] and config["label_map"][
+        "background"
+    ] is False
     assert (
         main(
             [

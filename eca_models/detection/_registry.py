@@ -79,11 +79,13 @@ def start_detector_weights(
     num_classes: Optional[int],
     categories: Optional[Sequence[Dict[str, Any]]],
     background: bool,
+    trunk_weights: Optional[str] = None,
 ):
     """What every builder does first: ``(weights or None, kernel code to build with, label map)``.
 
-    The kernel code is the one asked for, else the weights' own, else the release's; the classes are the ones asked
-    for (``num_classes`` / ``categories``), else the weights' own, else COCO's 80.
+    The kernel code is the one asked for, else the weights' own (a detector's, or the ImageNet trunk's in
+    ``trunk_weights``), else the release's; the classes are the ones asked for (``num_classes`` / ``categories``),
+    else the weights' own, else COCO's 80.
     """
     from .weights import load_detector_weights
 
@@ -92,6 +94,10 @@ def start_detector_weights(
         kernel_code = kernel_code or weights.kernel_code
         if categories is None and num_classes is None:
             categories = weights.label_map.to_json()["categories"]
+    if kernel_code is None and trunk_weights is not None and weights is None:
+        from .backbone import trunk_kernel_code
+
+        kernel_code = trunk_kernel_code(trunk_weights)
     return weights, kernel_code or release_code, resolve_label_map(num_classes, categories, background)
 
 

@@ -6,9 +6,11 @@ The trunk is our ECA-ResNet with torchvision's ``FrozenBatchNorm2d`` and the ste
 ``backbone.fpn`` is torchvision's ``FeaturePyramidNetwork``.
 """
 
+import re
 from typing import Optional, Sequence
 
 import timm
+import torch
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
@@ -66,6 +68,16 @@ def eca_resnet_fpn_backbone(
         kwargs["kernel_sizes"] = kernel_code
     if trunk_weights is not None:
         from ..factory import load
+        from ..layers.kernel_codes import format_kernel_code, parse_kernel_code
+        from ..weights import WeightsError
+
+        file_code = trunk_kernel_code(trunk_weights)
+        if file_code and kernel_code and parse_kernel_code(file_code, 4) != parse_kernel_code(kernel_code, 4):
+            asked = format_kernel_code(parse_kernel_code(kernel_code, 4))
+            raise WeightsError(
+                f"{trunk_weights} is an ECA-ResNet of kernel code {file_code}, not {asked}: leave the kernel code "
+                f"out (the file's own is taken) or ask for {file_code}"
+            )
 
         body = load(trunk, checkpoint=trunk_weights, **kwargs)
     else:
@@ -86,6 +98,24 @@ def eca_resnet_fpn_backbone(
     backbone.body.kernel_code = getattr(body, "kernel_code", "none")  # "none": a plain ResNet trunk
     backbone.body.kernel_sizes = getattr(body, "kernel_sizes", ())
     return backbone
+
+
+def trunk_kernel_code(path: str) -> Optional[str]:
+    """The kernel code of an ImageNet ECA-ResNet checkpoint, read from its ECA tensors (None where they follow no
+    per-stage code, or the file has none: the trunk's loading then says what is wrong)."""
+    from ..layers.kernel_codes import format_kernel_code
+    from ..weights import read_weights_file
+
+    state = read_weights_file(path)
+    state = state.get("state_dict", state)
+    sizes: dict = {}
+    for key, value in state.items():
+        m = re.match(r"(?:module\.)?layer(\d)\.\d+\.", key)
+        if m and isinstance(value, torch.Tensor) and value.dim() == 3 and tuple(value.shape[:2]) == (1, 1):
+            sizes.setdefault(int(m.group(1)), set()).add(value.shape[-1])
+    if sorted(sizes) != [1, 2, 3, 4] or any(len(v) != 1 for v in sizes.values()):
+        return None
+    return format_kernel_code([sizes[i].pop() for i in (1, 2, 3, 4)])
 
 
 def release_param_count(model: nn.Module) -> int:

@@ -69,7 +69,7 @@ def build_two_stage(
         **kwargs: More ``cls`` arguments (``min_size``, ``box_score_thresh``, ...).
     """
     weights, code, label_map = start_detector_weights(
-        architecture, pretrained, checkpoint, kernel_code, release_code, num_classes, categories, background=True
+        architecture, pretrained, checkpoint, kernel_code, release_code, num_classes, categories, True, trunk_weights
     )
     backbone = eca_resnet_fpn_backbone(
         trunk, code, (1, 2, 3, 4), trainable_layers=trainable_layers, trunk_weights=trunk_weights

@@ -53,7 +53,7 @@ def build_retinanet(
     background class (80 for COCO) and ``**kwargs`` go to ``RetinaNet``.
     """
     weights, code, label_map = start_detector_weights(
-        architecture, pretrained, checkpoint, kernel_code, release_code, num_classes, categories, background=False
+        architecture, pretrained, checkpoint, kernel_code, release_code, num_classes, categories, False, trunk_weights
     )
     backbone = eca_resnet_fpn_backbone(
         trunk,

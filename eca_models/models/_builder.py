@@ -133,7 +133,8 @@ def _check_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> 
     head = getattr(model, "pretrained_cfg", {}).get("classifier") or ""
     heads = {f"{head}.weight", f"{head}.bias"}
     missing = [k for k in own if k not in state_dict and k not in heads]
-    unexpected = [k for k in state_dict if k not in own and k not in heads]
+    # a BatchNorm step counter the model has no place for: a frozen BatchNorm (detection trunks) keeps none
+    unexpected = [k for k in state_dict if k not in own and k not in heads and not k.endswith("num_batches_tracked")]
     if not missing and not unexpected:
         return
     hint = f"{len(missing)} missing (e.g. {missing[0]})" if missing else ""
