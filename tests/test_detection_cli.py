@@ -268,6 +268,7 @@ def test_trunk_only_start_and_unpublished_default(coco_root, tmp_path, capsys):
     assert [c["id"] for c in config["label_map"]["categories"]] == [3, 18] and config["label_map"][
         "background"
     ] is False
+    capsys.readouterr()
     assert (
         main(
             [
