@@ -68,7 +68,7 @@ def zoo_rows(pattern: str = "") -> List[ZooRow]:
         model_code = (
             timm.create_model(name, pretrained=False, num_classes=0).kernel_code if ckpt is None else ckpt.kernel_code
         )
-        metrics = ckpt.metrics["ImageNet-1K"] if ckpt else {}
+        metrics = ckpt.metrics[ckpt.dataset] if ckpt else {}
         rows.append(
             ZooRow(
                 model=name,

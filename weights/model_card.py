@@ -61,7 +61,7 @@ def render_model_card(
     """
     results: List[str] = []
     if checkpoint is not None:
-        results += _yaml_results("ImageNet-1K", checkpoint.metrics["ImageNet-1K"], "reported, release README")
+        results += _yaml_results(checkpoint.dataset, checkpoint.metrics[checkpoint.dataset], "reported, release README")
     if measured:
         results += _yaml_results(dataset, measured, "measured")
     front = [
@@ -127,7 +127,7 @@ def render_model_card(
             f"- Published figures: Param {p} and FLOPs {f}. Both are binary units: Param / 2^20 "
             f"({binary_units(p):,.0f}) and thop multiply-accumulates / 2^30 ({binary_units(f) / 1e9:.2f}e9 MACs)."
         )
-        m = checkpoint.metrics["ImageNet-1K"]
+        m = checkpoint.metrics[checkpoint.dataset]
         body += [
             "",
             "## Accuracy",
@@ -135,7 +135,7 @@ def render_model_card(
             f"Reported (release README, ImageNet-1k val): Top-1 {m['acc@1']}, Top-5 {m['acc@5']}.",
         ]
         if checkpoint.paper_metrics:
-            pm = checkpoint.paper_metrics["ImageNet-1K"]
+            pm = checkpoint.paper_metrics[checkpoint.dataset]
             body.append(f"The paper's table gives Top-1 {pm['acc@1']}, Top-5 {pm['acc@5']} for this architecture.")
     if measured:
         body += ["", f"Measured on {dataset}: Top-1 {measured.get('acc@1')}, Top-5 {measured.get('acc@5')}."]

@@ -16,9 +16,9 @@ def _table() -> str:
     ]
     for ckpt in list_checkpoints(CLASSIFICATION):
         row = rows[ckpt.model_name]
-        top = ckpt.metrics["ImageNet-1K"]
-        paper = ckpt.paper_metrics["ImageNet-1K"] if ckpt.paper_metrics else None
-        measured = ckpt.measured_metrics["ImageNet-1K"] if ckpt.measured_metrics else None
+        top = ckpt.metrics[ckpt.dataset]
+        paper = ckpt.paper_metrics[ckpt.dataset] if ckpt.paper_metrics else None
+        measured = ckpt.measured_metrics[ckpt.dataset] if ckpt.measured_metrics else None
         state = "published" if ckpt.is_published else "not published yet"
         paper_text = "{} / {}".format(paper["acc@1"], paper["acc@5"]) if paper else "same"
         measured_text = "{} / {}".format(measured["acc@1"], measured["acc@5"]) if measured else "-"

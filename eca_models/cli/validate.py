@@ -149,8 +149,8 @@ def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> 
     ckpt = find_checkpoint(model.pretrained_cfg.get("architecture", name)) if labels is None else None
     if ckpt is not None and ckpt.kernel_code != getattr(model, "kernel_code", None):
         ckpt = None  # another kernel code: not the released checkpoint, nothing to compare with
-    reported = ckpt.metrics["ImageNet-1K"] if ckpt else None
-    paper = ckpt.paper_metrics["ImageNet-1K"] if ckpt and ckpt.paper_metrics else None
+    reported = ckpt.metrics[ckpt.dataset] if ckpt else None
+    paper = ckpt.paper_metrics[ckpt.dataset] if ckpt and ckpt.paper_metrics else None
     state, why = verdict(measured, reported, counts.images, 0.3 if args.tolerance is None else args.tolerance)
     if args.record and distributed.is_main():
         _record(ckpt, measured, counts.images)
@@ -168,7 +168,7 @@ def _record(ckpt, measured: Dict[str, float], images: int) -> None:
         print(f"  not recorded: --record takes a released checkpoint measured on all {IMAGENET_VAL_SIZE:,} images")
         return
     values = {"acc@1": round(measured["acc@1"], 3), "acc@5": round(measured["acc@5"], 3)}
-    update_manifest(ckpt.name, measured_metrics={"ImageNet-1K": values})
+    update_manifest(ckpt.name, measured_metrics={ckpt.dataset: values})
     print(f"  recorded the measurement in the manifest entry {ckpt.name}")
 
 

@@ -22,6 +22,7 @@ from ..detection.coco import CocoData, check_categories, find_coco_splits, read_
 from ..detection.evaluation import SUMMARY_KEYS, coco_evaluate, predict_coco
 from ..detection.model_card import METRIC_NAMES
 from ..weights import find_checkpoint
+from ..weights.manifest import update_manifest
 from .common import UsageError, load_detector_model
 from .predict_detection import detector_kwargs
 
@@ -111,10 +112,23 @@ def run_detection(name: str, args: argparse.Namespace, device: torch.device) -> 
         "seconds": round(predictions.seconds, 2),
     }
     if distributed.is_main():
+        if args.record:
+            _record(checkpoint_name, measured, full)
         if args.predictions:
             write_text_atomic(Path(args.predictions), json.dumps(predictions.results) + "\n")
         _print_report(row, args.predictions)
     return row
+
+
+def _record(checkpoint_name: Optional[str], measured: Dict[str, float], full: bool) -> None:
+    """Keep a measurement in the manifest: only a released detector's, on all of val2017."""
+    if checkpoint_name is None or not full:
+        print(
+            f"  not recorded: --record takes a released detector measured on all {COCO_VAL2017_IMAGES:,} val2017 images"
+        )
+        return
+    update_manifest(checkpoint_name, measured_metrics={"COCO-val2017": {k: round(v, 3) for k, v in measured.items()}})
+    print(f"  recorded the measurement in the manifest entry {checkpoint_name}")
 
 
 def _print_report(row: Dict[str, Any], predictions_file: Optional[str]) -> None:
