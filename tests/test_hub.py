@@ -242,3 +242,44 @@ def test_converted_folder_is_hub_ready(world):
         meta = f.metadata()
     assert meta["kernel_code"] == "k3557" and meta["checkpoint"] == "eca_resnet50_k3557.in1k"
     assert meta["source_sha256"] == sha256_file(world["root"] / "authors" / "eca_resnet50_k3557.pth.tar")
+
+
+DETECTOR = """
+import torch
+from safetensors.torch import load_file
+from eca_models.detection import create_detector
+from eca_models.detection.legacy import LegacyBoxCoder
+{pin}
+model = create_detector("maskrcnn_eca_resnet50_fpn", pretrained=True)
+expected = load_file({weights!r})
+assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items()), "downloaded weights differ"
+assert model.label_map.names[0] == "person" and isinstance(model.rpn.box_coder, LegacyBoxCoder)
+print("ok", model.detector_cfg["kernel_code"])
+"""
+
+
+def test_detector_weights_from_the_hub_pinned_and_checked(converted, tmp_path, capsys):
+    from eca_models.cli import main
+
+    folder = converted["maskrcnn"][2]
+    assert main(["publish", str(folder), "--repo", f"{ORG}/maskrcnn_eca_resnet50_fpn.coco", "--dry-run"]) == 0
+    assert (
+        "would record revision, sha256 and size in manifest entry maskrcnn_eca_resnet50_fpn.coco"
+        in capsys.readouterr().out
+    )
+    hub = LoopbackHub()
+    hub.repos[f"{ORG}/maskrcnn_eca_resnet50_fpn.coco"] = folder
+    pin = PIN.format(
+        pins={"maskrcnn_eca_resnet50_fpn.coco": sha256_file(folder / "model.safetensors")}, commit=LoopbackHub.COMMIT
+    )
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
+    try:
+        result = run_python(DETECTOR.format(pin=pin, weights=str(folder / "model.safetensors")), env=env)
+    finally:
+        hub.stop()
+    assert result.returncode == 0 and "ok k3377" in result.stdout, result.stderr[-2000:]
+    wrong = PIN.format(pins={"maskrcnn_eca_resnet50_fpn.coco": "0" * 64}, commit=LoopbackHub.COMMIT)
+    result = run_python(
+        DETECTOR.format(pin=wrong, weights=str(folder / "model.safetensors")), env={**env, "HF_HUB_OFFLINE": "1"}
+    )
+    assert result.returncode != 0 and "the manifest expects 000000000000" in result.stderr

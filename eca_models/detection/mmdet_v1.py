@@ -18,7 +18,7 @@ from torch import nn
 
 from .._files import atomic_folder, atomic_path, sha256_file, write_text_atomic
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code
-from ..weights import WeightsError
+from ..weights import WeightsError, find_checkpoint
 from ..weights.loading import WEIGHTS_FILE, read_weights_file
 from ._registry import get_builder
 from .labels import LabelMap, coco_categories
@@ -374,6 +374,13 @@ def convert_mmdet_checkpoint(
     source_sha = sha256_file(src)
     card = render_detector_card(model, Path(src).name, source_sha)
     metadata = {"architecture": architecture, "kernel_code": ckpt.kernel_code, "source_file": Path(src).name}
+    released = find_checkpoint(architecture)
+    if (
+        released is not None
+        and released.kernel_code == ckpt.kernel_code
+        and label_map == LabelMap.coco(label_map.background)
+    ):
+        metadata["checkpoint"] = released.name  # what `eca-models publish` records the upload in
     try:
         with atomic_folder(out_dir, overwrite) as tmp:  # renamed into place only once it checks out
             write_detector_files(model, tmp, card, metadata, source_file=Path(src).name, source_sha256=source_sha)
