@@ -9,7 +9,7 @@ leaves nothing half-written.
 import dataclasses
 import re
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import timm
 import torch
@@ -22,7 +22,15 @@ from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
 from .manifest import find_checkpoint
 from .model_card import render_model_card
 
-__all__ = ["ConversionReport", "convert_checkpoint", "describe_kernels", "save_hub_folder", "write_hub_files"]
+__all__ = [
+    "ConversionReport",
+    "convert_checkpoint",
+    "describe_kernels",
+    "remap_checkpoint",
+    "save_hub_folder",
+    "verify_hub_folder",
+    "write_hub_files",
+]
 
 
 @dataclasses.dataclass
@@ -104,6 +112,36 @@ def save_hub_folder(
     return out_dir
 
 
+def remap_checkpoint(checkpoint: Dict, model_name: str, source_name: str = "") -> Tuple[torch.nn.Module, List[str]]:
+    """The authors' checkpoint dict in ``model_name``'s model (its filter strips prefixes and checks every key and
+    ECA kernel), in eval mode, and notes on what the file said of itself."""
+    notes = []
+    if "arch" in checkpoint:
+        notes.append(
+            f"the file's 'arch' field says {checkpoint['arch']!r}; ignored (the architecture comes from --model)"
+        )
+    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=checkpoint)).eval()
+    named = re.search(r"_(k\d+)", source_name)
+    if named and named.group(1) != model.kernel_code:
+        notes.append(f"the file name says {named.group(1)}, but its weights fit {model.kernel_code}")
+    notes.append(describe_kernels(model))
+    return model, notes
+
+
+def verify_hub_folder(model_name: str, folder: Union[str, Path], x: torch.Tensor, expected: torch.Tensor) -> float:
+    """Reload ``folder`` as ``model_name`` and compare its logits on ``x`` with ``expected``.
+
+    Raises:
+        WeightsError: They differ (the folder is not usable).
+    """
+    reloaded = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder))).eval()
+    with torch.no_grad():
+        diff = (reloaded(x) - expected).abs().max().item()
+    if diff != 0.0:
+        raise WeightsError(f"the converted weights give other logits than the source (max abs diff {diff:.3g})")
+    return diff
+
+
 def convert_checkpoint(
     src: Union[str, Path],
     model_name: str,
@@ -113,6 +151,10 @@ def convert_checkpoint(
     log: Callable[[str], None] = print,
 ) -> ConversionReport:
     """Convert an authors'-format checkpoint to a Hub folder and check it reloads to identical logits.
+
+    Four steps: read (``weights_only=True``), remap (:func:`remap_checkpoint`), save (:func:`write_hub_files`, into
+    a folder beside ``out_dir``) and verify (:func:`verify_hub_folder`); the folder is renamed into place only once
+    it reloads to the source's logits.
 
     Args:
         src: The authors' ``.pth.tar`` (read with ``weights_only=True``) or any state-dict file.
@@ -128,22 +170,13 @@ def convert_checkpoint(
     if model_name not in list_models():
         raise KeyError(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
     source_sha = sha256_file(src) if src.is_file() else ""
-    checkpoint = read_weights_file(src)
-    notes = []
-    if "arch" in checkpoint:
-        notes.append(
-            f"the file's 'arch' field says {checkpoint['arch']!r}; ignored (the architecture comes from --model)"
-        )
-    named = re.search(r"_(k\d+)", src.name)
-    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=checkpoint)).eval()
-    if named and named.group(1) != model.kernel_code:
-        notes.append(f"the file name says {named.group(1)}, but its weights fit {model.kernel_code}")
-    notes.append(describe_kernels(model))
+    model, notes = remap_checkpoint(read_weights_file(src), model_name, src.name)
     for note in notes:
         log(note)
 
     ckpt = find_checkpoint(model_name)
-    hf_hub_id = ckpt.hf_hub_id if ckpt and ckpt.kernel_code == model.kernel_code else f"ORG/{model_name}"
+    released = ckpt if ckpt and ckpt.kernel_code == model.kernel_code else None
+    hf_hub_id = released.hf_hub_id if released else f"ORG/{model_name}"
     card = render_model_card(
         repo_name=hf_hub_id.split("/")[-1],
         model_name=model_name,
@@ -151,7 +184,7 @@ def convert_checkpoint(
         num_params=count_params(model),
         gmacs=count_macs(model) / 1e9,
         hf_hub_id=hf_hub_id,
-        checkpoint=ckpt if ckpt and ckpt.kernel_code == model.kernel_code else None,
+        checkpoint=released,
         source_file=src.name,
         source_sha256=source_sha,
     )
@@ -166,20 +199,15 @@ def convert_checkpoint(
     x = _fixed_input(check_size)
     with torch.no_grad():
         expected = model(x)
-    del checkpoint
-    save_hub_folder(model, out_dir, card, metadata, overwrite=overwrite)
+    try:
+        with atomic_folder(out_dir, overwrite) as tmp:
+            write_hub_files(model, tmp, card, metadata)
+            diff = verify_hub_folder(model_name, tmp, x, expected)
+    except FileExistsError as e:
+        raise WeightsError(str(e)) from None
     log(f"wrote {out_dir}: {WEIGHTS_FILE}, config.json, README.md")
-
-    reloaded = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(out_dir))).eval()
-    with torch.no_grad():
-        diff = (reloaded(x) - expected).abs().max().item()
-    if diff != 0.0:
-        raise WeightsError(
-            f"the converted weights give other logits than the source (max abs diff {diff:.3g}); "
-            f"{out_dir} is not usable"
-        )
     log(
-        f"reloaded {out_dir}: logits identical to the source file's on a fixed "
+        f"reloaded it: logits identical to the source file's on a fixed "
         f"{check_size}x{check_size} input (max abs diff 0)"
     )
     return ConversionReport(Path(out_dir), model_name, model.kernel_code, source_sha, diff, notes)

@@ -42,7 +42,7 @@ from .common import UsageError, load_detector_model
 from .predict_detection import detector_kwargs
 
 DETECTION_ONLY = ("train_annotations", "train_images", "val_annotations", "val_images", "backbone_checkpoint")
-DETECTION_ONLY += ("min_size", "max_size", "warmup_iters", "lr_steps")
+DETECTION_ONLY += ("min_size", "max_size", "warmup_iters", "lr_steps", "trainable_backbone_layers")
 RELEASE_EPOCHS, RELEASE_STEPS, RELEASE_LR, RELEASE_BATCH = 12, (8, 11), 0.02, 16
 
 
@@ -58,13 +58,20 @@ def add_detection_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-size", type=int, help="and the longer side to at most this (default 1333)")
     group.add_argument("--warmup-iters", type=int, default=500, help="linear warm-up from lr/3 (default 500)")
     group.add_argument(
+        "--trainable-backbone-layers", type=int, choices=range(6), default=3,
+        help="trunk stages trained, from layer4 (default 3: stem and layer1 frozen, as released)",
+    )  # fmt: skip
+    group.add_argument(
         "--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1 (default 8 11 of 12, scaled to --epochs)"
     )
 
 
 def check_no_detection_args(args: argparse.Namespace) -> None:
     """A classifier's run refuses the detector-only flags instead of ignoring them."""
-    given = [f"--{k.replace('_', '-')}" for k in DETECTION_ONLY if getattr(args, k, None) not in (None, 500)]
+    defaults = {"warmup_iters": 500, "trainable_backbone_layers": 3}
+    given = [
+        f"--{k.replace('_', '-')}" for k in DETECTION_ONLY if getattr(args, k, None) not in (None, defaults.get(k))
+    ]
     if given:
         raise UsageError(f"{', '.join(given)} are for detectors (e.g. maskrcnn_eca_resnet50_fpn), not {args.model}")
 
@@ -156,7 +163,7 @@ def rebuild_heads(model: torch.nn.Module, label_map: LabelMap) -> torch.nn.Modul
 def start_detector(args: argparse.Namespace, label_map: LabelMap) -> torch.nn.Module:
     """The model to fine-tune, with heads for the dataset's categories."""
     arch, folder = _architecture(args)
-    kwargs = detector_kwargs(args)
+    kwargs = {**detector_kwargs(args), "trainable_layers": args.trainable_backbone_layers}
     categories = label_map.to_json()["categories"]
     if folder is not None:
         model = load_detector_model(arch, folder, **kwargs)
