@@ -214,3 +214,12 @@ def test_detector_figures_are_the_recorded_ones():
         ratio = f"{statistics.median(ratios):.3f}" if d is base else _median_and_interval(ratios)
         assert cells[1:] == [f"{d['params']:,}", f"{d['release_params'] / 1e6:.3f}M", f"{d['gmacs']:.2f}",
                              f"{statistics.median(d['runs']):.3f}", ratio]  # fmt: skip
+
+
+def test_detection_example_figures_are_the_recorded_ones():
+    """The detection page's drawn example: the image is there and its AP is the recorded run's last epoch."""
+    page = (ROOT / "docs" / "guides" / "detection.md").read_text()
+    history = [json.loads(line) for line in (ROOT / "docs" / "assets" / "detection-example-metrics.jsonl").open()]
+    last = history[-1]
+    assert len(history) == 6 and (ROOT / "docs" / "assets" / "detection-example.png").is_file()
+    assert f"val box AP {last['val_box_map']:.2f} (AP50 {last['val_box_map_50']:.2f})" in page
