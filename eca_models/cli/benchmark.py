@@ -137,10 +137,7 @@ def _print_table(results, train: bool, onnxruntime: bool = False) -> None:
         if onnxruntime:
             row += [f"{r.ort_img_s:.1f}", f"{r.ort_spread:.1f}%", f"{r.ort_ratio:.3f}", _interval(r.ort_ratio_interval)]
         rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    print()
-    for row in rows:
-        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    _print_rows(rows)
     print(
         "ratio: images/s relative to the plain model (first row), the median over repetitions of the ratio within one;"
         " paper: the same ratio in the paper's Table 3 (2080Ti GPUs)."
@@ -180,10 +177,7 @@ def _run_detectors(args: argparse.Namespace) -> int:
     for i, r in enumerate(results):  # the plain detector's ratio is 1 by definition: no interval
         rows.append((r.name, f"{r.params:,}", f"{r.release_params / 1e6:.3f}M", f"{r.gmacs:.2f}", f"{r.img_s:.3f}",
                      f"{r.ratio:.3f}", _interval(r.ratio_interval) if i else "-"))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print()
-    for row in rows:
-        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    _print_rows(rows)
     print(
         "release count: every parameter and frozen BatchNorm affine less the stem and layer1 (the release's Param). "
         "GMACs: torch.utils.flop_counter on the release's dummy forward at 1280x800 (the paper's GFLOPs are mmcv's "
@@ -195,3 +189,11 @@ def _run_detectors(args: argparse.Namespace) -> int:
         write_text_atomic(Path(args.results_file), json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.results_file}")
     return 0
+
+
+def _print_rows(rows) -> None:
+    """A table: the first column left-aligned, the figures right-aligned, after a blank line."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))

@@ -30,7 +30,7 @@ from ..evaluation import evaluate
 from ..training.loop import StepResult, train_one_epoch
 from ..training.plots import plot_curves
 from ..training.runner import Task, run_in_folder, run_task, seed_everything, unreadable_recorder
-from ..training.sampler import EpochSampler
+from ..training.sampler import epoch_loader
 from ..training.state import CHECKPOINT
 from ..weights import find_checkpoint
 from ..weights.convert import write_hub_files
@@ -221,18 +221,10 @@ def _finetune(args: argparse.Namespace, run_dir: Path, device: torch.device) -> 
         if args.freeze_backbone:
             model.eval()  # keep the backbone's BN statistics as loaded
             model.get_classifier().train()
-        sampler = EpochSampler(
-            len(data.train), args.seed, epoch, distributed.rank(), distributed.world_size(), step * args.batch_size
-        )
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_size=args.batch_size,
-            sampler=sampler,
-            num_workers=args.workers,
-            drop_last=True,
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch * 1_009 + step),
-        )
+        loader = epoch_loader(
+            train_set, args.batch_size, args.seed, epoch, step, distributed.rank(), distributed.world_size(),
+            args.workers, pin_memory=device.type == "cuda",
+        )  # fmt: skip
         return train_one_epoch(
             loader, forward, optimizer, device, scaler, args.amp, on_step, note_unreadable, step, carried,
             desc=f"epoch {epoch + 1}/{args.epochs}",

@@ -35,7 +35,7 @@ from ..detection.weights import read_detector_folder
 from ..training.loop import StepResult, train_one_epoch
 from ..training.plots import plot_curves
 from ..training.runner import Task, run_task, seed_everything, unreadable_recorder
-from ..training.sampler import EpochSampler
+from ..training.sampler import epoch_loader
 from ..weights import find_checkpoint
 from ..zoo import weights_state
 from .common import UsageError, load_detector_model
@@ -249,18 +249,10 @@ def finetune_detector(args: argparse.Namespace, run_dir: Path, device: torch.dev
 
     def train_epoch(epoch: int, step: int, carried, on_step) -> float:
         net.train()
-        sampler = EpochSampler(
-            len(train_set), args.seed, epoch, distributed.rank(), distributed.world_size(), step * args.batch_size
-        )
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_size=args.batch_size,
-            sampler=sampler,
-            num_workers=args.workers,
-            drop_last=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch * 1_009 + step),
-        )
+        loader = epoch_loader(
+            train_set, args.batch_size, args.seed, epoch, step, distributed.rank(), distributed.world_size(),
+            args.workers, pin_memory=device.type == "cuda", collate_fn=collate,
+        )  # fmt: skip
         return train_one_epoch(
             loader, forward, optimizer, device, scaler, args.amp, on_step, note_unreadable, step, carried,
             desc=f"epoch {epoch + 1}/{args.epochs}", scheduler=scheduler, first_update=epoch * steps_per_epoch + step,

@@ -5,7 +5,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["EpochSampler"]
+__all__ = ["EpochSampler", "epoch_loader"]
 
 
 class EpochSampler(Sampler[int]):
@@ -27,3 +27,31 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def epoch_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    step: int,
+    rank: int,
+    world_size: int,
+    workers: int,
+    pin_memory: bool = False,
+    collate_fn=None,
+) -> torch.utils.data.DataLoader:
+    """One epoch's training batches from step ``step`` on: this rank's share of the epoch's seeded order, full
+    batches only, and a loader generator seeded from (seed, epoch, step), so a resumed run draws what the
+    uninterrupted one would have."""
+    sampler = EpochSampler(len(dataset), seed, epoch, rank, world_size, step * batch_size)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=pin_memory,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(seed * 100_003 + epoch * 1_009 + step),
+    )
