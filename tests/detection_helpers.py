@@ -12,8 +12,6 @@ from PIL import Image
 
 import eca_models  # noqa: F401
 
-COCO_NAMES = None
-
 
 def coco_names() -> List[str]:
     from eca_models.detection import coco_categories

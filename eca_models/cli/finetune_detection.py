@@ -12,6 +12,7 @@ and draws the curves.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -36,9 +37,9 @@ from ..training.loop import StepResult, train_one_epoch
 from ..training.plots import plot_curves
 from ..training.runner import Task, run_task, seed_everything, unreadable_recorder
 from ..training.sampler import epoch_loader
-from ..weights import find_checkpoint
+from ..weights import WeightsError, find_checkpoint
 from ..zoo import weights_state
-from .common import UsageError, load_detector_model
+from .common import UsageError, load_detector_model, weights_usage_errors
 from .predict_detection import detector_kwargs
 
 DETECTION_ONLY = ("train_annotations", "train_images", "val_annotations", "val_images", "backbone_checkpoint")
@@ -81,19 +82,14 @@ def resolve_detection_defaults(args: argparse.Namespace) -> None:
     args.epochs = RELEASE_EPOCHS if args.epochs is None else args.epochs
     args.batch_size = 2 if args.batch_size is None else args.batch_size
     if args.lr is None:
-        args.lr = RELEASE_LR * args.batch_size * max(1, int(_env_world_size())) / RELEASE_BATCH
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's, known before the process group exists
+        args.lr = RELEASE_LR * args.batch_size * max(1, processes) / RELEASE_BATCH
     if args.lr_steps is None:
         args.lr_steps = [max(1, round(s * args.epochs / RELEASE_EPOCHS)) for s in RELEASE_STEPS]
     unused = {"freeze_backbone": False, "mixup": 0.0, "cutmix": 0.0, "smoothing": 0.0, "val_split": None}
     given = [f"--{k.replace('_', '-')}" for k, v in unused.items() if getattr(args, k) != v]
     if given:
         raise UsageError(f"{', '.join(given)} are for classifiers; a detector's fine-tuning does not take them")
-
-
-def _env_world_size() -> str:
-    import os
-
-    return os.environ.get("WORLD_SIZE", "1")
 
 
 def read_splits(args: argparse.Namespace) -> Tuple[CocoData, CocoData]:
@@ -128,9 +124,11 @@ def read_splits(args: argparse.Namespace) -> Tuple[CocoData, CocoData]:
 def _architecture(args: argparse.Namespace) -> Tuple[str, Optional[str]]:
     """(architecture, detector folder to start from, if any)."""
     if Path(args.model).is_dir():
+        if args.checkpoint:
+            raise UsageError(f"--model {args.model} is a folder of weights already: drop --checkpoint")
         try:
             return read_detector_folder(args.model)["architecture"], args.model
-        except Exception as e:  # noqa: BLE001 - a WeightsError: said as a usage error
+        except WeightsError as e:
             raise UsageError(str(e)) from None
     return args.model, args.checkpoint
 
@@ -168,10 +166,8 @@ def start_detector(args: argparse.Namespace, label_map: LabelMap) -> torch.nn.Mo
     if folder is not None:
         model = load_detector_model(arch, folder, **kwargs)
     elif args.backbone_checkpoint:
-        try:
+        with weights_usage_errors(arch):
             return create_detector(arch, categories=categories, trunk_weights=args.backbone_checkpoint, **kwargs)
-        except Exception as e:  # noqa: BLE001 - unknown name or unusable trunk weights
-            raise UsageError(f"{arch}: {e.args[0] if isinstance(e, KeyError) else e}") from None
     elif args.no_pretrained:
         print(
             f"eca-models finetune: warning: training {arch} from scratch: expect far lower AP than fine-tuning (the "
