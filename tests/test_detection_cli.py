@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from detection_helpers import write_coco_dataset, write_mmdet_checkpoint
@@ -421,3 +422,27 @@ def test_bad_weights_get_one_line(converted, coco_root, tmp_path, capsys):
     assert main(["convert", str(src2), "--model", "retinanet_eca_resnet50_fpn", "--out", str(tmp_path / "custom")]) == 0
     config = json.loads((tmp_path / "custom" / "config.json").read_text())
     assert config["label_map"]["categories"] == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+
+
+def test_masks_fall_back_to_the_box_where_the_outline_is_unusable():
+    from pycocotools import mask as mask_utils
+
+    from eca_models.detection.coco import _masks
+
+    box = {"bbox": [2, 3, 4, 5]}
+    rle = mask_utils.encode(np.asfortranarray(np.pad(np.ones((2, 2), np.uint8), ((1, 7), (1, 7)))))
+    rle["counts"] = rle["counts"].decode("ascii")
+    anns = [
+        {**box, "segmentation": [[2, 3, 6, 3]]},  # a polygon of two points
+        {**box, "segmentation": {"size": [5, 5], "counts": "abc"}},  # an RLE of another image size
+        {**box, "segmentation": rle},  # a good RLE (compressed)
+        {**box, "segmentation": [[2, 3, 6, 3, 6, 8]]},  # a good triangle
+        box,  # none at all
+    ]
+    masks = _masks(anns, 10, 10)
+    as_box = torch.zeros(10, 10, dtype=torch.uint8)
+    as_box[3:8, 2:6] = 1
+    for i in (0, 1, 4):
+        assert torch.equal(masks[i], as_box), i
+    assert masks[2].sum() == 4 and masks[2][1:3, 1:3].all()
+    assert 0 < masks[3].sum() < 20

@@ -183,23 +183,31 @@ def check_categories(data: CocoData, label_map: LabelMap) -> None:
 
 
 def _masks(anns: List[Dict[str, Any]], height: int, width: int) -> torch.Tensor:
-    from pycocotools import mask as mask_utils
-
+    """Each annotation's mask at the image's own size: its polygons or RLE, or its box where it has no usable outline
+    (no segmentation, polygons of fewer than three points, an RLE of another size than the image)."""
     out = np.zeros((len(anns), height, width), dtype=np.uint8)
     for i, ann in enumerate(anns):
-        seg = ann.get("segmentation")
-        if not seg:
-            x, y, w, h = ann["bbox"]  # no outline given: the box is the mask
+        mask = _decode_outline(ann.get("segmentation"), height, width)
+        if mask is None:
+            x, y, w, h = ann["bbox"]
             out[i, int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = 1
-            continue
-        if isinstance(seg, list):
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-        elif isinstance(seg.get("counts"), list):
-            rle = mask_utils.frPyObjects(seg, height, width)
         else:
-            rle = seg
-        out[i] = mask_utils.decode(rle)
+            out[i] = mask
     return torch.from_numpy(out)
+
+
+def _decode_outline(seg: Any, height: int, width: int) -> Optional[np.ndarray]:
+    from pycocotools import mask as mask_utils
+
+    if isinstance(seg, list):
+        polygons = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+        if not polygons:
+            return None
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)))
+    if not isinstance(seg, dict) or list(seg.get("size", ())) != [height, width] or "counts" not in seg:
+        return None
+    rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
+    return mask_utils.decode(rle)
 
 
 class CocoDataset(Dataset):
