@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from .._files import write_bytes_atomic
+from ..detection.coco import read_rgb
 from ..detection.evaluation import to_coco_results
 from .common import load_detector_model
 
@@ -22,11 +22,6 @@ from .common import load_detector_model
 def detector_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     """The builder arguments the command's --min-size / --max-size ask for."""
     return {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
-
-
-def _read(path: str) -> torch.Tensor:
-    with Image.open(path) as img:
-        return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def detections_of(detection: Dict[str, torch.Tensor], label_map, score_thr: float) -> List[Dict[str, Any]]:
@@ -70,7 +65,7 @@ def run_detection(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for path in args.images:
         try:
-            image = _read(path)
+            image = read_rgb(path)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"eca-models predict: cannot read {path}: {reason}", file=sys.stderr)

@@ -21,7 +21,7 @@ from ..data.images import subset
 from ..detection.coco import CocoData, check_categories, find_coco_splits, read_coco
 from ..detection.evaluation import SUMMARY_KEYS, coco_evaluate, predict_coco
 from ..detection.model_card import METRIC_NAMES
-from ..weights import find_checkpoint
+from ..detection.weights import released_checkpoint
 from ..weights.manifest import update_manifest
 from .common import UsageError, load_detector_model
 from .predict_detection import detector_kwargs
@@ -49,10 +49,8 @@ def read_split(data: str, annotations: Optional[str], prefer: Tuple[str, ...] = 
 
 def released_metrics(model: torch.nn.Module) -> Tuple[Optional[str], Optional[Dict[str, float]]]:
     """The release's COCO figures for a model of a released architecture, kernel code and COCO's 80 classes."""
-    ckpt = find_checkpoint(model.detector_cfg["architecture"])
-    if ckpt is None or ckpt.kernel_code != model.detector_cfg["kernel_code"] or len(model.label_map.names) != 80:
-        return None, None
-    return ckpt.name, ckpt.metrics["COCO-val2017"]
+    ckpt = released_checkpoint(model.detector_cfg["architecture"], model.detector_cfg["kernel_code"], model.label_map)
+    return (None, None) if ckpt is None else (ckpt.name, ckpt.metrics[ckpt.dataset])
 
 
 def detection_verdict(

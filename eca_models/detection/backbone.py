@@ -6,11 +6,9 @@ The trunk is our ECA-ResNet with torchvision's ``FrozenBatchNorm2d`` and the ste
 ``backbone.fpn`` is torchvision's ``FeaturePyramidNetwork``.
 """
 
-import re
 from typing import Optional, Sequence
 
 import timm
-import torch
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
@@ -103,19 +101,15 @@ def eca_resnet_fpn_backbone(
 def trunk_kernel_code(path: str) -> Optional[str]:
     """The kernel code of an ImageNet ECA-ResNet checkpoint, read from its ECA tensors (None where they follow no
     per-stage code, or the file has none: the trunk's loading then says what is wrong)."""
-    from ..layers.kernel_codes import format_kernel_code
+    from ..layers.kernel_codes import format_kernel_code, stage_kernel_sizes
     from ..weights import read_weights_file
 
     state = read_weights_file(path)
     state = state.get("state_dict", state)
-    sizes: dict = {}
-    for key, value in state.items():
-        m = re.match(r"(?:module\.)?layer(\d)\.\d+\.", key)
-        if m and isinstance(value, torch.Tensor) and value.dim() == 3 and tuple(value.shape[:2]) == (1, 1):
-            sizes.setdefault(int(m.group(1)), set()).add(value.shape[-1])
-    if sorted(sizes) != [1, 2, 3, 4] or any(len(v) != 1 for v in sizes.values()):
+    sizes = stage_kernel_sizes({k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()})
+    if sorted(sizes) != list(_STAGES) or any(len(v) != 1 for v in sizes.values()):
         return None
-    return format_kernel_code([sizes[i].pop() for i in (1, 2, 3, 4)])
+    return format_kernel_code([sizes[stage].pop() for stage in _STAGES])
 
 
 def release_param_count(model: nn.Module) -> int:

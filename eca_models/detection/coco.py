@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from ..data.imagenet import DataError
 from .labels import LabelMap
 
-__all__ = ["CocoData", "CocoDataset", "find_coco_splits", "read_coco", "collate", "quiet_coco"]
+__all__ = ["CocoData", "CocoDataset", "collate", "find_coco_splits", "quiet_coco", "read_coco", "read_rgb"]
 
 
 @dataclasses.dataclass
@@ -252,8 +252,7 @@ class CocoDataset(Dataset):
         info = self.images[self.ids[index]]
         anns = [a for a in self.by_image[info["id"]] if not (self.skip_crowd and a.get("iscrowd"))]
         try:
-            with Image.open(self.data.images_dir / info["file_name"]) as img:
-                image = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy())
+            image = read_rgb(self.data.images_dir / info["file_name"])
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
             empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
             return (
@@ -261,7 +260,7 @@ class CocoDataset(Dataset):
                 {**empty, "image_id": torch.tensor(info["id"]), "index": torch.tensor(index)},
                 False,
             )
-        image = image.permute(2, 0, 1).float().div_(255)
+        image = image.float().div_(255)
         height, width = image.shape[-2:]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
@@ -287,6 +286,16 @@ class CocoDataset(Dataset):
             if "masks" in target:
                 target["masks"] = target["masks"].flip(-1)
         return image, target, True
+
+
+def read_rgb(path) -> torch.Tensor:
+    """An image file as a uint8 RGB tensor (3, H, W): grayscale, palette, CMYK and alpha images converted.
+
+    Raises:
+        OSError, UnidentifiedImageError, ValueError, SyntaxError: PIL's, for an unreadable file.
+    """
+    with Image.open(path) as img:
+        return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def collate(batch):

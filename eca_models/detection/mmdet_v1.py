@@ -17,14 +17,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .._files import atomic_folder, atomic_path, sha256_file, write_text_atomic
-from ..layers.kernel_codes import format_kernel_code, parse_kernel_code
-from ..weights import WeightsError, find_checkpoint
+from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
+from ..weights import WeightsError
 from ..weights.loading import WEIGHTS_FILE, read_weights_file
 from ._registry import get_builder
 from .labels import LabelMap, coco_categories
 from .legacy import use_legacy_coordinates
 from .model_card import render_detector_card
-from .weights import CONFIG_FILE, detector_config
+from .weights import CONFIG_FILE, detector_config, released_checkpoint, state_dict_mismatch
 
 __all__ = [
     "MmdetCheckpoint",
@@ -121,17 +121,15 @@ def _eca_keys(state: Dict[str, torch.Tensor]) -> Dict[str, str]:
 
 
 def _file_kernel_sizes(state: Dict[str, torch.Tensor], path: Path) -> Tuple[int, ...]:
-    sizes: Dict[int, set] = {}
-    for key, ours in _eca_keys(state).items():
-        sizes.setdefault(int(ours[5]), set()).add(state[key].shape[-1])
-    if sorted(sizes) != [1, 2, 3, 4]:
+    sizes = stage_kernel_sizes(state, prefix="backbone.")
+    if sorted(sizes) != ["layer1", "layer2", "layer3", "layer4"]:
         raise WeightsError(
             f"{path} has no ECA layers in {'every stage' if sizes else 'its trunk'} (a plain ResNet detector?); "
             "load it with torchvision's own detectors"
         )
     if any(len(s) != 1 for s in sizes.values()):
         raise WeightsError(f"{path}: its ECA kernel sizes vary within a stage ({sizes}); they follow no kernel code")
-    return tuple(sizes[i].pop() for i in (1, 2, 3, 4))
+    return tuple(sizes[f"layer{i}"].pop() for i in (1, 2, 3, 4))
 
 
 def _head_map(kind: str) -> List[Tuple[str, str]]:
@@ -186,15 +184,9 @@ def remap_state_dict(ckpt: MmdetCheckpoint, model: nn.Module) -> Dict[str, torch
             if key in state:
                 out[f"{ours}.{suffix}"] = state[key]
                 used.add(key)
-    own = model.state_dict()
     left = sorted(set(state) - used)
-    missing = sorted(set(own) - set(out))
-    unknown = sorted(set(out) - set(own))
-    shapes = [
-        f"{k} {tuple(v.shape)}, the model's {tuple(own[k].shape)}"
-        for k, v in out.items()
-        if k in own and v.shape != own[k].shape
-    ]
+    missing, unknown, shapes = state_dict_mismatch(model.state_dict(), out)
+    missing, unknown = sorted(missing), sorted(unknown)
     problems = []
     if left or unknown:
         problems.append(f"{len(left) + len(unknown)} tensors of the file not used ({', '.join((left + unknown)[:3])})")
@@ -374,12 +366,8 @@ def convert_mmdet_checkpoint(
     source_sha = sha256_file(src)
     card = render_detector_card(model, Path(src).name, source_sha)
     metadata = {"architecture": architecture, "kernel_code": ckpt.kernel_code, "source_file": Path(src).name}
-    released = find_checkpoint(architecture)
-    if (
-        released is not None
-        and released.kernel_code == ckpt.kernel_code
-        and label_map == LabelMap.coco(label_map.background)
-    ):
+    released = released_checkpoint(architecture, ckpt.kernel_code, label_map)
+    if released is not None:
         metadata["checkpoint"] = released.name  # what `eca-models publish` records the upload in
     try:
         with atomic_folder(out_dir, overwrite) as tmp:  # renamed into place only once it checks out

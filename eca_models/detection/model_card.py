@@ -4,10 +4,9 @@ from typing import Dict, List, Optional
 
 from torch import nn
 
-from ..weights import find_checkpoint
 from ..weights.model_card import CITATION
 from .backbone import release_param_count
-from .weights import TASKS
+from .weights import TASKS, released_checkpoint
 
 __all__ = ["render_detector_card", "METRIC_NAMES"]
 
@@ -55,8 +54,7 @@ def render_detector_card(
     cfg = model.detector_cfg
     arch, code = cfg["architecture"], cfg["kernel_code"]
     task = TASKS[arch.split("_", 1)[0]]
-    ckpt = find_checkpoint(arch)
-    released = ckpt if ckpt is not None and ckpt.kernel_code == code and len(model.label_map.names) == 80 else None
+    released = released_checkpoint(arch, code, model.label_map)
     results: List[str] = []
     for metrics, source, name in (
         (released.metrics["COCO-val2017"] if released else None, "reported", "COCO-val2017"),

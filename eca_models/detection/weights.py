@@ -4,7 +4,7 @@ COCO weights from the Hub (pinned revision and sha256 from the manifest, as for 
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from .labels import LabelMap
 
 __all__ = [
     "is_detector_source",
+    "released_checkpoint",
     "DetectorWeights",
     "load_detector_weights",
     "read_detector_folder",
@@ -24,6 +25,21 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 TASKS = {"fasterrcnn": "object-detection", "retinanet": "object-detection", "maskrcnn": "instance-segmentation"}
+
+
+def state_dict_mismatch(
+    own: Dict[str, torch.Tensor], given: Dict[str, torch.Tensor]
+) -> Tuple[List[str], List[str], List[str]]:
+    """What keeps ``given`` from loading strictly into a model whose state dict is ``own``: its keys the model lacks
+    (missing), the keys it has that the model does not (unexpected), and tensors of another shape (described)."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    shapes = [
+        f"{k} {tuple(v.shape)}, the model's {tuple(own[k].shape)}"
+        for k, v in given.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    return missing, unexpected, shapes
 
 
 @dataclasses.dataclass
@@ -40,14 +56,7 @@ class DetectorWeights:
 
     def load_into(self, model: nn.Module) -> None:
         """Load strictly; a missing, unexpected or mis-shaped tensor is a one-line :class:`WeightsError`."""
-        own = model.state_dict()
-        missing = [k for k in own if k not in self.state_dict]
-        unexpected = [k for k in self.state_dict if k not in own]
-        shapes = [
-            f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-            for k, v in self.state_dict.items()
-            if k in own and v.shape != own[k].shape
-        ]
+        missing, unexpected, shapes = state_dict_mismatch(model.state_dict(), self.state_dict)
         if missing or unexpected or shapes:
             parts = []
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
@@ -75,20 +84,28 @@ def detector_config(model: nn.Module, **extra: Any) -> Dict[str, Any]:
     }
 
 
+def released_checkpoint(architecture: str, kernel_code: str, label_map: LabelMap):
+    """The manifest entry of the release's checkpoint a model of ``architecture``, ``kernel_code`` and ``label_map``
+    corresponds to (its reported figures apply), or None: another kernel code, or other classes than COCO's 80."""
+    ckpt = find_checkpoint(architecture)
+    if ckpt is None or ckpt.is_classifier or ckpt.kernel_code != kernel_code:
+        return None
+    return ckpt if label_map == LabelMap.coco(label_map.background) else None
+
+
 def is_detector_source(source: Union[str, Path]) -> bool:
     """True for a registered detector name or a folder whose ``config.json`` is a detector's."""
     from ._registry import is_detector
 
     if is_detector(str(source)):
         return True
-    path = Path(source) / CONFIG_FILE
-    if not path.is_file():
+    if not (Path(source) / CONFIG_FILE).is_file():
         return False
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        read_detector_folder(source)
+    except WeightsError:  # unreadable, or a classifier's
         return False
-    return isinstance(config, dict) and config.get("task") in set(TASKS.values())
+    return True
 
 
 def read_detector_folder(folder: Union[str, Path]) -> Dict[str, Any]:

@@ -6,9 +6,10 @@ for blocks with fewer than 96 output channels, then for the rest (``'k13'``).
 ``'adaptive'`` picks every layer's size from its channel count (paper eq. 12).
 """
 
-from typing import Sequence, Tuple, Union
+import re
+from typing import Dict, Mapping, Sequence, Set, Tuple, Union
 
-__all__ = ["ADAPTIVE", "KernelSizes", "parse_kernel_code", "format_kernel_code"]
+__all__ = ["ADAPTIVE", "KernelSizes", "format_kernel_code", "parse_kernel_code", "stage_kernel_sizes"]
 
 ADAPTIVE = "adaptive"
 KernelSizes = Union[str, Sequence[int]]
@@ -65,3 +66,16 @@ def format_kernel_code(sizes: Union[str, Sequence[int]]) -> str:
     if all(s < 10 for s in sizes):
         return "k" + "".join(str(s) for s in sizes)
     return "k" + "-".join(str(s) for s in sizes)
+
+
+def stage_kernel_sizes(state_dict: Mapping[str, object], prefix: str = "") -> Dict[str, Set[int]]:
+    """The ECA kernel sizes each stage of a ResNet state dict holds, ``{"layer1": {3}, ...}``, found by structure
+    (every (1, 1, k) tensor inside ``<prefix>layerS.B.``), whatever the layer is called."""
+    sizes: Dict[str, Set[int]] = {}
+    pattern = re.compile(re.escape(prefix) + r"(layer\d)\.\d+\.")
+    for key, value in state_dict.items():
+        m = pattern.match(key)
+        shape = tuple(getattr(value, "shape", ()))
+        if m and len(shape) == 3 and shape[:2] == (1, 1):
+            sizes.setdefault(m.group(1), set()).add(shape[-1])
+    return sizes
