@@ -1,16 +1,43 @@
-"""Small file helpers: atomic writes and checksums."""
+"""Small file helpers: atomic writes, checksums, and output paths checked before the work.
 
+Temporary files and folders are made beside their target under a name that says whose they are
+(``.NAME.eca-tmp.HOST.PID.XXXX``); a write killed outright (``kill -9``, a power cut) leaves one behind, and the
+next atomic write into the same folder removes those whose process on this host is gone.
+"""
+
+import errno
 import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
 
-__all__ = ["atomic_folder", "atomic_path", "default_mode", "sha256_file", "write_bytes_atomic", "write_text_atomic"]
+__all__ = [
+    "OutputPathError",
+    "atomic_folder",
+    "atomic_path",
+    "check_output_file",
+    "check_new_folder",
+    "check_output_folder",
+    "default_mode",
+    "remove_stale_temporaries",
+    "scratch_folder",
+    "sha256_file",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
+TMP_MARK = ".eca-tmp."
+_TMP_NAME = re.compile(r"^\..*\.eca-tmp\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^/]*$")
+
+
+class OutputPathError(OSError):
+    """An output path that cannot be written (its folder is a file, not writable, or the name is a folder)."""
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
@@ -29,25 +56,162 @@ def default_mode(executable: bool = False) -> int:
     return (0o777 if executable else 0o666) & ~umask
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: PathLike) -> int:
+    """Remove what atomic writes killed outright left in ``folder``: temporaries of this host whose process is gone.
+
+    Returns how many were removed. Another host's (a shared file system) and live processes' are left alone.
+    """
+    folder, removed = Path(folder), 0
+    try:
+        entries = [p for p in folder.iterdir() if TMP_MARK in p.name]
+    except OSError:
+        return 0
+    host = _host()
+    for entry in entries:
+        match = _TMP_NAME.match(entry.name)
+        if not match or match["host"] != host or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}{TMP_MARK}{_host()}.{os.getpid()}."
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_file(path: PathLike, what: str = "") -> Path:
+    """Check, before any work, that a file can be written at ``path``: the name is not a folder, and its folder
+    exists (or can be made) and is writable. Makes nothing.
+
+    Args:
+        path: The file to be written.
+        what: How the user named it (``--out``), for the message.
+
+    Raises:
+        OutputPathError: One line naming ``path`` and what is wrong with it.
+    """
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        raise OutputPathError(f"{label} is a folder; name the file to write")
+    _check_writable_folder(path.parent, label)
+    return path
+
+
+def check_output_folder(path: PathLike, what: str = "") -> Path:
+    """Check, before any work, that a folder can be made (or written) at ``path``. Makes nothing.
+
+    Raises:
+        OutputPathError: One line naming ``path`` and what is wrong with it.
+    """
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{label} is a file, not a folder")
+    _check_writable_folder(path if path.is_dir() else path.parent, label)
+    return path
+
+
+def check_new_folder(path: PathLike, overwrite: bool = False, what: str = "") -> Path:
+    """Check, before any work, that :func:`atomic_folder` may write ``path``: :func:`check_output_folder`, and an
+    existing, non-empty ``path`` only with ``overwrite``. Makes nothing.
+
+    Raises:
+        OutputPathError: The folder cannot be written there.
+        FileExistsError: ``path`` exists, is not empty, and ``overwrite`` is False.
+    """
+    path = check_output_folder(path, what)
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
+    return path
+
+
+def _check_writable_folder(folder: Path, label: str) -> None:
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise OutputPathError(f"{label} cannot be written: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{label} cannot be written: no permission to write in {existing}")
+
+
+def _write_error(path: Path, e: OSError) -> OutputPathError:
+    reason = e.strerror or os.strerror(e.errno or errno.EIO)
+    return OutputPathError(e.errno or errno.EIO, f"cannot write {path}: {reason}")
+
+
 @contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary file beside ``path`` for a writer that takes a file name (an exporter, safetensors).
 
     When the block ends, the file is renamed onto ``path`` with the permissions a plain ``open()`` would give
     (or ``path``'s own, if it exists); a block that raises, or that deletes the file, writes nothing. A reader
-    sees the old file or the new one, never half of one, even if the writer is killed.
+    sees the old file or the new one, never half of one, even if the writer is killed. An error of the file
+    system names ``path``, never the temporary file.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    remove_stale_temporaries(path.parent)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=suffix)
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         if tmp.exists():
             os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else default_mode())  # mkstemp's is 0600
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise _write_error(path, e) from None
+    except OSError as e:
+        if isinstance(e, OutputPathError) or e.filename is None or TMP_MARK not in str(e.filename):
+            raise
+        raise _write_error(path, e) from None  # e.g. a full disk while writing the temporary file
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def scratch_folder(parent: PathLike, name: str) -> Iterator[Path]:
+    """A private folder in ``parent`` for work in progress (a download, a conversion), removed when the block ends,
+    however it ends; one a killed process left is removed by the next atomic write or scratch folder there."""
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(parent)
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(parent / name), dir=parent))
+    except OSError as e:
+        raise _write_error(parent / name, e) from None
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
@@ -69,24 +233,26 @@ def atomic_folder(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
 
     The folder and its files get the permissions a plain ``mkdir`` / ``open()`` would. A block that raises leaves
     nothing behind and ``path`` as it was; an existing ``path`` is replaced only with ``overwrite`` (an empty one
-    always).
+    always). What an earlier run killed outright left beside it is removed first.
 
     Raises:
         FileExistsError: ``path`` exists, is not empty, and ``overwrite`` is False.
     """
-    path = Path(path)
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    path = check_new_folder(path, overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         yield tmp
         tmp.chmod(default_mode(executable=True))  # mkdtemp's is 0700
         for item in tmp.iterdir():
             item.chmod(default_mode())
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
+            old.rmdir()
             path.rename(old)
             tmp.rename(path)
             shutil.rmtree(old, ignore_errors=True)

@@ -18,9 +18,10 @@ from tqdm import tqdm
 from . import distributed
 from .data.images import unreadable
 
-__all__ = ["Counts", "evaluate", "wilson_interval", "verdict", "IMAGENET_VAL_SIZE"]
+__all__ = ["Counts", "NOT_SCORED", "evaluate", "wilson_interval", "verdict", "IMAGENET_VAL_SIZE"]
 
 IMAGENET_VAL_SIZE = 50_000
+NOT_SCORED = "NOT SCORED"  # the state of a run that scored no image: never PASS or FAIL
 
 
 @dataclasses.dataclass
@@ -126,14 +127,24 @@ def wilson_interval(percent: float, n: int, z: float = 1.959964) -> Tuple[float,
 def verdict(
     measured: Dict[str, float], reported: Optional[Dict[str, float]], images: int, tolerance: float = 0.3
 ) -> Tuple[str, str]:
-    """``('PASS' | 'FAIL' | 'MEASURED', why)`` for measured vs reported ``{'acc@1', 'acc@5'}``.
+    """``('PASS' | 'FAIL' | 'MEASURED' | 'NOT SCORED', why)`` for measured vs reported ``{'acc@1', 'acc@5'}``.
 
     On the full val set (50,000 scored images) each metric must be within ``tolerance`` points of
-    the reported value; on a subset the reported value must lie inside the 95% interval.
+    the reported value; on a subset the reported value must lie inside the 95% interval, and only
+    where the subset is large enough that each reported figure could fall outside it (on one image
+    the Top-1 interval spans the reported value whether the image is right or wrong: no verdict).
+    No image scored gives no verdict at all.
     """
+    if images <= 0:
+        return NOT_SCORED, "no image was scored: there is nothing to judge"
     if not reported:
         return "MEASURED", "no reported figures for this model: measured only"
     full = images == IMAGENET_VAL_SIZE
+    if not full and not all(_subset_can_fail(reported[key], images) for key in ("acc@1", "acc@5")):
+        return "MEASURED", (
+            f"{images} image{'s are' if images > 1 else ' is'} too few for a verdict: no result on "
+            f"{'them' if images > 1 else 'it'} could put every reported figure outside its 95% interval"
+        )
     failures = []
     for key in ("acc@1", "acc@5"):
         if full:
@@ -151,3 +162,11 @@ def verdict(
         else f"subset of {images} images, reported value inside the 95% interval"
     )
     return ("FAIL", f"{rule}: " + "; ".join(failures)) if failures else ("PASS", rule)
+
+
+def _subset_can_fail(reported: float, images: int) -> bool:
+    """Whether some accuracy measured on ``images`` images would put ``reported`` outside its 95% interval."""
+    return any(
+        not low <= reported <= high
+        for low, high in (wilson_interval(100.0 * k / images, images) for k in range(images + 1))
+    )

@@ -1,15 +1,22 @@
 """One call to get a model from wherever it is: a registered name, a converted or fine-tuned folder, the Hub."""
 
+import json
+import socket
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
+from urllib.parse import urlparse
 
 import timm
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
 
 from .data.imagenet import imagenet_wnids
 from .weights import WeightsError
 
-__all__ = ["class_labels", "load"]
+__all__ = ["class_labels", "load", "read_classifier_config", "timm_weights_file"]
+
+DETECTION_TASKS = ("object-detection", "instance-segmentation")
 
 
 def load(
@@ -36,6 +43,7 @@ def load(
             raise WeightsError(
                 f"{path} has no config.json; pass a folder written by `eca-models convert` or `finetune`"
             )
+        read_classifier_config(path)
         return timm.create_model(f"local-dir:{path}", pretrained=pretrained, **kwargs).eval()
     name = str(source)
     if not name.startswith("hf-hub:") and not timm.is_model(name):
@@ -43,13 +51,93 @@ def load(
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if ckpt.is_dir() and (ckpt / "config.json").is_file():
+            read_classifier_config(ckpt)
             model = timm.create_model(f"local-dir:{ckpt}", pretrained=True, **kwargs)
             if model.pretrained_cfg["architecture"].split("_k")[0] != name.split("_k")[0]:
                 raise WeightsError(f"{ckpt} holds {model.pretrained_cfg['architecture']}, not {name}")
             return model.eval()
         kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(ckpt))
         pretrained = True
+    elif pretrained and not name.startswith("hf-hub:") and name.split(".")[0] not in _our_models():
+        cached = timm_weights_file(name)  # another timm model (seresnet50, for a comparison): its own Hub weights
+        if cached is not None:
+            kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(cached))
     return timm.create_model(name, pretrained=pretrained, **kwargs).eval()
+
+
+def _our_models() -> List[str]:
+    from .zoo import list_models
+
+    return list_models()
+
+
+def timm_weights_file(name: str, connect_timeout: float = 5.0) -> Optional[Path]:
+    """Where timm's pretrained weights for ``name`` (a timm model, not one of ours) will come from, checked at once.
+
+    Returns the cached file where huggingface_hub's cache holds it (loaded from there with no request), else None
+    where the Hub answers (timm downloads it as usual).
+
+    Raises:
+        WeightsError: One line, without retries, where timm has no weights for ``name``, or they are neither cached
+            nor reachable (``HF_HUB_OFFLINE``, or no connection to the Hub within ``connect_timeout`` seconds).
+    """
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise WeightsError(
+            f"timm has no pretrained weights for {name}: pass a weights file for it (--checkpoint; attention: --compare-checkpoint)"
+        )
+    if not cfg.hf_hub_id:
+        return None  # a plain URL: timm's own download, with its own cache
+    repo = cfg.hf_hub_id.split("@")[0]
+    for filename in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return Path(cached)
+    endpoint = urlparse(hf_constants.ENDPOINT)
+    offline = hf_constants.HF_HUB_OFFLINE
+    if not offline:
+        try:
+            socket.create_connection(
+                (endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)), connect_timeout
+            ).close()
+        except OSError:
+            offline = True
+    if offline:
+        raise WeightsError(
+            f"{name}'s weights ({repo} on the Hugging Face Hub) are not cached here and the Hub cannot be reached "
+            f"({'HF_HUB_OFFLINE is set' if hf_constants.HF_HUB_OFFLINE else 'no connection'}): pass a weights file "
+            "for it (--checkpoint; attention: --compare-checkpoint), or download them once with a connection"
+        )
+    return None
+
+
+def read_classifier_config(folder: Union[str, Path]) -> Dict[str, Any]:
+    """A classifier folder's ``config.json``, checked: valid JSON (an error names the file and line) and not a
+    detector's (an error says where a detector folder goes).
+
+    Raises:
+        WeightsError: One line naming the file and what is wrong.
+    """
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise WeightsError(
+            f"{path} is not a UTF-8 text file; write the folder again with `eca-models convert`"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise WeightsError(
+            f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}; fix it or convert the weights again"
+        ) from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} holds no JSON object; write the folder again with `eca-models convert`")
+    if config.get("task") in DETECTION_TASKS:
+        raise WeightsError(
+            f"{folder} is a detector ({config.get('architecture', 'unknown architecture')}), not a classifier: give it "
+            "as --model to predict, validate or finetune (create_detector(..., checkpoint=) in Python); a trunk "
+            "(--backbone-checkpoint, weights_backbone=) takes an ImageNet classifier's weights"
+        )
+    return config
 
 
 def class_labels(model: torch.nn.Module) -> Optional[List[str]]:

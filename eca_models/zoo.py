@@ -12,8 +12,8 @@ import timm
 from huggingface_hub import try_to_load_from_cache
 
 from .complexity import measure
-from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint
-from .weights.loading import WEIGHTS_FILE, _local_repo
+from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint, weights_location
+from .weights.loading import WEIGHTS_FILE
 
 __all__ = ["DetectorRow", "ZooRow", "detector_rows", "list_models", "zoo_rows", "weights_state"]
 
@@ -51,7 +51,7 @@ def weights_state(ckpt: Optional[Checkpoint]) -> str:
     """'cached', 'local' (under ECA_MODELS_WEIGHTS_DIR), 'on the Hub', 'not published' or 'none'."""
     if ckpt is None:
         return "none"
-    if os.environ.get(WEIGHTS_DIR_ENV) and _local_repo(ckpt.hf_hub_id):
+    if os.environ.get(WEIGHTS_DIR_ENV) and weights_location(ckpt.hf_hub_id):
         return "local"
     cached = try_to_load_from_cache(ckpt.hf_hub_id, WEIGHTS_FILE, revision=ckpt.revision or None)
     if isinstance(cached, str):

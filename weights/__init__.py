@@ -12,6 +12,7 @@ from .loading import (
     fetch_from_hub,
     load_pretrained_weights,
     read_weights_file,
+    weights_location,
 )
 from .manifest import (
     CLASSIFICATION,
@@ -37,4 +38,5 @@ __all__ = [
     "load_manifest",
     "load_pretrained_weights",
     "read_weights_file",
+    "weights_location",
 ]

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
-from .._files import atomic_folder, atomic_path, sha256_file, write_text_atomic
+from .._files import OutputPathError, atomic_folder, atomic_path, check_new_folder, sha256_file, write_text_atomic
 from ..complexity import count_macs, count_params
 from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
 from .manifest import find_checkpoint
@@ -24,6 +24,7 @@ from .model_card import render_model_card
 
 __all__ = [
     "ConversionReport",
+    "check_out_dir",
     "convert_checkpoint",
     "describe_kernels",
     "remap_checkpoint",
@@ -112,6 +113,14 @@ def save_hub_folder(
     return out_dir
 
 
+def check_out_dir(out_dir: Union[str, Path], overwrite: bool) -> None:
+    """The output folder checked before the work (one line naming it), as a :class:`WeightsError`."""
+    try:
+        check_new_folder(out_dir, overwrite, "--out")
+    except (FileExistsError, OutputPathError) as e:
+        raise WeightsError(str(e)) from None
+
+
 def remap_checkpoint(checkpoint: Dict, model_name: str, source_name: str = "") -> Tuple[torch.nn.Module, List[str]]:
     """The authors' checkpoint dict in ``model_name``'s model (its filter strips prefixes and checks every key and
     ECA kernel), in eval mode, and notes on what the file said of itself."""
@@ -169,6 +178,7 @@ def convert_checkpoint(
     src = Path(src)
     if model_name not in list_models():
         raise KeyError(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
+    check_out_dir(out_dir, overwrite)
     source_sha = sha256_file(src) if src.is_file() else ""
     model, notes = remap_checkpoint(read_weights_file(src), model_name, src.name)
     for note in notes:

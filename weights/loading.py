@@ -38,6 +38,8 @@ __all__ = [
     "load_pretrained_weights",
     "read_safetensors",
     "read_weights_file",
+    "sniff_format",
+    "weights_location",
 ]
 
 WEIGHTS_DIR_ENV = "ECA_MODELS_WEIGHTS_DIR"
@@ -97,11 +99,41 @@ def read_weights_file(path: Union[str, Path]) -> Dict[str, Any]:
         path = path / WEIGHTS_FILE
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    kind = sniff_format(path)
+    if kind == "pytorch":
         return _read_torch_file(path)
-    return read_safetensors(path)
+    if kind == "safetensors":
+        return read_safetensors(path)
+    raise WeightsError(f"{path} {kind}; {ACCEPTED}")
+
+
+ACCEPTED = (
+    "weights are read from a PyTorch file (torch.save's zip or legacy format, e.g. the authors' .pth.tar), a "
+    ".safetensors file, or a folder written by `eca-models convert`"
+)
+
+
+def sniff_format(path: Union[str, Path]) -> str:
+    """What a weights file's bytes are: ``'pytorch'``, ``'safetensors'``, or a phrase saying what else (``'is empty
+    (0 bytes)'``, ``'is an HTML page, not a checkpoint ...'``), told from the content, never the name."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes): a download that failed or was cut short?"
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save's zip archive, or a pickle (the legacy format)
+        return "pytorch"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:  # header length, JSON
+        return "safetensors"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text[:512]:
+        return (
+            "is an HTML page, not a checkpoint (a web page saved in place of the file: a login, quota or error page?)"
+        )
+    if text.startswith((b"version https://git-lfs", b"oid sha256:")):
+        return "is a Git LFS pointer, not the weights: fetch the file itself (git lfs pull)"
+    return f"is neither a PyTorch nor a safetensors file ({size:,} bytes starting {head[:8].hex(' ')})"
 
 
 def read_safetensors(path: Union[str, Path]) -> Dict[str, Any]:
@@ -158,6 +190,13 @@ def _pickled_code(path: Path) -> Optional[str]:
     except Exception:  # noqa: BLE001 - a damaged file: the caller says so
         return None
     return None
+
+
+def weights_location(hf_hub_id: str) -> Optional[Path]:
+    """The folder ``ECA_MODELS_WEIGHTS_DIR`` supplies for a Hub repo (``ORG/NAME``, ``@REVISION`` allowed) instead of
+    the Hub, or None: where ``pretrained=True`` reads that checkpoint from."""
+    local = _local_repo(hf_hub_id.partition("@")[0]) if hf_hub_id else None
+    return local.parent if local is not None else None
 
 
 def _local_repo(repo_id: str) -> Optional[Path]:

@@ -138,7 +138,8 @@ def render_model_card(
             pm = checkpoint.paper_metrics[checkpoint.dataset]
             body.append(f"The paper's table gives Top-1 {pm['acc@1']}, Top-5 {pm['acc@5']} for this architecture.")
     if measured:
-        body += ["", f"Measured on {dataset}: Top-1 {measured.get('acc@1')}, Top-5 {measured.get('acc@5')}."]
+        top5 = f", Top-5 {measured['acc@5']}" if measured.get("acc@5") is not None else ""
+        body += ["", f"Measured on {dataset}: Top-1 {measured.get('acc@1')}{top5}."]
     if class_names:
         body += [
             "",

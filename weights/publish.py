@@ -13,7 +13,7 @@ from .manifest import find_checkpoint, get_checkpoint, update_manifest
 
 __all__ = ["PublishPlan", "plan_publish", "publish_folder", "upload_folder"]
 
-REQUIRED = (WEIGHTS_FILE, "config.json", "README.md")
+REQUIRED = (WEIGHTS_FILE, "config.json", "README.md")  # a Hub model repo's files: all that is uploaded
 
 
 @dataclasses.dataclass
@@ -56,7 +56,8 @@ def plan_publish(folder: Union[str, Path], repo_id: str) -> PublishPlan:
     if name is None:
         found = find_checkpoint(hf_hub_id=repo_id)
         name = found.name if found else None
-    files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    # what a Hub model repo holds: never a run folder's optimizer state (last.pth), arguments or logs
+    files = sorted((name, (folder / name).stat().st_size) for name in REQUIRED)
     weights = folder / WEIGHTS_FILE
     return PublishPlan(folder, repo_id, files, sha256_file(weights), weights.stat().st_size, name)
 
@@ -68,7 +69,9 @@ def upload_folder(folder: Path, repo_id: str, message: str) -> str:
     api = HfApi()
     try:
         api.create_repo(repo_id, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=message)
+        info = api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, commit_message=message, allow_patterns=list(REQUIRED)
+        )
     except Exception as e:  # noqa: BLE001 - network, auth and HTTP errors of several libraries; --debug shows it
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise WeightsError(

@@ -8,13 +8,17 @@ unreadable file, unusable weights, bad data), said in one line; 130 interrupted.
 
 import argparse
 import os
+import re
 import sys
 from typing import List, Optional
 
+from tqdm import tqdm
+
+from .._files import OutputPathError
 from ..training.runner import RunDirError
 from ..weights import WeightsError
 from . import attention, benchmark, convert, export, finetune, list_models, predict, publish, validate
-from .common import UsageError
+from .common import UsageError, check_device
 
 COMMANDS = {
     "list": list_models,
@@ -35,10 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="ECA-Net models as timm models: list, convert, publish, validate, finetune, predict, benchmark, attention, export.",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ECA_MODELS_DEBUG=1)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
-        module.add_parser(sub.add_parser(name, help=module.HELP, description=module.__doc__))
+        module.add_parser(sub.add_parser(name, help=module.HELP, description=plain_text(module.__doc__)))
     return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def plain_text(doc: Optional[str]) -> Optional[str]:
+    """A docstring as a help text: reST roles (``:mod:`x```) and literals (double backquotes) as plain words."""
+    if not doc:
+        return doc
+    doc = re.sub(r":\w+:`~?\.?([^`]+)`", r"\1", doc)
+    return re.sub(r"``([^`]+)``", r"\1", doc)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -46,15 +65,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("ECA_MODELS_DEBUG", "") not in ("", "0")
     try:
+        if getattr(args, "device", None):
+            check_device(args.device)  # before any model is built
         return COMMANDS[args.command].run(args) or 0
     except (UsageError, WeightsError, RunDirError, KeyError, OSError, ValueError) as e:
         if debug:
             raise
-        hint = "" if isinstance(e, (UsageError, WeightsError, RunDirError)) else " (--debug shows where)"
-        print(f"eca-models {args.command}: error: {_one_line(e)}{hint}", file=sys.stderr)
+        ours = (UsageError, WeightsError, RunDirError, OutputPathError)
+        hint = "" if isinstance(e, ours) else " (--debug shows where)"
+        tqdm.write(f"eca-models {args.command}: error: {_one_line(e)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"eca-models {args.command}: interrupted", file=sys.stderr)
+        tqdm.write(f"eca-models {args.command}: interrupted", file=sys.stderr)  # on a line of its own, below any bar
         return 130
 
 

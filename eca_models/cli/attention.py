@@ -5,6 +5,7 @@ weights in the same layout beside them. The averaged arrays are saved next to th
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -12,13 +13,13 @@ import numpy as np
 import torch
 from timm.data import create_transform, resolve_data_config
 
-from .._files import write_bytes_atomic, write_text_atomic
+from .._files import check_output_file, write_bytes_atomic, write_text_atomic
 from ..attention import attention_layers, capture_attention
 from ..data.imagenet import DataError, imagenet_class_names, imagenet_samples, imagenet_wnids
-from ..data.images import ImageListDataset
+from ..data.images import ImageListDataset, unreadable
 from ..factory import class_labels
 from ..training.plots import plot_attention
-from .common import UsageError, load_model
+from .common import UsageError, add_num_classes_arg, load_model, positive_int
 
 HELP = "plot per-class channel weights of ECA blocks (the paper's Figure 6)"
 
@@ -36,13 +37,20 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="figure file (.png); the arrays go beside it as .npz and .json")
     parser.add_argument("--compare", help="a timm SE model to show beside, e.g. seresnet50")
     parser.add_argument("--compare-checkpoint", help="weights for --compare")
-    parser.add_argument("--img-size", type=int, help="input size (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--img-size", type=positive_int, help="input size (default: the model's)")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    add_num_classes_arg(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.checkpoint)
+    out = check_output_file(args.out, "--out")
+    model = load_model(args.model, args.checkpoint, num_classes=args.num_classes)
+    if not attention_layers(model):
+        raise UsageError(
+            f"{args.model} has no ECA or SE blocks to read: attention takes an ECA model (eca_resnet50, a fine-tuned "
+            "or converted ECA folder)"
+        )
     labels = class_labels(model)
     imagenet = labels is None and _wnid_folders(Path(args.data))
     if labels is None and not imagenet:  # any class folders: per-class averages need no ImageNet label space
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{unknown[0]} is not an ECA block of {args.model}; blocks are e.g. {', '.join(list(attention_layers(model))[:4])}"
         )
-    panels = {"ECA": _averages(model, samples, classes, blocks, args)}
+    failed: List[str] = []
+    panels = {"ECA": _averages(model, samples, classes, blocks, args, failed)}
     if args.compare:
         other = load_model(args.compare, args.compare_checkpoint)
         missing = [b for b in blocks if b not in attention_layers(other)]
@@ -68,13 +77,20 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{args.compare} has no attention layer at {missing[0]}; --compare takes an SE model of the same layout"
             )
-        panels["SE"] = _averages(other, samples, classes, blocks, args)
+        panels["SE"] = _averages(other, samples, classes, blocks, args, [])
     display = [_display_name(names, c, imagenet) for c in classes]
-    out = Path(args.out)
+    if len(failed) == len(samples):
+        raise UsageError(f"none of the {len(samples)} images of {args.data} could be read (named above)")
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_arrays(out, panels, blocks, display)
     plot_attention(out, panels, blocks, display, f"{args.model}" + (f" vs {args.compare}" if args.compare else ""))
     print(f"wrote {out}, {out.with_suffix('.npz')} and {out.with_suffix('.json')}")
+    if failed:
+        print(
+            f"eca-models attention: {len(failed)} of {len(samples)} images could not be read and were left out "
+            "(named above)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -114,8 +130,9 @@ def _display_name(names: List[str], index: int, imagenet: bool) -> str:
     return f"{names[index]} ({imagenet_class_names()[index]})" if imagenet else names[index]
 
 
-def _averages(model, samples, classes, blocks, args) -> Dict[str, np.ndarray]:
-    """block -> array (len(classes) + 1, C): the mean weight per channel for each class, then for all images."""
+def _averages(model, samples, classes, blocks, args, failed: List[str]) -> Dict[str, np.ndarray]:
+    """block -> array (len(classes) + 1, C): the mean weight per channel for each class, then for all images; the
+    images that could not be read are warned of and added to ``failed``."""
     overrides = {"input_size": (3, args.img_size, args.img_size)} if args.img_size else {}
     config = resolve_data_config(overrides, model=model)
     dataset = ImageListDataset(samples, create_transform(**config, is_training=False), config["input_size"])
@@ -124,8 +141,11 @@ def _averages(model, samples, classes, blocks, args) -> Dict[str, np.ndarray]:
     sums: Dict[str, torch.Tensor] = {}
     counts = torch.zeros(len(classes) + 1)
     with capture_attention(model) as captured, torch.no_grad():
-        for x, y, _, ok in loader:
+        for x, y, index, ok in loader:
             captured.clear()
+            for path in unreadable(ok, index, samples):
+                print(f"eca-models attention: warning: skipping unreadable image {path}", file=sys.stderr)
+                failed.append(path)
             if not ok.any():
                 continue
             x, y = x[ok].to(args.device), y[ok]

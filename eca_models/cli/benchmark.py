@@ -8,9 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
-
-from .._files import write_text_atomic
+from .._files import check_output_file, write_text_atomic
 from ..benchmark import BACKBONES, PAPER_TABLE3, keep_freed_memory, machine, run_benchmark, time_loading
 from .common import UsageError, non_negative_int, positive_int
 
@@ -52,8 +50,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but torch sees no CUDA device here")
+    for flag, path in (("--results-file", args.results_file), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, flag)
     if args.detector:
         return _run_detectors(args)
     args.batch_size = 32 if args.batch_size is None else args.batch_size

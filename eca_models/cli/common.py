@@ -11,11 +11,27 @@ import torch
 from ..factory import load
 from ..weights import WeightsError, WeightsNotPublished
 
-__all__ = ["UsageError", "add_runtime_args", "load_detector_model", "load_model", "non_negative_int", "positive_int"]
+__all__ = [
+    "ModelUnavailable",
+    "UsageError",
+    "add_num_classes_arg",
+    "add_runtime_args",
+    "check_device",
+    "load_detector_model",
+    "load_model",
+    "non_negative_int",
+    "positive_int",
+    "probability",
+]
 
 
 class UsageError(Exception):
     """Bad usage the parser can't see (a missing folder, an unknown model): exit status 2."""
+
+
+class ModelUnavailable(UsageError):
+    """A model that cannot be loaded (unknown, or its weights missing or unusable): a run over several models skips
+    it with one line."""
 
 
 def positive_int(text: str) -> int:
@@ -38,6 +54,45 @@ def _whole_number(text: str, minimum: int) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """An argparse type: a number from 0 to 1 (a score threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def check_device(name: str) -> torch.device:
+    """The device ``--device`` names, checked before any work: a one-line :class:`UsageError` for a name torch does
+    not know or a device this machine lacks (``cuda`` without a GPU, ``cuda:3`` on a machine with two)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}, but torch sees no CUDA device here: pass --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}, but torch sees {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UsageError(f"--device {name}, but torch sees no MPS device here: pass --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name}: eca-models runs on cpu, cuda or mps")
+    return device
+
+
+def add_num_classes_arg(parser: argparse.ArgumentParser) -> None:
+    """--num-classes, as timm's scripts spell it: the classifier size of a weights file that is not ImageNet's."""
+    parser.add_argument(
+        "--num-classes",
+        type=positive_int,
+        help="classes of the --checkpoint's classifier, when not 1000 (a folder's config.json says it itself)",
+    )
+
+
 @contextlib.contextmanager
 def weights_usage_errors(name: str) -> Iterator[None]:
     """An unknown model or unusable weights, raised inside, as a one-line usage error naming ``name``."""
@@ -45,18 +100,21 @@ def weights_usage_errors(name: str) -> Iterator[None]:
         yield
     except WeightsNotPublished as e:  # the command's own flag, not the Python pretrained_cfg_overlay
         ckpt = e.checkpoint
-        raise UsageError(
+        raise ModelUnavailable(
             f"{name}: {ckpt.name} is not published on the Hub yet; convert the authors' file with "
             f"`eca-models convert {ckpt.source_file} --model {ckpt.model_name} --out DIR` and pass --checkpoint DIR"
         ) from None
     except (KeyError, WeightsError) as e:
-        raise UsageError(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+        raise ModelUnavailable(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 
 
 def load_model(
     name: str, checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
 ) -> torch.nn.Module:
-    """:func:`eca_models.load`, an unknown model or unusable weights turned into a one-line usage error."""
+    """:func:`eca_models.load`, an unknown model or unusable weights turned into a one-line usage error
+    (``num_classes=None`` is left out: the model's or the folder's own)."""
+    if kwargs.get("num_classes", 0) is None:
+        kwargs.pop("num_classes")
     with weights_usage_errors(name):
         return load(name, pretrained=pretrained, checkpoint=checkpoint, **kwargs)
 

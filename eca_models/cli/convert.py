@@ -7,6 +7,7 @@ import argparse
 from ..detection import is_detector
 from ..detection.mmdet_v1 import convert_mmdet_checkpoint
 from ..weights.convert import convert_checkpoint
+from .common import positive_int
 
 HELP = "convert an authors' .pth.tar (or mmdetection v1 detector .pth) to a safetensors Hub folder"
 
@@ -20,7 +21,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--check-size", type=int, default=224, help="image size of the logits check (default 224)")
+    parser.add_argument(
+        "--check-size", type=positive_int, default=224, help="image size of the logits check (default 224)"
+    )
     parser.add_argument(
         "--kernel-code",
         help="detectors: the kernel code you expect (the file's ECA tensors decide; a mismatch is an error)",

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from timm.layers import set_layer_config
 
+from .._files import check_output_file
+from ..detection.weights import is_detector_source
 from ..export import CHECK_BATCH_SIZES, FORMATS, export_model
-from .common import UsageError, load_model, positive_int
+from .common import UsageError, add_num_classes_arg, load_model, positive_int
 
 HELP = "export to ONNX, TorchScript or torch.export, checked against PyTorch"
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -21,6 +23,7 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a registered name or a fine-tuned / converted folder")
     parser.add_argument("--checkpoint", help="weights file or folder for a registered name")
+    add_num_classes_arg(parser)
     parser.add_argument("--no-weights", action="store_true", help="random weights (to try the export path)")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="the file to write (.onnx, .pt, .pt2)")
@@ -31,18 +34,25 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
     if out.is_dir():
         raise UsageError(
             f"--out {out} is a folder; name the file to write (e.g. {out / 'model'}{SUFFIXES[args.format]})"
         )
+    if not out.parent.is_dir():
+        check_output_file(out, "--out")  # names a parent that is a file or cannot be written
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    check_output_file(out, "--out")
     if args.no_weights and args.checkpoint:
         raise UsageError("--no-weights and --checkpoint exclude each other")
+    if is_detector_source(args.model):
+        raise UsageError(
+            f"{args.model} is a detector: export takes classifiers only for now (torchvision's detectors need their "
+            "own ONNX path, not built yet); in Python, torch.export or TorchScript of the detector may serve"
+        )
     if args.format == "onnx":
         require_onnx()
     with set_layer_config(exportable=True):  # plain operations: exporters cannot write autograd functions
-        model = load_model(args.model, args.checkpoint, pretrained=not args.no_weights)
+        model = load_model(args.model, args.checkpoint, pretrained=not args.no_weights, num_classes=args.num_classes)
     img_size = args.img_size or model.pretrained_cfg["input_size"][-1]
     check = export_model(model, args.format, out, img_size, opset=args.opset, tolerance=args.tolerance)
     sizes = " and ".join(str(n) for n in CHECK_BATCH_SIZES)

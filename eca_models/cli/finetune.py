@@ -36,7 +36,7 @@ from ..weights import find_checkpoint
 from ..weights.convert import write_hub_files
 from ..weights.model_card import render_model_card
 from ..zoo import weights_state
-from .common import UsageError, add_runtime_args, load_model, positive_int
+from .common import UsageError, add_runtime_args, load_model, non_negative_int, positive_int
 from .finetune_detection import (
     add_detection_args,
     check_no_detection_args,
@@ -44,7 +44,7 @@ from .finetune_detection import (
     resolve_detection_defaults,
 )
 
-HELP = "fine-tune a model on your own class folders (train/ and val/)"
+HELP = "fine-tune a classifier on your class folders (train/ and val/), or a detector on COCO-format data"
 RUN_FILES = (
     CHECKPOINT,
     "metrics.jsonl",
@@ -85,8 +85,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--sched", default="cosine", help="timm scheduler name (cosine, step, ...)")
-    parser.add_argument("--warmup-epochs", type=int, default=0)
-    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--warmup-epochs", type=non_negative_int, default=0)
+    parser.add_argument("--img-size", type=positive_int, default=224)
     parser.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area range")
     parser.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
     parser.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
@@ -95,7 +95,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-rate", type=float, help="dropout before the classifier (default: the model's)")
     parser.add_argument("--drop-path-rate", type=float, default=0.0)
     parser.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
-    parser.add_argument("--save-every-steps", type=int, default=0, help="also checkpoint every N steps")
+    parser.add_argument("--save-every-steps", type=non_negative_int, default=0, help="also checkpoint every N steps")
     parser.add_argument("--seed", type=int, default=0)
     add_detection_args(parser)
     run_dir = parser.add_mutually_exclusive_group()
@@ -235,10 +235,14 @@ def _finetune(args: argparse.Namespace, run_dir: Path, device: torch.device) -> 
         note_unreadable(val.failed)
         return dict(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
 
+    top5 = len(data.classes) > 5  # Top-5 of five classes or fewer is 100% by definition: not shown
+
     def describe(h: Dict[str, Any], best: Dict[str, Any]) -> str:
         return (
             f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}, val loss {h['val_loss']:.4f}, "
-            f"val Top-1 {h['val_top1']:.2f}, Top-5 {h['val_top5']:.2f} (best {best['val_top1']:.2f} at epoch {best['epoch']})"
+            f"val Top-1 {h['val_top1']:.2f}"
+            + (f", Top-5 {h['val_top5']:.2f}" if top5 else "")
+            + f" (best {best['val_top1']:.2f} at epoch {best['epoch']})"
         )
 
     task = Task(
@@ -254,7 +258,12 @@ def _finetune(args: argparse.Namespace, run_dir: Path, device: torch.device) -> 
         best_key="val_top1",
         export=lambda best: _export(model, run_dir, arch, data.classes, data_config, best, Path(args.data).name),
         describe=describe,
-        curves=lambda history: plot_curves(history, run_dir / "curves.png", f"{arch} on {Path(args.data).name}"),
+        curves=lambda history: plot_curves(
+            history,
+            run_dir / "curves.png",
+            f"{arch} on {Path(args.data).name}",
+            metrics=(("val_top1", "val Top-1"), ("val_top5", "val Top-5"))[: 2 if top5 else 1],
+        ),
         finished=lambda best: (
             f"done: best val Top-1 {best['val_top1']:.2f} at epoch {best['epoch']}; model in {run_dir} "
             "(model.safetensors, config.json, README.md)"
@@ -283,7 +292,9 @@ def _export(
     model, run_dir: Path, arch: str, classes: List[str], data_config, best: Dict[str, float], dataset: str
 ) -> None:
     """The best model so far as a Hub-format folder: the run folder itself."""
-    measured = {"acc@1": round(best["val_top1"], 2), "acc@5": round(best["val_top5"], 2)}
+    measured = {"acc@1": round(best["val_top1"], 2)}
+    if len(classes) > 5:
+        measured["acc@5"] = round(best["val_top5"], 2)
     card = render_model_card(
         repo_name=run_dir.name,
         model_name=arch,

@@ -39,7 +39,7 @@ from ..training.runner import Task, run_task, seed_everything, unreadable_record
 from ..training.sampler import epoch_loader
 from ..weights import WeightsError, find_checkpoint
 from ..zoo import weights_state
-from .common import UsageError, load_detector_model, weights_usage_errors
+from .common import UsageError, load_detector_model, non_negative_int, positive_int, weights_usage_errors
 from .predict_detection import detector_kwargs
 
 DETECTION_ONLY = ("train_annotations", "train_images", "val_annotations", "val_images", "backbone_checkpoint")
@@ -55,15 +55,22 @@ def add_detection_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-annotations", help="the validation split's COCO instances JSON")
     group.add_argument("--val-images", help="its image folder")
     group.add_argument("--backbone-checkpoint", help="start the trunk from ImageNet weights (the authors' .pth.tar)")
-    group.add_argument("--min-size", type=int, help="resize the shorter side to this (default 800, as released)")
-    group.add_argument("--max-size", type=int, help="and the longer side to at most this (default 1333)")
-    group.add_argument("--warmup-iters", type=int, default=500, help="linear warm-up from lr/3 (default 500)")
+    group.add_argument(
+        "--min-size", type=positive_int, help="resize the shorter side to this (default 800, as released)"
+    )
+    group.add_argument("--max-size", type=positive_int, help="and the longer side to at most this (default 1333)")
+    group.add_argument(
+        "--warmup-iters", type=non_negative_int, default=500, help="linear warm-up from lr/3 (default 500)"
+    )
     group.add_argument(
         "--trainable-backbone-layers", type=int, choices=range(6), default=3,
         help="trunk stages trained, from layer4 (default 3: stem and layer1 frozen, as released)",
     )  # fmt: skip
     group.add_argument(
-        "--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1 (default 8 11 of 12, scaled to --epochs)"
+        "--lr-steps",
+        type=positive_int,
+        nargs="+",
+        help="epochs after which lr x0.1 (default 8 11 of 12, scaled to --epochs)",
     )
 
 

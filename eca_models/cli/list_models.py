@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 from ..zoo import detector_rows, zoo_rows
+from .common import UsageError
 
 HELP = "list the models, their complexity, reported accuracy and weights"
 
@@ -19,6 +20,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     rows = zoo_rows(args.pattern)
     detectors = detector_rows(args.pattern)
+    if not rows and not detectors:
+        raise UsageError(f"no model matches {args.pattern!r} (`eca-models list` shows them all)")
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in rows + detectors], indent=2))
         return 0

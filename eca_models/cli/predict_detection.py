@@ -10,13 +10,17 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from tqdm import tqdm
 
 from .._files import write_bytes_atomic
+from ..data.images import IMAGE_ERRORS, reason
 from ..detection.coco import read_rgb
 from ..detection.evaluation import to_coco_results
 from .common import load_detector_model
+
+BAR_FROM = 20  # images: a progress bar (on stderr) from this many on
 
 
 def detector_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
@@ -57,18 +61,15 @@ def draw(image: torch.Tensor, detection: Dict[str, torch.Tensor], label_map, sco
     return Image.fromarray(out.permute(1, 2, 0).numpy())
 
 
-def run_detection(args: argparse.Namespace) -> int:
+def run_detection(args: argparse.Namespace, images: List[Path]) -> int:
     model = load_detector_model(args.model, args.checkpoint, **detector_kwargs(args)).to(args.device)
     out_dir = Path(args.out_dir) if args.out_dir else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    results, failed = [], 0
-    for path in args.images:
+    results, failed, drawn = [], 0, 0
+    for path in tqdm(images, desc="predict", unit="img", disable=len(images) < BAR_FROM, leave=False):
         try:
             image = read_rgb(path)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"eca-models predict: cannot read {path}: {reason}", file=sys.stderr)
+        except IMAGE_ERRORS as e:
+            tqdm.write(f"eca-models predict: cannot read {path}: {reason(e)}", file=sys.stderr)
             failed += 1
             continue
         with torch.inference_mode():
@@ -76,20 +77,31 @@ def run_detection(args: argparse.Namespace) -> int:
         found = detections_of(detection, model.label_map, args.score_thr)
         results.append({"image": str(path), "width": image.shape[-1], "height": image.shape[-2], "detections": found})
         if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to draw
             buffer = io.BytesIO()
             suffix = Path(path).suffix.lower() if Path(path).suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
             draw(image, detection, model.label_map, args.score_thr).save(
                 buffer, format="JPEG" if suffix != ".png" else "PNG"
             )
             write_bytes_atomic(out_dir / (Path(path).stem + suffix), buffer.getvalue())
+            drawn += 1
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            items = ", ".join(
-                f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in r["detections"]
-            )
-            print(f"{Path(r['image']).name}: {len(r['detections'])} detections" + (f": {items}" if items else ""))
-    if out_dir is not None:
-        print(f"drawn images in {out_dir}", file=sys.stderr)
+            print(detection_line(r, args.max_boxes))
+    if drawn:
+        print(f"drawn {drawn} images in {out_dir}", file=sys.stderr)
+    if failed:
+        print(f"eca-models predict: {failed} of {len(images)} images could not be read (named above)", file=sys.stderr)
     return 2 if failed else 0
+
+
+def detection_line(result: Dict[str, Any], max_boxes: int) -> str:
+    """One image's text line: how many detections, the ``max_boxes`` best (label, score, box), how many more."""
+    found = sorted(result["detections"], key=lambda d: -d["score"])
+    items = ", ".join(
+        f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in found[:max_boxes]
+    )
+    more = f", +{len(found) - max_boxes} more (--json lists all)" if len(found) > max_boxes else ""
+    return f"{Path(result['image']).name}: {len(found)} detections" + (f": {items}{more}" if items else "")

@@ -13,6 +13,7 @@ import csv
 import fnmatch
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -20,18 +21,18 @@ import torch
 from timm.data import create_transform, resolve_data_config
 
 from .. import distributed
-from .._files import write_text_atomic
+from .._files import check_output_file, write_text_atomic
 from ..complexity import count_macs, count_params
 from ..data.imagenet import DataError, imagenet_samples
 from ..data.images import ImageListDataset, ShardSampler, subset
 from ..detection import list_detectors
 from ..detection.weights import is_detector_source
-from ..evaluation import IMAGENET_VAL_SIZE, UnreadableImage, evaluate, verdict, wilson_interval
+from ..evaluation import IMAGENET_VAL_SIZE, NOT_SCORED, UnreadableImage, evaluate, verdict, wilson_interval
 from ..factory import class_labels
-from ..weights import binary_units, find_checkpoint
+from ..weights import binary_units, find_checkpoint, weights_location
 from ..weights.manifest import update_manifest
 from ..zoo import list_models
-from .common import UsageError, add_runtime_args, load_model
+from .common import ModelUnavailable, UsageError, add_num_classes_arg, add_runtime_args, load_model, positive_int
 from .validate_detection import run_detection
 
 HELP = "measure Top-1/Top-5 on ImageNet val (detectors: COCO AP) and check them against the reported numbers"
@@ -52,14 +53,21 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--annotations", help="detectors: the COCO instances JSON of the --data images")
     parser.add_argument("--predictions", help="detectors: also write the predictions here (COCO results JSON)")
-    parser.add_argument("--min-size", type=int, help="detectors: resize the shorter side to this (default 800)")
-    parser.add_argument("--max-size", type=int, help="detectors: and the longer side to at most this (default 1333)")
     parser.add_argument(
-        "--labels", help="ground truth of a flat folder: LOC_val_solution.csv or lines 'file label_index'"
+        "--min-size", type=positive_int, help="detectors: resize the shorter side to this (default 800)"
+    )
+    parser.add_argument(
+        "--max-size", type=positive_int, help="detectors: and the longer side to at most this (default 1333)"
+    )
+    parser.add_argument(
+        "--labels",
+        help="ground truth of a flat folder: LOC_val_solution.csv, or lines 'file label_index', 'file wnid' or "
+        "'file wnid label_index'",
     )
     add_runtime_args(parser, batch_size=64)
-    parser.add_argument("--limit", type=int, help="score only N images, spread evenly over the set")
-    parser.add_argument("--img-size", type=int, help="crop size (default: the pretrained cfg's, 224)")
+    add_num_classes_arg(parser)
+    parser.add_argument("--limit", type=positive_int, help="score only N images, spread evenly over the set")
+    parser.add_argument("--img-size", type=positive_int, help="crop size (default: the pretrained cfg's, 224)")
     parser.add_argument("--crop-pct", type=float, help="crop fraction (default: 0.875, i.e. resize 256)")
     parser.add_argument("--interpolation", help="resize interpolation (default: bilinear)")
     parser.add_argument("--mean", type=float, nargs=3, help="normalisation mean")
@@ -77,6 +85,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Validate every model asked for. Several models (a pattern, or names): one that cannot be loaded is skipped
+    with one line and the rest are validated and written; exit 2 only if none could be. Exit 1 if any FAILs, 2 if
+    any scored no image."""
     names = _expand_models(args.model)
     if args.checkpoint and len(names) > 1:
         raise UsageError(
@@ -84,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.results_file and Path(args.results_file).suffix.lower() not in (".json", ".csv"):
         raise UsageError(f"--results-file must end in .json or .csv, got {args.results_file}")
+    for flag, path in (("--results-file", args.results_file), ("--predictions", args.predictions)):
+        if path:
+            check_output_file(path, flag)
     detectors = [is_detector_source(name) for name in names]
     if any(detectors) and not all(detectors):
         raise UsageError("validate classifiers and detectors in separate runs: they need other data")
@@ -92,15 +106,28 @@ def run(args: argparse.Namespace) -> int:
     if args.predictions and len(names) > 1:
         raise UsageError("--predictions goes with one model")
     device = distributed.setup(args.device)
+    validate_one = run_detection if all(detectors) else _validate_one
+    rows, skipped = [], []
     try:
-        if all(detectors):
-            rows = [run_detection(name, args, device) for name in names]
-        else:
-            rows = [_validate_one(name, args, device) for name in names]
+        for name in names:
+            try:
+                rows.append(validate_one(name, args, device))
+            except ModelUnavailable as e:
+                if len(names) == 1:
+                    raise
+                skipped.append(name)
+                if distributed.is_main():
+                    print(f"eca-models validate: skipping {e}", file=sys.stderr)
     finally:
         distributed.cleanup()
+    if not rows:
+        raise UsageError(f"none of the {len(names)} models could be loaded (see the lines above)")
     if args.results_file and distributed.is_main():
         _write_results(Path(args.results_file), rows)
+    if skipped and distributed.is_main():
+        print(f"\nvalidated {len(rows)} of {len(names)} models; skipped {len(skipped)}: {', '.join(skipped)}")
+    if any(row["verdict"] == NOT_SCORED for row in rows):
+        return 2  # bad input: no image could be scored
     return 1 if any(row["verdict"] == "FAIL" for row in rows) else 0
 
 
@@ -118,7 +145,7 @@ def _expand_models(patterns: List[str]) -> List[str]:
 
 
 def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
-    model = load_model(name, args.checkpoint)
+    model = load_model(name, args.checkpoint, num_classes=args.num_classes)
     labels = class_labels(model)
     overrides = {
         k: v
@@ -154,8 +181,10 @@ def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> 
     state, why = verdict(measured, reported, counts.images, 0.3 if args.tolerance is None else args.tolerance)
     if args.record and distributed.is_main():
         _record(ckpt, measured, counts.images)
-    params, macs = count_params(model), count_macs(model.to("cpu").float(), (3, 224, 224))
-    weights = args.checkpoint or (name if Path(name).is_dir() else None)  # a run or converted folder is its weights
+    params, macs = count_params(model), count_macs(model.to("cpu").float(), tuple(data_config["input_size"]))
+    # the weights used: --checkpoint, the folder given as the model, or the folder ECA_MODELS_WEIGHTS_DIR supplied
+    weights = args.checkpoint or (name if Path(name).is_dir() else None)
+    weights = weights or weights_location(model.pretrained_cfg.get("hf_hub_id") or "")
     row = _row(name, model, data_config, counts, reported, paper, state, why, params, macs, ckpt, weights)
     if distributed.is_main():
         _print_report(row, counts.failed, args.results_file)
@@ -176,13 +205,17 @@ def _row(
     name, model, data_config, counts, reported, paper, state, why, params, macs, ckpt, checkpoint
 ) -> Dict[str, Any]:
     ci1, ci5 = wilson_interval(counts.top1, counts.images), wilson_interval(counts.top5, counts.images)
+
+    def score(value: float):  # None, not NaN, where no image was scored (JSON has no NaN)
+        return round(value, 3) if counts.images else None
+
     return {
         # timm validate.py's columns
         "model": name,
-        "top1": round(counts.top1, 3),
-        "top1_err": round(100 - counts.top1, 3),
-        "top5": round(counts.top5, 3),
-        "top5_err": round(100 - counts.top5, 3),
+        "top1": score(counts.top1),
+        "top1_err": score(100 - counts.top1),
+        "top5": score(counts.top5),
+        "top5_err": score(100 - counts.top5),
         "param_count": round(params / 1e6, 2),
         "img_size": data_config["input_size"][-1],
         "crop_pct": data_config["crop_pct"],
@@ -195,6 +228,7 @@ def _row(
         "unreadable_images": counts.failed,
         "top1_ci95": [round(v, 3) for v in ci1],
         "top5_ci95": [round(v, 3) for v in ci5],
+        "num_classes": model.num_classes,
         "reported_top1": reported["acc@1"] if reported else None,
         "reported_top5": reported["acc@5"] if reported else None,
         "paper_top1": paper["acc@1"] if paper else None,
@@ -220,20 +254,26 @@ def _print_report(row: Dict[str, Any], failed: List[str], results_file: Optional
     extra = f", {row['unreadable']} unreadable (not scored, {where})" if row["unreadable"] else ""
     p(f"  images    {row['images']:,} scored{extra}")
     p(f"  {'':8}  {'measured':>8}  {'reported':>8}  {'diff':>6}  {'95% interval':>16}  {'paper':>6}")
-    for key, label in (("top1", "Top-1"), ("top5", "Top-5")):
-        rep, paper = row[f"reported_{key}"], row[f"paper_{key}"]
-        diff = f"{row[key] - rep:+.2f}" if rep is not None else "-"
+    shown_metrics = (("top1", "Top-1"), ("top5", "Top-5")) if row["num_classes"] > 5 else (("top1", "Top-1"),)
+    for key, label in shown_metrics:  # Top-5 of five classes or fewer is 100% by definition
+        rep, paper, value = row[f"reported_{key}"], row[f"paper_{key}"], row[key]
+        diff = f"{value - rep:+.2f}" if rep is not None and value is not None else "-"
         low, high = row[f"{key}_ci95"]
+        interval = f"[{low:.2f}, {high:.2f}]" if value is not None else "-"
         p(
-            f"  {label:8}  {row[key]:8.2f}  {rep if rep is not None else '-':>8}  {diff:>6}  "
-            f"{f'[{low:.2f}, {high:.2f}]':>16}  {paper if paper is not None else '-':>6}"
+            f"  {label:8}  {f'{value:.2f}' if value is not None else '-':>8}  {rep if rep is not None else '-':>8}  "
+            f"{diff:>6}  {interval:>16}  {paper if paper is not None else '-':>6}"
         )
     params, macs = row["params"], row["gmacs"] * 1e9
     pub_p = f"published {row['published_params']} (params / 2^20)" if row["published_params"] else ""
     pub_f = f"published {row['published_flops']} (thop MACs / 2^30)" if row["published_flops"] else ""
     p(f"  params    {params:,} exact = {params / 2**20:.2f}M in 2^20 units   {pub_p}")
-    p(f"  MACs      {macs / 1e9:.3f}e9 at 224 (flop_counter) = {macs / 2**30:.2f}G in 2^30 units   {pub_f}")
-    if row["published_flops"]:
+    if pub_f and row["img_size"] != 224:
+        pub_f += " at 224"  # not comparable with this run's size
+    p(
+        f"  MACs      {macs / 1e9:.3f}e9 at {row['img_size']} (flop_counter) = {macs / 2**30:.2f}G in 2^30 units   {pub_f}"
+    )
+    if row["published_flops"] and row["img_size"] == 224:
         gap = 100 * (binary_units(row["published_flops"]) / macs - 1)
         p(f"  {'':8}  (the published count is {gap:+.1f}% against flop_counter's: thop counts other layers)")
     for path in shown:

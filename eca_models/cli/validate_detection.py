@@ -22,6 +22,8 @@ from ..detection.coco import CocoData, check_categories, find_coco_splits, read_
 from ..detection.evaluation import SUMMARY_KEYS, coco_evaluate, predict_coco
 from ..detection.model_card import METRIC_NAMES
 from ..detection.weights import released_checkpoint
+from ..evaluation import NOT_SCORED
+from ..weights import find_checkpoint, weights_location
 from ..weights.manifest import update_manifest
 from .common import UsageError, load_detector_model
 from .predict_detection import detector_kwargs
@@ -54,9 +56,16 @@ def released_metrics(model: torch.nn.Module) -> Tuple[Optional[str], Optional[Di
 
 
 def detection_verdict(
-    measured: Dict[str, float], reported: Optional[Dict[str, float]], full: bool, tolerance: float
+    measured: Dict[str, float],
+    reported: Optional[Dict[str, float]],
+    full: bool,
+    tolerance: float,
+    images: Optional[int] = None,
 ) -> Tuple[str, str]:
-    """``('PASS' | 'FAIL' | 'MEASURED', why)``: box AP and mask AP within ``tolerance`` points on all of val2017."""
+    """``('PASS' | 'FAIL' | 'MEASURED' | 'NOT SCORED', why)``: box AP and mask AP within ``tolerance`` points on all
+    of val2017; no verdict at all where no image was scored (``images`` 0)."""
+    if images is not None and images <= 0:
+        return NOT_SCORED, "no image was scored: there is nothing to judge"
     if not reported:
         return "MEASURED", "no reported figures for this model (another kernel code, classes or architecture)"
     if not full:
@@ -91,12 +100,15 @@ def run_detection(name: str, args: argparse.Namespace, device: torch.device) -> 
     checkpoint_name, reported = released_metrics(model)
     full = len(predictions.image_ids) == len(data.image_ids) == COCO_VAL2017_IMAGES
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    state, why = detection_verdict(measured, reported, full, tolerance)
+    state, why = detection_verdict(measured, reported, full, tolerance, len(predictions.image_ids))
+    released = find_checkpoint(checkpoint_name) if checkpoint_name else None
+    weights = args.checkpoint or (name if Path(name).is_dir() else None)
+    weights = weights or (weights_location(released.hf_hub_id) if released else None) or checkpoint_name
     row = {
         "model": name,
         "architecture": model.detector_cfg["architecture"],
         "kernel_code": model.detector_cfg["kernel_code"],
-        "checkpoint": str(args.checkpoint or (name if Path(name).is_dir() else checkpoint_name or "")),
+        "checkpoint": str(weights or ""),
         "annotations": str(data.annotations),
         "images": len(predictions.image_ids),
         "unreadable": len(predictions.unreadable),

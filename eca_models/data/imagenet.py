@@ -67,16 +67,33 @@ def _read_labels(labels_file: Path, wnids: Sequence[str]) -> Dict[str, int]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise DataError(
-                f"{labels_file}:{n}: expected 'file label_index' or Kaggle's LOC_val_solution.csv, got {line!r}"
-            )
-        label = int(parts[1])
-        if not 0 <= label < len(wnids):
-            raise DataError(f"{labels_file}:{n}: label {label} is outside 0..{len(wnids) - 1}")
-        labels[Path(parts[0]).stem] = label
+        labels[Path(line.split()[0]).stem] = _label_of_line(line, index, labels_file, n)
     return labels
+
+
+def _label_of_line(line: str, index: Dict[str, int], labels_file: Path, n: int) -> int:
+    """The global index of one ground-truth line: ``file label_index``, ``file wnid`` or ``file wnid label_index``
+    (the class id and its index must then agree)."""
+    parts = line.split()
+    where = f"{labels_file}:{n}"
+    if len(parts) == 2 and parts[1] in index:
+        return index[parts[1]]
+    if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+        label = int(parts[1])
+        if not 0 <= label < len(index):
+            raise DataError(f"{where}: label {label} is outside 0..{len(index) - 1}")
+        return label
+    if len(parts) == 3 and parts[1] in index and parts[2].lstrip("-").isdigit():
+        if int(parts[2]) != index[parts[1]]:
+            raise DataError(
+                f"{where}: {parts[1]} is class {index[parts[1]]}, but the line says {parts[2]}; "
+                "the file's class order is not this model's"
+            )
+        return index[parts[1]]
+    raise DataError(
+        f"{where}: expected 'file label_index', 'file wnid', 'file wnid label_index' or Kaggle's "
+        f"LOC_val_solution.csv, got {line.strip()!r}"
+    )
 
 
 def imagenet_samples(

@@ -6,15 +6,65 @@ the file was read in a DataLoader worker process.
 """
 
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageListDataset", "ShardSampler", "is_image"]
+__all__ = [
+    "IMAGE_ERRORS",
+    "IMAGE_EXTENSIONS",
+    "ImageListDataset",
+    "ShardSampler",
+    "find_images",
+    "is_image",
+    "open_rgb",
+    "reason",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+# what reading an image can raise for a bad file: damaged, not an image, or a decompression bomb (PIL refuses
+# images of over twice Image.MAX_IMAGE_PIXELS before decoding them)
+IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+_HIGH_DEPTH_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def open_rgb(path: Union[str, Path]) -> Image.Image:
+    """An image file as an 8-bit RGB PIL image: grayscale, palette, CMYK and alpha converted; 16-bit grayscale
+    (medical and scientific PNGs and TIFFs) scaled to 8 bits rather than clipped to white.
+
+    Raises:
+        One of :data:`IMAGE_ERRORS` for a file that cannot be read.
+    """
+    with Image.open(path) as img:
+        if img.mode in _HIGH_DEPTH_GRAY:
+            pixels = np.asarray(img, dtype=np.float64)
+            return Image.fromarray(np.clip(np.rint(pixels * (255.0 / 65535.0)), 0, 255).astype(np.uint8)).convert("RGB")
+        return img.convert("RGB")
+
+
+def reason(e: BaseException) -> str:
+    """The first line of an error, or its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def find_images(paths: Sequence[Union[str, Path]]) -> List[Path]:
+    """Files as given, and for a folder every image under it (recursively, sorted); a path that does not exist is
+    kept, so that reading it reports it."""
+    found: List[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if is_image(p) and not _hidden(p.relative_to(path)))
+        else:
+            found.append(path)
+    return found
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def is_image(path: Path) -> bool:
@@ -44,9 +94,8 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int, int, bool]:
         path, label = self.samples[index]
         try:
-            with Image.open(path) as img:
-                image = self.transform(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            image = self.transform(open_rgb(path))
+        except IMAGE_ERRORS:
             return torch.zeros(self.image_size), label, index, False
         return image, label, index, True
 

@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..data.imagenet import DataError
+from ..data.images import IMAGE_ERRORS, open_rgb
 from .labels import LabelMap
 
 __all__ = ["CocoData", "CocoDataset", "collate", "find_coco_splits", "quiet_coco", "read_coco", "read_rgb"]
@@ -253,7 +253,7 @@ class CocoDataset(Dataset):
         anns = [a for a in self.by_image[info["id"]] if not (self.skip_crowd and a.get("iscrowd"))]
         try:
             image = read_rgb(self.data.images_dir / info["file_name"])
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        except IMAGE_ERRORS:
             empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
             return (
                 torch.zeros(3, 1, 1),
@@ -289,13 +289,12 @@ class CocoDataset(Dataset):
 
 
 def read_rgb(path) -> torch.Tensor:
-    """An image file as a uint8 RGB tensor (3, H, W): grayscale, palette, CMYK and alpha images converted.
+    """An image file as a uint8 RGB tensor (3, H, W), read by :func:`~eca_models.data.images.open_rgb`.
 
     Raises:
-        OSError, UnidentifiedImageError, ValueError, SyntaxError: PIL's, for an unreadable file.
+        One of :data:`~eca_models.data.images.IMAGE_ERRORS` for a file that cannot be read.
     """
-    with Image.open(path) as img:
-        return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    return torch.from_numpy(np.asarray(open_rgb(path), dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def collate(batch):

@@ -19,6 +19,7 @@ from torch import nn
 from .._files import atomic_folder, atomic_path, sha256_file, write_text_atomic
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
+from ..weights.convert import check_out_dir
 from ..weights.loading import WEIGHTS_FILE, read_weights_file
 from ._registry import get_builder
 from .labels import LabelMap, coco_categories
@@ -335,6 +336,7 @@ def convert_mmdet_checkpoint(
         log: Where progress lines go.
     """
     builder = get_builder(architecture)
+    check_out_dir(out_dir, overwrite)
     ckpt = read_mmdet_checkpoint(src)
     if ckpt.architecture != architecture:
         raise WeightsError(f"{src} holds a {ckpt.architecture}, not a {architecture}: pass --model {ckpt.architecture}")

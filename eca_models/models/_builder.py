@@ -53,11 +53,49 @@ def build_eca_model(model_cls: Type[ModelT], variant: str, pretrained: bool = Fa
         )
         cfg = _with_folder_classes(cfg)
         state_dict = load_pretrained_weights(cfg)
+        source = cfg.file or cfg.hf_hub_id or variant
+        cfg = _match_classifier(cfg, state_dict, kwargs.get("num_classes"), source)
         kwargs["pretrained_cfg"] = dataclasses.replace(cfg, state_dict=state_dict, source="")
     kwargs.setdefault("pretrained_strict", True)
-    model = build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    try:
+        model = build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    except WeightsError as e:
+        raise WeightsError(f"{source}: {e}" if pretrained and source not in str(e) else str(e)) from None
     model.pretrained_cfg.pop("state_dict", None)  # don't keep a second copy of the weights around
     return model
+
+
+def _match_classifier(cfg: Any, checkpoint: Dict[str, Any], num_classes: Any, source: str) -> Any:
+    """The cfg under which timm loads a file's classifier as it should.
+
+    A file whose classifier has as many classes as asked (``num_classes``) keeps it; one asked for another count
+    loses it (timm's fine-tuning start); one of another count than the model's, with no count asked, is refused in
+    one line that names the file, its count and the flag to pass, instead of a size-mismatch traceback.
+    """
+    head = cfg.classifier if isinstance(cfg.classifier, str) else None
+    weight = unwrap_checkpoint(checkpoint).get(f"{head}.weight") if head else None
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 1 or weight.shape[0] == cfg.num_classes:
+        return cfg
+    found = int(weight.shape[0])
+    if num_classes == found:
+        return dataclasses.replace(cfg, num_classes=found)
+    if num_classes is not None and num_classes != cfg.num_classes:
+        return cfg  # another head than the cfg's: timm drops the file's
+    raise WeightsError(
+        f"{source} holds a classifier of {found} classes, the model has {cfg.num_classes}: pass --num-classes "
+        f"{found} (num_classes={found}) to use it as it is, or give it to the model it was trained as"
+    )
+
+
+def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The state dict in a checkpoint: the authors' ``{'state_dict': ...}`` or a plain one, with DataParallel's
+    ``module.`` prefix stripped."""
+    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    if not isinstance(state_dict, dict):
+        return {}
+    return {
+        k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k: v for k, v in state_dict.items()
+    }
 
 
 def _with_folder_classes(cfg: Any) -> Any:
@@ -84,12 +122,12 @@ def checkpoint_filter(checkpoint: Dict[str, Any], model: torch.nn.Module) -> Dic
         model: The model to load into; its ``eca_kernel_groups()`` says which ECA weights share a
             kernel-code digit.
     """
-    state_dict = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    raw = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise WeightsError(
             "the file holds no state dict of tensors (expected a model's state_dict or the authors' checkpoint dict)"
         )
-    state_dict = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(checkpoint)
     _check_kernels(state_dict, model, model.eca_kernel_groups())
     _check_keys(state_dict, model)
     return state_dict
@@ -136,6 +174,15 @@ def _check_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> 
     # a BatchNorm step counter the model has no place for: a frozen BatchNorm (detection trunks) keeps none
     unexpected = [k for k in state_dict if k not in own and k not in heads and not k.endswith("num_batches_tracked")]
     if not missing and not unexpected:
+        first = getattr(model, "pretrained_cfg", {}).get("first_conv") or ""
+        adapted = {f"{first}.weight"}  # timm adapts the input conv to in_chans after this filter
+        shapes = [k for k in own if k not in heads | adapted and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+        if shapes:
+            k = shapes[0]
+            raise WeightsError(
+                f"this checkpoint does not fit {_model_name(model)}: {len(shapes)} tensors of another shape "
+                f"(e.g. {k} {tuple(state_dict[k].shape)}, the model's {tuple(own[k].shape)})"
+            )
         return
     hint = f"{len(missing)} missing (e.g. {missing[0]})" if missing else ""
     if unexpected:

@@ -78,12 +78,28 @@ def prepare_run_dir(run_dir: Path, args: argparse.Namespace, run_files: Sequence
     """
     used = run_dir.is_dir() and any(run_dir.iterdir())
     if args.resume and not (run_dir / CHECKPOINT).is_file():
-        raise RunDirError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist")
+        if not (run_dir / "args.json").is_file():
+            raise RunDirError(f"nothing to resume: {run_dir} holds no run (no {CHECKPOINT}, no args.json)")
+        # a run stopped before its first checkpoint: resuming it is starting it again, with the same arguments
+        check_resume_args(run_dir, args)
+        if distributed.is_main_env():
+            print(
+                f"{run_dir} holds no {CHECKPOINT} yet (the run stopped before its first): starting it from the beginning"
+            )
+        args.resume = False
+        return _clear_run_files(run_dir, run_files)
     if args.resume:
         check_resume_args(run_dir, args)
     if used and not (args.resume or args.overwrite):
         raise RunDirError(f"{run_dir} is not empty: pass --resume to continue that run or --overwrite to start over")
-    if args.overwrite and distributed.is_main_env():
+    if args.overwrite:
+        return _clear_run_files(run_dir, run_files)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _clear_run_files(run_dir: Path, run_files: Sequence[str]) -> Path:
+    if distributed.is_main_env():
         for name in run_files:
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -215,17 +231,29 @@ def run_task(task: Task, run_dir: Path, args: argparse.Namespace, save_every_ste
 def run_in_folder(args: argparse.Namespace, run_files: Sequence[str], main: Callable[[Path, torch.device], int]) -> int:
     """Prepare the ``--output`` folder, join torchrun's process group, call ``main(run_dir, device)``; a start that
     fails leaves no empty run folder behind."""
-    existed = Path(args.output).exists()
+    made = _missing_folders(Path(args.output))  # the folders this run makes: removed again if it fails to start
     run_dir = prepare_run_dir(Path(args.output), args, run_files)
     device = distributed.setup(args.device)
     try:
         return main(run_dir, device)
     except BaseException:
-        if not existed and distributed.is_main_env() and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        if distributed.is_main_env():
+            for folder in made:  # innermost first; only while empty
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         raise
     finally:
         distributed.cleanup()
+
+
+def _missing_folders(path: Path) -> List[Path]:
+    """``path`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def unreadable_recorder(run_dir: Path, command: str) -> Callable[[List[str]], None]:

@@ -1,11 +1,51 @@
-"""The order of training images: shuffled per epoch from a seed, sharded over processes, resumable."""
+"""The order of training images: shuffled per epoch from a seed, sharded over processes, resumable.
 
-from typing import Iterator
+A resumed run must draw exactly what the uninterrupted one would have, with any number of loader workers. The
+order depends only on (seed, epoch); each image's random augmentation depends only on (seed, epoch, index)
+(:class:`SeededItems`), never on which worker read it or what that worker read before, so skipping the
+steps already done changes nothing that follows.
+"""
 
+import random
+from typing import Any, Iterator
+
+import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
-__all__ = ["EpochSampler", "epoch_loader"]
+__all__ = ["EpochSampler", "SeededItems", "epoch_loader"]
+
+
+class SeededItems(Dataset):
+    """``dataset`` whose item ``i`` is read with Python's, NumPy's and torch's generators seeded from (seed, epoch,
+    i): its augmentation is the same whichever worker reads it, and in whatever order. In the main process
+    (``workers=0``) the generators' states are put back after each item, so training draws what it would have."""
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:  # samples, ... of the wrapped dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> Any:
+        item_seed = (self.seed * 1_000_003 + self.epoch * 10_007 + int(index)) % 2**32
+        main = get_worker_info() is None
+        saved = (random.getstate(), np.random.get_state(), torch.random.get_rng_state()) if main else None
+        random.seed(item_seed)
+        np.random.seed(item_seed)
+        torch.random.default_generator.manual_seed(item_seed)  # the CPU generator: augmentations run there
+        try:
+            return self.dataset[index]
+        finally:
+            if saved is not None:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.random.set_rng_state(saved[2])
 
 
 class EpochSampler(Sampler[int]):
@@ -46,7 +86,7 @@ def epoch_loader(
     uninterrupted one would have."""
     sampler = EpochSampler(len(dataset), seed, epoch, rank, world_size, step * batch_size)
     return torch.utils.data.DataLoader(
-        dataset,
+        SeededItems(dataset, seed, epoch),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
