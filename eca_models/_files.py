@@ -12,9 +12,10 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Dict, Iterator, Union
 
 __all__ = [
     "OutputPathError",
@@ -70,12 +71,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: PathLike) -> int:
+_LAST_CLEANED: Dict[str, float] = {}  # folder -> when this process last looked through it
+_CLEAN_EVERY = 2.0  # seconds: a command writing thousands of files into one folder does not list it each time
+
+
+def remove_stale_temporaries(folder: PathLike, again: bool = False) -> int:
     """Remove what atomic writes killed outright left in ``folder``: temporaries of this host whose process is gone.
 
-    Returns how many were removed. Another host's (a shared file system) and live processes' are left alone.
+    A folder is looked through at most every two seconds by one process, unless ``again``. Returns how many were
+    removed. Another host's (a shared file system) and live processes' are left alone.
     """
     folder, removed = Path(folder), 0
+    key, now = str(folder.absolute()), time.monotonic()
+    if not again and now - _LAST_CLEANED.get(key, -_CLEAN_EVERY) < _CLEAN_EVERY:
+        return 0
+    _LAST_CLEANED[key] = now
     try:
         entries = [p for p in folder.iterdir() if TMP_MARK in p.name]
     except OSError:

@@ -14,8 +14,18 @@ from huggingface_hub import try_to_load_from_cache
 from .complexity import measure
 from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint, weights_location
 from .weights.loading import WEIGHTS_FILE
+from .weights.release import allowed_sources, cached_conversion
 
-__all__ = ["DetectorRow", "ZooRow", "detector_rows", "list_models", "zoo_rows", "weights_state"]
+__all__ = [
+    "AVAILABLE",
+    "DetectorRow",
+    "ZooRow",
+    "detector_rows",
+    "list_models",
+    "weights_detail",
+    "weights_state",
+    "zoo_rows",
+]
 
 MODULES = ("eca_resnet", "eca_mobilenetv2")
 
@@ -40,6 +50,7 @@ class ZooRow:
     top1: Optional[float]
     top5: Optional[float]
     weights: str
+    weights_source: Optional[str] = None
 
     @property
     def params_binary(self) -> str:
@@ -47,16 +58,36 @@ class ZooRow:
         return f"{self.params / 2**20:.2f}M"
 
 
+WEIGHTS_STATES = ("local", "cached", "on the Hub", "authors' file", "not published", "none")
+AVAILABLE = ("local", "cached", "on the Hub", "authors' file")  # states pretrained=True can load from
+
+
 def weights_state(ckpt: Optional[Checkpoint]) -> str:
-    """'cached', 'local' (under ECA_MODELS_WEIGHTS_DIR), 'on the Hub', 'not published' or 'none'."""
+    """Where ``pretrained=True`` would take ``ckpt``'s weights from, in the order it looks: ``local`` (a folder of
+    ECA_MODELS_WEIGHTS_DIR), ``cached`` (a converted release file, or the Hub file, in the cache), ``on the Hub``
+    (published), ``authors' file`` (fetched from the authors' Google Drive file on first use), ``not published``
+    (none of these, or left out by ECA_MODELS_SOURCES), or ``none`` (no checkpoint)."""
     if ckpt is None:
         return "none"
     if os.environ.get(WEIGHTS_DIR_ENV) and weights_location(ckpt.hf_hub_id):
         return "local"
-    cached = try_to_load_from_cache(ckpt.hf_hub_id, WEIGHTS_FILE, revision=ckpt.revision or None)
-    if isinstance(cached, str):
+    sources = allowed_sources()
+    if "release" in sources and cached_conversion(ckpt) is not None:
         return "cached"
-    return "on the Hub" if ckpt.is_published else "not published"
+    if "hub" in sources and ckpt.is_published:
+        cached = try_to_load_from_cache(ckpt.hf_hub_id, WEIGHTS_FILE, revision=ckpt.revision or None)
+        return "cached" if isinstance(cached, str) else "on the Hub"
+    if "release" in sources and (ckpt.release or {}).get("drive_id"):
+        return "authors' file"
+    return "not published"
+
+
+def weights_detail(ckpt: Optional[Checkpoint]) -> Optional[str]:
+    """Where a cached conversion came from and when (``google-drive, 2026-12-06``), else None."""
+    cached = cached_conversion(ckpt) if ckpt is not None else None
+    if cached is None:
+        return None
+    return f"{cached.provenance.get('source', '?')}, {str(cached.provenance.get('fetched', '?'))[:10]}"
 
 
 def zoo_rows(pattern: str = "") -> List[ZooRow]:
@@ -81,6 +112,7 @@ def zoo_rows(pattern: str = "") -> List[ZooRow]:
                 top1=metrics.get("acc@1"),
                 top5=metrics.get("acc@5"),
                 weights=weights_state(ckpt),
+                weights_source=weights_detail(ckpt),
             )
         )
     return rows
@@ -102,6 +134,7 @@ class DetectorRow:
     box_map: float
     mask_map: Optional[float]
     weights: str
+    weights_source: Optional[str] = None
 
 
 def detector_rows(pattern: str = "") -> List[DetectorRow]:
@@ -135,6 +168,7 @@ def detector_rows(pattern: str = "") -> List[DetectorRow]:
                 box_map=m["box_map"],
                 mask_map=m.get("mask_map"),
                 weights=weights_state(ckpt),
+                weights_source=weights_detail(ckpt),
             )
         )
     return rows

@@ -1,12 +1,24 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# hermetic weights: the caches live in a folder of this run (never the user's), and the authors' Google Drive is
+# never reached: a Drive file is asked of a closed loopback port unless a test serves one (LoopbackDrive)
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="eca-models-tests-hf-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("ECA_MODELS_SOURCES", None)
+os.environ.pop("ECA_MODELS_MANIFEST", None)
+os.environ["ECA_MODELS_DRIVE_ENDPOINT"] = "http://127.0.0.1:9"
 
-import eca_models  # noqa: F401  (registers the models)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import eca_models  # noqa: E402, F401  (registers the models)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -195,3 +195,77 @@ def write_image(path: Path, seed: int, size: int = 40) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
     return path
+
+
+class LoopbackDrive:
+    """A stand-in for Google Drive's download endpoint on 127.0.0.1: ``/uc?id=<file id>`` answers as ``files`` says.
+
+    ``files[id]`` is the file's bytes, or one of: ``"quota"`` (Drive's 'too many users' page), ``"missing"`` (404),
+    ``"html"`` (another web page with status 200), ``("truncate", data)`` (a Content-Length the body never reaches),
+    ``("slow", data)`` (half the body, then a pause longer than any test's read timeout). ``requests`` counts what
+    was asked for. eca-models reaches it through ``ECA_MODELS_DRIVE_ENDPOINT``, with gdown as for the real Drive.
+    """
+
+    QUOTA_PAGE = (
+        b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body>"
+        b'<p class="uc-error-caption">Sorry, you can\'t view or download this file at this time.</p>'
+        b'<p class="uc-error-subcaption">Too many users have viewed or downloaded this file recently. Please try '
+        b"accessing the file again later.</p></body></html>"
+    )
+
+    def __init__(self) -> None:
+        self.files: Dict[str, object] = {}
+        self.requests: list = []
+        drive = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlparse
+
+                query = parse_qs(urlparse(self.path).query)
+                file_id = query.get("id", [""])[0]
+                drive.requests.append(file_id)
+                answer = drive.files.get(file_id, "missing")
+                if answer == "missing":
+                    return self._send(404, b"<html><body>Not Found</body></html>", "text/html")
+                if answer == "quota":
+                    return self._send(200, drive.QUOTA_PAGE, "text/html; charset=utf-8")
+                if answer == "html":
+                    return self._send(200, b"<!DOCTYPE html><html><body>Sign in to continue</body></html>", "text/html")
+                if isinstance(answer, tuple):
+                    kind, data = answer
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    if kind == "slow":
+                        import time
+
+                        time.sleep(30)
+                    return None  # the connection closes short of Content-Length
+                return self._send(200, answer, "application/octet-stream")
+
+            def _send(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -13,7 +13,7 @@ def test_list_prints_the_zoo_with_units():
     for line, fields in [
         (
             "eca_resnet50_k3557",
-            ["k3557", "25,557,112", "24.37M", "4.089", "24.37M / 3.86G", "77.42", "93.62", "not published"],
+            ["k3557", "25,557,112", "24.37M", "4.089", "24.37M / 3.86G", "77.42", "93.62", "authors' file"],
         ),
         ("eca_mobilenetv2 ", ["k13", "3,504,903", "3.34M", "0.301", "3.34M / 319.9M", "72.56", "90.81"]),
     ]:
@@ -32,7 +32,7 @@ def test_list_json_agrees_with_the_manifest(capsys):
             row = rows[name]
             assert row["params"] == ckpt.num_params and row["kernel_code"] == ckpt.kernel_code
             assert abs(row["gmacs"] - ckpt.gmacs) < 5e-5
-            assert row["top1"] == ckpt.metrics["ImageNet-1K"]["acc@1"] and row["weights"] == "not published"
+            assert row["top1"] == ckpt.metrics["ImageNet-1K"]["acc@1"] and row["weights"] == "authors' file"
 
 
 def test_list_shows_local_weights(tmp_path, monkeypatch, capsys):
@@ -52,7 +52,7 @@ def test_list_shows_the_detectors(capsys):
         f"{d}_eca_resnet{n}_fpn" for d in ("fasterrcnn", "maskrcnn") for n in (50, 101)
     ]
     for r in rows:
-        assert f"{r['release_params'] / 1e6:.2f}M" == r["published_params"] and r["weights"] == "not published"
+        assert f"{r['release_params'] / 1e6:.2f}M" == r["published_params"] and r["weights"] == "authors' file"
         assert (r["mask_map"] is not None) == r["model"].startswith("maskrcnn")
     assert main(["list", "retinanet*"]) == 0
     out = capsys.readouterr().out

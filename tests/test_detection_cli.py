@@ -344,11 +344,12 @@ def test_boxes_without_area_are_dropped_and_counted(coco_root, tmp_path):
 
 def test_bad_weights_get_one_line(converted, coco_root, tmp_path, capsys):
     src = converted["maskrcnn"][0]
-    # the release's weights are not on the Hub: said at once, with the way to supply them
+    # the release's weights are not on the Hub and the authors' Drive cannot be reached here: said at once, with the
+    # ways to supply them
     assert main(["validate", "--model", "maskrcnn_eca_resnet50_fpn", "--data", str(coco_root), *SMALL]) == 2
     _one_error_line(
         capsys,
-        "maskrcnn_eca_resnet50_fpn.coco is not published on the Hub yet",
+        "cannot reach Google Drive for maskrcnn_eca_resnet50_fpn.coco",
         "eca-models convert mask_rcnn_ecanet50_k3377_bs8_lr0.01.pth --model maskrcnn_eca_resnet50_fpn --out DIR",
     )
     # a classification checkpoint given as a detector, in each form

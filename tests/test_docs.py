@@ -11,7 +11,7 @@ import sys
 import pytest
 import timm
 from conftest import ROOT
-from helpers import save_authors_checkpoint
+from helpers import LoopbackDrive, save_authors_checkpoint
 
 from eca_models.benchmark import median_interval
 from eca_models.cli import build_parser
@@ -26,12 +26,25 @@ def _blocks(page, lang):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, converted):
-    """What the samples assume is at hand: an authors'-format file, a converted detector folder, and torch.hub's
-    repo at '.'."""
+    """What the samples assume is at hand: an authors'-format file, a converted detector folder, torch.hub's
+    repo at '.', and the release's ResNet-50 fetched once into the cache (from a loopback stand-in for Drive, the
+    file being the authors'-format one), so that the samples load it offline as a user's second call does."""
+    from eca_models.weights import fetch_weights, get_checkpoint
+
     folder = tmp_path_factory.mktemp("docs")
     shutil.copytree(converted["maskrcnn"][2], folder / "maskrcnn-eca50")
-    save_authors_checkpoint(timm.create_model("eca_resnet50_k3557").state_dict(), folder / "eca_resnet50_k3557.pth.tar")
+    src = save_authors_checkpoint(
+        timm.create_model("eca_resnet50_k3557").state_dict(), folder / "eca_resnet50_k3557.pth.tar"
+    )
     shutil.copy(ROOT / "hubconf.py", folder / "hubconf.py")
+    ckpt = get_checkpoint("eca_resnet50_k3557.in1k")
+    drive = LoopbackDrive()
+    drive.files[ckpt.release["drive_id"]] = src.read_bytes()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_HOME", str(folder / "hf"))
+        env.setenv("ECA_MODELS_DRIVE_ENDPOINT", drive.endpoint)
+        fetch_weights(ckpt, log=lambda _: None)
+    drive.stop()
     return folder
 
 
@@ -39,6 +52,7 @@ def workdir(tmp_path_factory, converted):
 def test_python_samples_run(page, workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(workdir / "hf"))
     namespace = {"__name__": f"docs_{page.stem}"}
     for n, code in enumerate(_blocks(page, "python")):
         exec(compile(code, f"{page.name}[{n}]", "exec"), namespace)  # noqa: S102 - the docs' own samples

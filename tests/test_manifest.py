@@ -7,7 +7,7 @@ import timm
 import torch
 
 from eca_models.complexity import count_macs, count_params
-from eca_models.weights import CLASSIFICATION, binary_units, list_checkpoints, load_manifest
+from eca_models.weights import CLASSIFICATION, binary_units, get_checkpoint, list_checkpoints, load_manifest
 from eca_models.weights.manifest import SCHEMA, update_manifest
 
 CHECKPOINTS = list_checkpoints(CLASSIFICATION)
@@ -77,9 +77,37 @@ def test_manifest_schema_is_checked(tmp_path):
     raw = json.loads(_manifest_path().read_text())
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps({**raw, "schema": 1}))
-    with pytest.raises(ValueError, match="manifest schema 1; this eca-models reads schema 2"):
+    with pytest.raises(ValueError, match="manifest schema 1; this eca-models reads schema 3"):
         load_manifest(path)
-    raw["checkpoints"]["eca_resnet18_k3577.in1k"]["task"] = "segmentation"
-    path.write_text(json.dumps(raw))
+    broken = json.loads(json.dumps(raw))
+    broken["checkpoints"]["eca_resnet18_k3577.in1k"]["task"] = "segmentation"
+    path.write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="eca_resnet18_k3577.in1k needs a task"):
         load_manifest(path)
+    del raw["checkpoints"]["eca_resnet34_k3357.in1k"]["release"]["baidu_code"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="eca_resnet34_k3357.in1k's release source needs exactly"):
+        load_manifest(path)
+
+
+def test_every_checkpoint_has_its_release_sources():
+    """The twelve files of the release, each with its Google Drive id and file name, the Baidu copy and its
+    extract code (the facts file's table), and the original's sha256 and size either unknown or well formed."""
+    import re
+
+    checkpoints = list_checkpoints()
+    assert len(checkpoints) == 12
+    ids = set()
+    for ckpt in checkpoints:
+        release = ckpt.release
+        assert re.fullmatch(r"[-\w]{33}", release["drive_id"]), ckpt.name
+        assert release["file_name"] == ckpt.source_file and release["file_name"].endswith((".pth.tar", ".pth"))
+        assert release["baidu_url"].startswith("https://pan.baidu.com/s/") and re.fullmatch(
+            r"[a-z0-9]{4}", release["baidu_code"]
+        )
+        assert release["sha256"] is None or re.fullmatch(r"[0-9a-f]{64}", release["sha256"])
+        assert release["size"] is None or (isinstance(release["size"], int) and release["size"] > 0)
+        ids.add(release["drive_id"])
+    assert len(ids) == 12  # one file each
+    assert get_checkpoint("eca_resnet50_k3557.in1k").release["drive_id"] == "1670rce333c_lyMWFzBlNZoVUvtxbCF_U"
+    assert get_checkpoint("maskrcnn_eca_resnet50_fpn.coco").release["baidu_code"] == "xe19"

@@ -5,12 +5,11 @@ figures; :mod:`.loading` fetches and checks the files; :mod:`.convert` and :mod:
 the authors' ``.pth.tar`` files into Hub repos.
 """
 
+from .fetch import Fetched, download_checkpoints, fetch_from_hub, fetch_weights, load_pretrained_weights
 from .loading import (
     WEIGHTS_DIR_ENV,
     WeightsError,
     WeightsNotPublished,
-    fetch_from_hub,
-    load_pretrained_weights,
     read_weights_file,
     weights_location,
 )
@@ -28,10 +27,13 @@ __all__ = [
     "CLASSIFICATION",
     "WEIGHTS_DIR_ENV",
     "Checkpoint",
+    "Fetched",
     "WeightsError",
     "WeightsNotPublished",
     "binary_units",
+    "download_checkpoints",
     "fetch_from_hub",
+    "fetch_weights",
     "find_checkpoint",
     "get_checkpoint",
     "list_checkpoints",

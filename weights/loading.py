@@ -7,6 +7,7 @@ and ``HF_ENDPOINT`` all apply), pinned to the manifest's revision and checked ag
 Nothing pickled is ever executed: PyTorch files are read with ``weights_only=True``.
 """
 
+import io
 import os
 import pickletools
 import re
@@ -28,14 +29,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .._files import sha256_file
-from .manifest import Checkpoint, find_checkpoint
+from .manifest import Checkpoint
 
 __all__ = [
     "WEIGHTS_DIR_ENV",
     "WeightsError",
     "WeightsNotPublished",
-    "fetch_from_hub",
-    "load_pretrained_weights",
+    "download_from_hub",
     "read_safetensors",
     "read_weights_file",
     "sniff_format",
@@ -61,27 +61,6 @@ class WeightsNotPublished(WeightsError):
     def __init__(self, repo_id: str, checkpoint: Checkpoint, ways: str) -> None:
         super().__init__(f"{repo_id} is not published on the Hub yet; {ways}")
         self.repo_id, self.checkpoint = repo_id, checkpoint
-
-
-def load_pretrained_weights(pretrained_cfg: Any) -> Dict[str, Any]:
-    """The checkpoint for a timm ``PretrainedCfg`` (or dict), read from the first source it names.
-
-    Args:
-        pretrained_cfg: timm's pretrained cfg: ``state_dict``, ``file`` or ``hf_hub_id`` is used.
-
-    Returns:
-        What the file holds: a state dict, or the authors' checkpoint dict (the model's filter
-        function unwraps it).
-    """
-    cfg = pretrained_cfg if isinstance(pretrained_cfg, dict) else vars(pretrained_cfg)  # no deep copy of a state dict
-    if cfg.get("state_dict"):
-        return cfg["state_dict"]
-    if cfg.get("file"):
-        return read_weights_file(cfg["file"])
-    if cfg.get("hf_hub_id"):
-        return read_safetensors(fetch_from_hub(cfg["hf_hub_id"], cfg.get("hf_hub_filename") or WEIGHTS_FILE))
-    name = ".".join(filter(None, (cfg.get("architecture"), cfg.get("tag"))))
-    raise WeightsError(f"{name or 'this model'} has no pretrained weights; pass pretrained_cfg_overlay=dict(file=PATH)")
 
 
 def read_weights_file(path: Union[str, Path]) -> Dict[str, Any]:
@@ -157,11 +136,21 @@ def _read_torch_file(path: Path) -> Dict[str, Any]:
                 f"{path} holds pickled code ({code}) and was not loaded: eca-models never runs code from a weights "
                 "file; re-save only its state_dict with torch.save, or load a safetensors file"
             ) from None
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {reason}") from None
+        raise WeightsError(
+            f"{path} is not a readable PyTorch file (truncated or corrupt?): {_torch_reason(e)}"
+        ) from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict or the authors' checkpoint dict")
     return obj
+
+
+def _torch_reason(e: Exception) -> str:
+    """torch.load's error in one plain line: its unpickler's own reason where it gives one (not its advice to load
+    the file unsafely), without terminal colour codes."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(e).splitlines()]
+    lines = [line for line in lines if line]
+    specific = [line for line in lines if line.startswith(("WeightsUnpickler error", "Unsupported"))]
+    return (specific or lines or [type(e).__name__])[0]
 
 
 # what a file of tensors and plain containers names; anything else is code that unpickling would call
@@ -177,18 +166,30 @@ def _pickled_code(path: Path) -> Optional[str]:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 data = next((archive.read(n) for n in archive.namelist() if n.endswith("data.pkl")), b"")
+            pickles = 1
         else:
             data = path.read_bytes()
-        strings: list = []
-        for op, arg, _ in pickletools.genops(data):
-            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(arg)
-            elif op.name == "GLOBAL" or (op.name == "STACK_GLOBAL" and len(strings) >= 2):
-                name = arg.replace(" ", ".") if op.name == "GLOBAL" else f"{strings[-2]}.{strings[-1]}"
-                if not _DATA_GLOBALS.fullmatch(name):
-                    return name
+            pickles = 4  # the legacy format: magic number, protocol, system info, then the object; raw storages follow
+        stream = io.BytesIO(data)
+        for _ in range(pickles):
+            name = _first_code_global(stream)
+            if name:
+                return name
     except Exception:  # noqa: BLE001 - a damaged file: the caller says so
         return None
+    return None
+
+
+def _first_code_global(stream: io.BytesIO) -> Optional[str]:
+    """The first global of the pickle at ``stream``'s position that is not data, reading up to its STOP."""
+    strings: list = []
+    for op, arg, _ in pickletools.genops(stream):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+            strings.append(arg)
+        elif op.name == "GLOBAL" or (op.name == "STACK_GLOBAL" and len(strings) >= 2):
+            name = arg.replace(" ", ".") if op.name == "GLOBAL" else f"{strings[-2]}.{strings[-1]}"
+            if not _DATA_GLOBALS.fullmatch(name):
+                return name
     return None
 
 
@@ -220,23 +221,20 @@ def _ways_to_supply(repo_id: str, ckpt: Optional[Checkpoint]) -> str:
     )
 
 
-def fetch_from_hub(hf_hub_id: str, filename: str = WEIGHTS_FILE) -> Path:
-    """Download (or find in the cache) a weights file, pinned and verified against the manifest.
+def download_from_hub(
+    repo_id: str, filename: str = WEIGHTS_FILE, revision: Optional[str] = None, ckpt: Optional[Checkpoint] = None
+) -> Path:
+    """Download (or find in huggingface_hub's cache) a file of a Hub repo, pinned and verified against the manifest.
 
     Args:
-        hf_hub_id: ``ORG/REPO`` or ``ORG/REPO@REVISION``.
+        repo_id: ``ORG/REPO``.
         filename: The file in the repo.
+        revision: The commit to pin (default: the manifest's, else ``main``).
+        ckpt: The repo's manifest entry, whose sha256 the file must have.
 
     Returns:
         The local path of the verified file.
     """
-    repo_id, _, revision = hf_hub_id.partition("@")
-    local = _local_repo(repo_id)
-    if local is not None:
-        return local
-    ckpt = find_checkpoint(hf_hub_id=repo_id)
-    if ckpt is not None and not ckpt.is_published and not revision:  # the manifest pins every published one
-        raise WeightsNotPublished(repo_id, ckpt, _ways_to_supply(repo_id, ckpt))
     revision = revision or (ckpt.revision if ckpt else None) or None
     unpublished = ckpt is not None and not ckpt.is_published
     try:

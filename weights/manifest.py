@@ -9,6 +9,7 @@ the model it names, the way torchvision's tests check their Weights meta.
 
 import dataclasses
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -27,7 +28,8 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA = 2  # 2: each entry has a task, and metrics keyed by dataset for any task
+SCHEMA = 3  # 2: each entry has a task, and metrics keyed by dataset for any task; 3: and its release source
+RELEASE_KEYS = ("drive_id", "file_name", "sha256", "size", "baidu_url", "baidu_code")
 CLASSIFICATION = "image-classification"
 TASKS = (CLASSIFICATION, "object-detection", "instance-segmentation")
 
@@ -55,6 +57,9 @@ class Checkpoint:
         paper_metrics: The paper's row where it differs from the release README, else None.
         measured_metrics: What ``eca-models validate`` measured on the full val set, in the same shape.
         task: ``image-classification``, ``object-detection`` or ``instance-segmentation``.
+        release: The authors' own file, the source until the Hub has the checkpoint: ``drive_id`` (Google Drive),
+            ``file_name``, the original's ``sha256`` and ``size`` once recorded (None before), and the Baidu copy
+            (``baidu_url``, ``baidu_code``), never fetched, shown when nothing else works.
     """
 
     name: str
@@ -72,6 +77,7 @@ class Checkpoint:
     paper_metrics: Optional[Dict[str, Dict[str, float]]] = None
     measured_metrics: Optional[Dict[str, Dict[str, float]]] = None
     task: str = CLASSIFICATION
+    release: Optional[Dict[str, Any]] = None
 
     @property
     def dataset(self) -> str:
@@ -111,8 +117,12 @@ class Checkpoint:
         }
 
 
+MANIFEST_ENV = "ECA_MODELS_MANIFEST"
+
+
 def _manifest_path() -> Path:
-    return Path(str(resources.files(__package__).joinpath(MANIFEST_NAME)))
+    """The manifest in use: ``ECA_MODELS_MANIFEST`` (a maintainer's draft, a test's stand-in), else the package's."""
+    return Path(os.environ.get(MANIFEST_ENV) or str(resources.files(__package__).joinpath(MANIFEST_NAME)))
 
 
 def load_manifest(path: Optional[Union[str, Path]] = None) -> Dict[str, Checkpoint]:
@@ -132,6 +142,8 @@ def load_manifest(path: Optional[Union[str, Path]] = None) -> Dict[str, Checkpoi
     for ckpt in entries.values():
         if ckpt.task not in TASKS or len(ckpt.metrics) != 1:
             raise ValueError(f"{path}: {ckpt.name} needs a task of {', '.join(TASKS)} and metrics for one dataset")
+        if ckpt.release is not None and (not isinstance(ckpt.release, dict) or set(ckpt.release) != set(RELEASE_KEYS)):
+            raise ValueError(f"{path}: {ckpt.name}'s release source needs exactly {', '.join(RELEASE_KEYS)}")
     return entries
 
 

@@ -9,9 +9,10 @@ from safetensors import safe_open
 
 from .._files import sha256_file
 from .loading import WEIGHTS_FILE, WeightsError
-from .manifest import find_checkpoint, get_checkpoint, update_manifest
+from .manifest import find_checkpoint, get_checkpoint, list_checkpoints, update_manifest
+from .release import list_cached
 
-__all__ = ["PublishPlan", "plan_publish", "publish_folder", "upload_folder"]
+__all__ = ["PublishPlan", "plan_publish", "publish_cached", "publish_folder", "upload_folder"]
 
 REQUIRED = (WEIGHTS_FILE, "config.json", "README.md")  # a Hub model repo's files: all that is uploaded
 
@@ -125,3 +126,35 @@ def publish_folder(
         )
         log(f"recorded revision {commit[:12]}, sha256 and size in {target}")
     return commit
+
+
+def publish_cached(
+    dry_run: bool = False,
+    manifest_path: Optional[Union[str, Path]] = None,
+    upload: Callable[[Path, str, str], str] = upload_folder,
+    log: Callable[[str], None] = print,
+) -> List[str]:
+    """Publish every converted release file in the cache to its manifest Hub repo (``eca-models publish
+    --all-cached``), and record beside each Hub pin the sha256 and size of the authors' original it came from.
+
+    After this, the Hub is the first source for everyone, and a Drive file that ever differs from the recorded one
+    is refused.
+
+    Returns:
+        The names of the checkpoints published (or that would be, with ``dry_run``).
+
+    Raises:
+        WeightsError: Nothing is cached; or a folder or upload fails (those before it stay published and recorded).
+    """
+    cached = list_cached(list_checkpoints())
+    if not cached:
+        raise WeightsError("no converted release file is cached: fetch them first with `eca-models download --all`")
+    for ckpt, conversion in cached:
+        publish_folder(conversion.folder, ckpt.hf_hub_id, dry_run, manifest_path, upload, log)
+        original = {k: conversion.provenance.get(k) for k in ("sha256", "size")}
+        if dry_run:
+            log(f"would record the original's sha256 {original['sha256']} and size {original['size']:,} in {ckpt.name}")
+            continue
+        update_manifest(ckpt.name, path=manifest_path, release={**(ckpt.release or {}), **original})
+        log(f"recorded the original's sha256 and size in {ckpt.name}")
+    return [ckpt.name for ckpt, _ in cached]

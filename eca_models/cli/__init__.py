@@ -17,11 +17,12 @@ from tqdm import tqdm
 from .._files import OutputPathError
 from ..training.runner import RunDirError
 from ..weights import WeightsError
-from . import attention, benchmark, convert, export, finetune, list_models, predict, publish, validate
+from . import attention, benchmark, convert, download, export, finetune, list_models, predict, publish, validate
 from .common import UsageError, check_device
 
 COMMANDS = {
     "list": list_models,
+    "download": download,
     "convert": convert,
     "publish": publish,
     "validate": validate,
@@ -36,7 +37,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eca-models",
-        description="ECA-Net models as timm models: list, convert, publish, validate, finetune, predict, benchmark, attention, export.",
+        description="ECA-Net models as timm models: list, download, convert, publish, validate, finetune, predict, benchmark, attention, export.",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ECA_MODELS_DEBUG=1)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")

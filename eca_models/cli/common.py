@@ -9,7 +9,7 @@ from typing import Any, Iterator, Optional, Union
 import torch
 
 from ..factory import load
-from ..weights import WeightsError, WeightsNotPublished
+from ..weights import WeightsError
 
 __all__ = [
     "ModelUnavailable",
@@ -98,12 +98,6 @@ def weights_usage_errors(name: str) -> Iterator[None]:
     """An unknown model or unusable weights, raised inside, as a one-line usage error naming ``name``."""
     try:
         yield
-    except WeightsNotPublished as e:  # the command's own flag, not the Python pretrained_cfg_overlay
-        ckpt = e.checkpoint
-        raise ModelUnavailable(
-            f"{name}: {ckpt.name} is not published on the Hub yet; convert the authors' file with "
-            f"`eca-models convert {ckpt.source_file} --model {ckpt.model_name} --out DIR` and pass --checkpoint DIR"
-        ) from None
     except (KeyError, WeightsError) as e:
         raise ModelUnavailable(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 

@@ -35,8 +35,8 @@ from ..training.state import CHECKPOINT
 from ..weights import find_checkpoint
 from ..weights.convert import write_hub_files
 from ..weights.model_card import render_model_card
-from ..zoo import weights_state
-from .common import UsageError, add_runtime_args, load_model, non_negative_int, positive_int
+from ..zoo import AVAILABLE, weights_state
+from .common import ModelUnavailable, UsageError, add_runtime_args, load_model, non_negative_int, positive_int
 from .finetune_detection import (
     add_detection_args,
     check_no_detection_args,
@@ -134,17 +134,14 @@ def _start_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
         )
         model = load_model(args.model, pretrained=False, **kwargs)
     else:
-        available = Path(args.model).is_dir() or weights_state(find_checkpoint(args.model)) in (
-            "cached",
-            "local",
-            "on the Hub",
-        )
+        available = Path(args.model).is_dir() or weights_state(find_checkpoint(args.model)) in AVAILABLE
+        advice = "pass --checkpoint with the authors' .pth.tar or a converted folder, or --no-pretrained to train from scratch"
         if not (args.pretrained or available):
-            raise UsageError(
-                f"no pretrained weights for {args.model} here (not published on the Hub yet): pass --checkpoint "
-                "with the authors' .pth.tar or a converted folder, or --no-pretrained to train from scratch"
-            )
-        model = load_model(args.model, **kwargs)
+            raise UsageError(f"no pretrained weights for {args.model} here (not published on the Hub yet): {advice}")
+        try:
+            model = load_model(args.model, **kwargs)  # the release's weights, fetched and cached on first use
+        except ModelUnavailable as e:
+            raise UsageError(f"no pretrained weights for {args.model} here ({e}); {advice}") from None
     model.reset_classifier(num_classes)
     return model
 

@@ -38,8 +38,15 @@ from ..training.plots import plot_curves
 from ..training.runner import Task, run_task, seed_everything, unreadable_recorder
 from ..training.sampler import epoch_loader
 from ..weights import WeightsError, find_checkpoint
-from ..zoo import weights_state
-from .common import UsageError, load_detector_model, non_negative_int, positive_int, weights_usage_errors
+from ..zoo import AVAILABLE, weights_state
+from .common import (
+    ModelUnavailable,
+    UsageError,
+    load_detector_model,
+    non_negative_int,
+    positive_int,
+    weights_usage_errors,
+)
 from .predict_detection import detector_kwargs
 
 DETECTION_ONLY = ("train_annotations", "train_images", "val_annotations", "val_images", "backbone_checkpoint")
@@ -183,13 +190,16 @@ def start_detector(args: argparse.Namespace, label_map: LabelMap) -> torch.nn.Mo
         )
         return load_detector_model(arch, pretrained=False, categories=categories, **kwargs)
     else:
-        if not (args.pretrained or weights_state(find_checkpoint(arch)) in ("cached", "local", "on the Hub")):
-            raise UsageError(
-                f"no COCO weights for {arch} here (not published on the Hub yet): pass --checkpoint DIR (a folder "
-                "from `eca-models convert`), --backbone-checkpoint FILE (the authors' ImageNet .pth.tar), "
-                "or --no-pretrained to train from scratch"
-            )
-        model = load_detector_model(arch, pretrained=True, **kwargs)
+        advice = (
+            "pass --checkpoint DIR (a folder from `eca-models convert`), --backbone-checkpoint FILE (the authors' "
+            "ImageNet .pth.tar), or --no-pretrained to train from scratch"
+        )
+        if not (args.pretrained or weights_state(find_checkpoint(arch)) in AVAILABLE):
+            raise UsageError(f"no COCO weights for {arch} here (not published on the Hub yet): {advice}")
+        try:
+            model = load_detector_model(arch, pretrained=True, **kwargs)  # fetched and cached on first use
+        except ModelUnavailable as e:
+            raise UsageError(f"no COCO weights for {arch} here ({e}); {advice}") from None
     return rebuild_heads(model, label_map)
 
 

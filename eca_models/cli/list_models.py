@@ -1,6 +1,7 @@
 """Print the zoo: every registered ECA model with its kernel code, exact parameters, GMACs measured
 at 224x224, the release's published figures in their binary units, the reported Top-1/Top-5, and
-whether its weights are here (cached, in ECA_MODELS_WEIGHTS_DIR), on the Hub, or not published yet."""
+where its weights come from: here (cached, with source and date, or in ECA_MODELS_WEIGHTS_DIR), on the Hub,
+the authors' own file (fetched on first use), or not published. --json for scripts."""
 
 import argparse
 import dataclasses
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         published = f"{r.published_params} / {r.published_flops}" if r.published_params else "-"
         top = (f"{r.top1:.2f}", f"{r.top5:.2f}") if r.top1 is not None else ("-", "-")
         table.append(
-            (r.model, r.kernel_code, f"{r.params:,}", r.params_binary, f"{r.gmacs:.3f}", published, *top, r.weights)
+            (r.model, r.kernel_code, f"{r.params:,}", r.params_binary, f"{r.gmacs:.3f}", published, *top, _weights(r))
         )
     if rows:
         _print_table(table)
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             mask = f"{r.mask_map:.1f}" if r.mask_map is not None else "-"
             table.append(
                 (r.model, r.kernel_code, f"{r.params:,}", f"{r.release_params / 1e6:.2f}M", f"{r.gmacs:.2f}",
-                 f"{r.published_params} / {r.published_flops}", f"{r.box_map:.1f}", mask, r.weights)
+                 f"{r.published_params} / {r.published_flops}", f"{r.box_map:.1f}", mask, _weights(r))
             )  # fmt: skip
         _print_table(table)
     print(
@@ -67,8 +68,15 @@ def run(args: argparse.Namespace) -> int:
             if detectors
             else ""
         )
+        + " weights: where pretrained=True takes them from: local (ECA_MODELS_WEIGHTS_DIR), cached (with its source "
+        "and date), on the Hub, authors' file (fetched from the authors' Google Drive on first use, checked and "
+        "converted; `eca-models download` does it ahead), or not published."
     )
     return 0
+
+
+def _weights(row) -> str:
+    return f"{row.weights} ({row.weights_source})" if row.weights_source else row.weights
 
 
 def _print_table(table) -> None:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..weights import WeightsError, find_checkpoint
-from ..weights.loading import WEIGHTS_FILE, fetch_from_hub, read_safetensors
+from ..weights.fetch import fetch_weights
+from ..weights.loading import WEIGHTS_FILE, read_safetensors
 from .labels import LabelMap
 
 __all__ = [
@@ -163,7 +164,7 @@ def load_detector_weights(
     ckpt = find_checkpoint(architecture)
     if ckpt is None:
         raise WeightsError(f"{architecture} has no released weights; pass checkpoint=DIR")
-    path = fetch_from_hub(ckpt.hf_hub_id)
+    path = fetch_weights(ckpt).weights
     background = not architecture.startswith("retinanet")
     return DetectorWeights(
         architecture, ckpt.kernel_code, LabelMap.coco(background), read_safetensors(path), ckpt.name, True
