@@ -8,29 +8,13 @@ Every entrypoint takes the same ``pretrained=`` and keyword arguments as ``timm.
 
 dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors"]
 
-import importlib.abc as _abc  # noqa: E402
-import importlib.util as _util  # noqa: E402
 import os as _os  # noqa: E402
 import sys as _sys  # noqa: E402
 
 _ROOT = _os.path.dirname(_os.path.abspath(__file__))
 
-
-class _CheckoutWeights(_abc.MetaPathFinder):
-    """Import this checkout's top-level ``weights/`` as ``eca_models.weights``, as an install does."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "eca_models.weights":
-            return None
-        folder = _os.path.join(_ROOT, "weights")
-        return _util.spec_from_file_location(
-            fullname, _os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
-        )
-
-
 if "eca_models" not in _sys.modules:  # use this checkout's code throughout, installed or not
     _sys.path.insert(0, _ROOT)
-    _sys.meta_path.insert(0, _CheckoutWeights())
 
 import timm as _timm  # noqa: E402
 

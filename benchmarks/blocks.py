@@ -20,7 +20,7 @@ from timm.models.resnet import Bottleneck
 
 from eca_models.benchmark import keep_freed_memory
 from eca_models.layers import bn_state, gate_from_pooled
-from eca_models.layers.eca_residual import _add_scaled_deviation, _image_sums, _pooled_before_conv3
+from eca_models.layers.eca_residual import add_scaled_deviation, image_sums, pooled_before_conv3
 from eca_models.models import EcaBottleneck
 
 # stage: (block input/output channels, feature map side, ECA kernel size of k3557)
@@ -58,7 +58,7 @@ def _variants(n: int, channels: int, side: int, k: int, fmt: torch.memory_format
     def eca_gate():  # ECA's own work in inference, as the block does it; the rest of the block is the plain one's
         eca.eval()
         with torch.inference_mode():
-            pooled = _pooled_before_conv3(h, eca.conv3.weight, bn_state(eca.bn3))
+            pooled = pooled_before_conv3(h, eca.conv3.weight, bn_state(eca.bn3))
             gate_from_pooled(x.mean(dim=(2, 3)) if pooled is None else pooled, eca.eca.conv.weight)
 
     def native_bn_backward():
@@ -66,8 +66,8 @@ def _variants(n: int, channels: int, side: int, k: int, fmt: torch.memory_format
         torch.ops.aten.native_batch_norm_backward(*args)
 
     def closed_form_bn_backward():  # the block-sized passes of the fused backward: per-image sums, two writes
-        _image_sums(grad, z, mean)
-        _add_scaled_deviation(torch.addcmul(k_nc, grad, k_nc), z, mean, k_c)
+        image_sums(grad, z, mean)
+        add_scaled_deviation(torch.addcmul(k_nc, grad, k_nc), z, mean, k_c)
 
     return {
         "plain infer": infer(plain),

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 import eca_models  # noqa: F401  (registers the models)
-from eca_models._files import write_text_atomic
 from eca_models.benchmark import interleaved_orders, keep_freed_memory, machine
 from eca_models.cli.common import positive_int
+from eca_models.files import write_text_atomic
 from eca_models.models.eca_resnet import EcaBottleneck
 
 

@@ -6,6 +6,7 @@ released checkpoints' names (``eca_resnet50_k3557``, ...) with ``timm.create_mod
 
 from . import models
 from .attention import attention_weights, capture_attention
+from .errors import EcaModelsError
 from .factory import load
 from .layers import EcaLayer, adaptive_kernel_size, parse_kernel_code
 from .models import EcaMobileNetV2, EcaResNet
@@ -18,6 +19,7 @@ MODEL_NAMES = tuple(list_models())  # every name registered with timm by this pa
 
 __all__ = [
     "MODEL_NAMES",
+    "EcaModelsError",
     "EcaLayer",
     "EcaMobileNetV2",
     "EcaResNet",

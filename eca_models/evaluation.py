@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .data.images import unreadable
+from .errors import EcaModelsError
 
 __all__ = ["Counts", "NOT_SCORED", "evaluate", "wilson_interval", "verdict", "IMAGENET_VAL_SIZE"]
 
@@ -44,7 +45,7 @@ class Counts:
         return 100.0 * self.correct5 / self.images if self.images else float("nan")
 
 
-class UnreadableImage(RuntimeError):
+class UnreadableImage(EcaModelsError, RuntimeError):
     """An image could not be read and ``--on-error fail`` was asked for."""
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from ._files import atomic_path
+from .files import atomic_path
 
 __all__ = ["FORMATS", "ExportCheck", "export_model", "model_metadata", "read_metadata", "write_onnx"]
 

@@ -6,8 +6,8 @@ import torch
 from conftest import ROOT, run_cli
 from helpers import Payload, save_authors_checkpoint
 
-from eca_models._files import sha256_file
 from eca_models.cli import main
+from eca_models.files import sha256_file
 from eca_models.weights import load_manifest
 from eca_models.weights.manifest import _manifest_path
 from eca_models.weights.publish import publish_folder

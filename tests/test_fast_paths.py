@@ -66,8 +66,8 @@ def test_bottleneck_inference_pools_before_conv3_on_large_maps(side, early, monk
     block = copy.deepcopy(BLOCKS["bottleneck"][0]).eval()
     assert block.pool_before_conv3 and block.conv3.in_channels == 128
     pooled = []
-    original = eca_residual._pooled_before_conv3
-    monkeypatch.setattr(eca_residual, "_pooled_before_conv3", lambda *a: pooled.append(original(*a)) or pooled[-1])
+    original = eca_residual.pooled_before_conv3
+    monkeypatch.setattr(eca_residual, "pooled_before_conv3", lambda *a: pooled.append(original(*a)) or pooled[-1])
     x = torch.randn(2, 512, side, side)
     with torch.inference_mode():
         out = block(x)

@@ -297,7 +297,7 @@ def test_unwritable_outputs_are_refused_before_any_model_is_loaded(val, tmp_path
 
 
 def test_a_failed_atomic_write_names_the_users_path(tmp_path):
-    from eca_models._files import OutputPathError, write_text_atomic
+    from eca_models.files import OutputPathError, write_text_atomic
 
     blocker = tmp_path / "f"
     blocker.write_text("x")
@@ -396,7 +396,7 @@ def test_kill_9_during_convert_and_export_leaves_nothing_a_later_run_keeps(val, 
 
 
 def test_a_live_or_foreign_temporary_is_left_alone(tmp_path):
-    from eca_models._files import _host, remove_stale_temporaries
+    from eca_models.files import _host, remove_stale_temporaries
 
     live = tmp_path / f".x.eca-tmp.{_host()}.{os.getppid()}.abc"
     foreign = tmp_path / ".x.eca-tmp.another-host.1.abc"

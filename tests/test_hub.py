@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, run_python
 from helpers import ARCHS, LoopbackHub, authors_file_for
 
-from eca_models._files import sha256_file
+from eca_models.files import sha256_file
 from eca_models.weights.convert import convert_checkpoint
 
 ORG = "eca-models"

@@ -56,4 +56,6 @@ def test_torch_hub_load_from_a_checkout_that_is_not_installed(tmp_path):
     )
     result = run_python(code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "EcaMobileNetV2" in result.stdout and str(copy / "weights") in result.stdout
+    assert (
+        "EcaMobileNetV2" in result.stdout and str(copy / "eca_models" / "weights") in result.stdout
+    )  # this checkout's

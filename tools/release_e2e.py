@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,14 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="eca-release-e2e-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)  # about 2 GB of files and cache
+
+
+def _run(work: Path) -> int:
     from helpers import LoopbackDrive
 
     drive = LoopbackDrive()

@@ -14,11 +14,9 @@ from typing import List, Optional
 
 from tqdm import tqdm
 
-from .._files import OutputPathError
-from ..training.runner import RunDirError
-from ..weights import WeightsError
+from ..errors import EcaModelsError
 from . import attention, benchmark, convert, download, export, finetune, list_models, predict, publish, validate
-from .common import UsageError, check_device
+from .common import check_device
 
 COMMANDS = {
     "list": list_models,
@@ -69,11 +67,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "device", None):
             check_device(args.device)  # before any model is built
         return COMMANDS[args.command].run(args) or 0
-    except (UsageError, WeightsError, RunDirError, KeyError, OSError, ValueError) as e:
+    except (EcaModelsError, KeyError, OSError, ValueError) as e:
         if debug:
             raise
-        ours = (UsageError, WeightsError, RunDirError, OutputPathError)
-        hint = "" if isinstance(e, ours) else " (--debug shows where)"
+        hint = "" if isinstance(e, EcaModelsError) else " (--debug shows where)"
         tqdm.write(f"eca-models {args.command}: error: {_one_line(e)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

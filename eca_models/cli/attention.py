@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from timm.data import create_transform, resolve_data_config
 
-from .._files import check_output_file, write_bytes_atomic, write_text_atomic
 from ..attention import attention_layers, capture_attention
-from ..data.imagenet import DataError, imagenet_class_names, imagenet_samples, imagenet_wnids
+from ..data.imagenet import imagenet_class_names, imagenet_samples, imagenet_wnids
 from ..data.images import ImageListDataset, unreadable
 from ..factory import class_labels
+from ..files import check_output_file, write_bytes_atomic, write_text_atomic
 from ..training.plots import plot_attention
 from .common import UsageError, add_num_classes_arg, load_model, positive_int
 
@@ -56,10 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if labels is None and not imagenet:  # any class folders: per-class averages need no ImageNet label space
         labels = sorted(p.name for p in Path(args.data).iterdir() if p.is_dir() and not p.name.startswith("."))
     names = list(labels or imagenet_wnids())
-    try:
-        samples = imagenet_samples(Path(args.data), None, labels)
-    except DataError as e:
-        raise UsageError(str(e)) from None
+    samples = imagenet_samples(Path(args.data), None, labels)
     present = sorted({label for _, label in samples})
     classes = _choose_classes(args.classes, names, present)
     blocks = args.blocks or _default_blocks(model)

@@ -8,8 +8,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .._files import check_output_file, write_text_atomic
 from ..benchmark import BACKBONES, PAPER_TABLE3, keep_freed_memory, machine, run_benchmark, time_loading
+from ..files import check_output_file, write_text_atomic
 from .common import UsageError, non_negative_int, positive_int
 
 HELP = "time plain, SE, CBAM and ECA models side by side (the paper's Table 3)"

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Optional, Union
 
 import torch
 
+from ..errors import EcaModelsError
 from ..factory import load
 from ..weights import WeightsError
 
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 
-class UsageError(Exception):
+class UsageError(EcaModelsError):
     """Bad usage the parser can't see (a missing folder, an unknown model): exit status 2."""
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from timm.layers import set_layer_config
 
-from .._files import check_output_file
 from ..detection.weights import is_detector_source
 from ..export import CHECK_BATCH_SIZES, FORMATS, export_model
+from ..files import check_output_file
 from .common import UsageError, add_num_classes_arg, load_model, positive_int
 
 HELP = "export to ONNX, TorchScript or torch.export, checked against PyTorch"

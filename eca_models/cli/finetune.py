@@ -23,7 +23,6 @@ from timm.scheduler import create_scheduler_v2
 from .. import distributed
 from ..complexity import count_macs, count_params
 from ..data.folders import find_class_folders
-from ..data.imagenet import DataError
 from ..data.images import ImageListDataset, ShardSampler, unreadable
 from ..detection.weights import is_detector_source
 from ..evaluation import evaluate
@@ -71,7 +70,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", required=True, help="run folder: checkpoints, metrics, curves and the exported model"
     )
-    parser.add_argument("--val-split", type=float, help="hold out this fraction of each class when there is no val/")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--pretrained", action="store_true", help="start from the ImageNet weights (default where they exist)"
@@ -84,19 +82,27 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="default 0.01; detectors 0.02 per 16 images, scaled to the batch")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--sched", default="cosine", help="timm scheduler name (cosine, step, ...)")
-    parser.add_argument("--warmup-epochs", type=non_negative_int, default=0)
-    parser.add_argument("--img-size", type=positive_int, default=224)
-    parser.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area range")
-    parser.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
-    parser.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
-    parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    parser.add_argument("--drop-rate", type=float, help="dropout before the classifier (default: the model's)")
-    parser.add_argument("--drop-path-rate", type=float, default=0.0)
-    parser.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
+    parser.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability (default 0.5)")
     parser.add_argument("--save-every-steps", type=non_negative_int, default=0, help="also checkpoint every N steps")
     parser.add_argument("--seed", type=int, default=0)
+    classifiers = parser.add_argument_group(
+        "classifiers only (eca_resnet50, eca_mobilenetv2, ...; refused for detectors)"
+    )
+    classifiers.add_argument(
+        "--val-split", type=float, help="hold out this fraction of each class when there is no val/"
+    )
+    classifiers.add_argument("--sched", default="cosine", help="timm scheduler name (default cosine; step, ...)")
+    classifiers.add_argument("--warmup-epochs", type=non_negative_int, default=0, help="(default 0)")
+    classifiers.add_argument("--img-size", type=positive_int, default=224, help="(default 224)")
+    classifiers.add_argument(
+        "--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area range (default 0.08 1)"
+    )
+    classifiers.add_argument("--smoothing", type=float, default=0.0, help="label smoothing (default 0)")
+    classifiers.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (default 0: off)")
+    classifiers.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (default 0: off)")
+    classifiers.add_argument("--drop-rate", type=float, help="dropout before the classifier (default: the model's)")
+    classifiers.add_argument("--drop-path-rate", type=float, default=0.0, help="(default 0)")
+    classifiers.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
     add_detection_args(parser)
     run_dir = parser.add_mutually_exclusive_group()
     run_dir.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
@@ -155,10 +161,7 @@ def _freeze_backbone(model: torch.nn.Module) -> List[torch.nn.Parameter]:
 
 def _finetune(args: argparse.Namespace, run_dir: Path, device: torch.device) -> int:
     # 1. the data
-    try:
-        data = find_class_folders(Path(args.data), args.val_split, args.seed)
-    except DataError as e:
-        raise UsageError(str(e)) from None
+    data = find_class_folders(Path(args.data), args.val_split, args.seed)
     if len(data.train) // distributed.world_size() < args.batch_size:
         raise UsageError(f"{len(data.train)} training images is fewer than one batch per process: lower --batch-size")
 

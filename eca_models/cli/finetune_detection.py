@@ -3,7 +3,7 @@
 Steps: find the train and val annotation files (``--data ROOT`` by their ``instances_*.json`` names, or the
 explicit ``--train-annotations`` ... flags) and check them; start from the release's COCO detector (default where
 its weights are here or on the Hub), a converted or fine-tuned folder (``--checkpoint``), the ImageNet trunk
-(``--backbone-checkpoint``, e.g. the authors' classification file) or scratch, with heads rebuilt for the dataset's
+(``--weights-backbone``, e.g. the authors' classification file) or scratch, with heads rebuilt for the dataset's
 own categories (any number, any ids, names from the file); then train with mmdetection v1's recipe: SGD, lr 0.02
 per 16 images scaled to the batch, 500 warm-up iterations from a third of it, x0.1 after epochs 8 and 11 of 12,
 horizontal flips, crowd boxes out of the loss, images without objects kept. Box AP on val after each epoch; the
@@ -37,7 +37,7 @@ from ..training.loop import StepResult, train_one_epoch
 from ..training.plots import plot_curves
 from ..training.runner import Task, run_task, seed_everything, unreadable_recorder
 from ..training.sampler import epoch_loader
-from ..weights import WeightsError, find_checkpoint
+from ..weights import find_checkpoint
 from ..zoo import AVAILABLE, weights_state
 from .common import (
     ModelUnavailable,
@@ -56,12 +56,18 @@ RELEASE_EPOCHS, RELEASE_STEPS, RELEASE_LR, RELEASE_BATCH = 12, (8, 11), 0.02, 16
 
 def add_detection_args(parser: argparse.ArgumentParser) -> None:
     """The flags only detectors take (the rest are the classification command's)."""
-    group = parser.add_argument_group("detectors (maskrcnn_eca_resnet50_fpn, ...)")
+    group = parser.add_argument_group("detectors only (maskrcnn_eca_resnet50_fpn, ...; refused for classifiers)")
     group.add_argument("--train-annotations", help="the training split's COCO instances JSON (instead of --data)")
     group.add_argument("--train-images", help="its image folder")
     group.add_argument("--val-annotations", help="the validation split's COCO instances JSON")
     group.add_argument("--val-images", help="its image folder")
-    group.add_argument("--backbone-checkpoint", help="start the trunk from ImageNet weights (the authors' .pth.tar)")
+    group.add_argument(
+        "--weights-backbone",
+        "--backbone-checkpoint",  # its first name, kept
+        dest="backbone_checkpoint",
+        metavar="FILE",
+        help="start the trunk from ImageNet weights (the authors' .pth.tar); torchvision's name (formerly --backbone-checkpoint)",
+    )
     group.add_argument(
         "--min-size", type=positive_int, help="resize the shorter side to this (default 800, as released)"
     )
@@ -101,38 +107,39 @@ def resolve_detection_defaults(args: argparse.Namespace) -> None:
     if args.lr_steps is None:
         args.lr_steps = [max(1, round(s * args.epochs / RELEASE_EPOCHS)) for s in RELEASE_STEPS]
     unused = {"freeze_backbone": False, "mixup": 0.0, "cutmix": 0.0, "smoothing": 0.0, "val_split": None}
-    given = [f"--{k.replace('_', '-')}" for k, v in unused.items() if getattr(args, k) != v]
+    unused.update(sched="cosine", warmup_epochs=0, img_size=224, scale=[0.08, 1.0], drop_rate=None, drop_path_rate=0.0)
+
+    def given_value(key: str):
+        value = getattr(args, key)
+        return list(value) if isinstance(value, tuple) else value
+
+    given = [f"--{k.replace('_', '-')}" for k, v in unused.items() if given_value(k) != v]
     if given:
         raise UsageError(f"{', '.join(given)} are for classifiers; a detector's fine-tuning does not take them")
 
 
 def read_splits(args: argparse.Namespace) -> Tuple[CocoData, CocoData]:
     """The train and val annotation files the flags name, checked."""
-    try:
-        if args.train_annotations or args.val_annotations:
-            missing = [f for f in DETECTION_ONLY[:4] if not getattr(args, f)]
-            if missing:
-                raise DataError(
-                    f"explicit splits need all of --train-annotations, --train-images, --val-annotations, --val-images (missing --{missing[0].replace('_', '-')})"
-                )
-            return (
-                read_coco(Path(args.train_annotations), Path(args.train_images)),
-                read_coco(Path(args.val_annotations), Path(args.val_images)),
-            )
-        if not args.data:
+    if args.train_annotations or args.val_annotations:
+        missing = [f for f in DETECTION_ONLY[:4] if not getattr(args, f)]
+        if missing:
             raise DataError(
-                "--data ROOT (COCO layout) or the four --train-/--val- annotation and image flags are needed"
+                f"explicit splits need all of --train-annotations, --train-images, --val-annotations, --val-images (missing --{missing[0].replace('_', '-')})"
             )
-        splits = find_coco_splits(Path(args.data))
-        train = [s for s in splits if s.startswith("train")]
-        val = [s for s in splits if s.startswith("val")]
-        if not train or not val:
-            raise DataError(
-                f"{args.data} has splits {', '.join(splits)}: fine-tuning needs instances_train*.json and instances_val*.json"
-            )
-        return read_coco(*splits[train[0]]), read_coco(*splits[val[0]])
-    except DataError as e:
-        raise UsageError(str(e)) from None
+        return (
+            read_coco(Path(args.train_annotations), Path(args.train_images)),
+            read_coco(Path(args.val_annotations), Path(args.val_images)),
+        )
+    if not args.data:
+        raise DataError("--data ROOT (COCO layout) or the four --train-/--val- annotation and image flags are needed")
+    splits = find_coco_splits(Path(args.data))
+    train = [s for s in splits if s.startswith("train")]
+    val = [s for s in splits if s.startswith("val")]
+    if not train or not val:
+        raise DataError(
+            f"{args.data} has splits {', '.join(splits)}: fine-tuning needs instances_train*.json and instances_val*.json"
+        )
+    return read_coco(*splits[train[0]]), read_coco(*splits[val[0]])
 
 
 def _architecture(args: argparse.Namespace) -> Tuple[str, Optional[str]]:
@@ -140,10 +147,7 @@ def _architecture(args: argparse.Namespace) -> Tuple[str, Optional[str]]:
     if Path(args.model).is_dir():
         if args.checkpoint:
             raise UsageError(f"--model {args.model} is a folder of weights already: drop --checkpoint")
-        try:
-            return read_detector_folder(args.model)["architecture"], args.model
-        except WeightsError as e:
-            raise UsageError(str(e)) from None
+        return read_detector_folder(args.model)["architecture"], args.model
     return args.model, args.checkpoint
 
 
@@ -175,13 +179,13 @@ def rebuild_heads(model: torch.nn.Module, label_map: LabelMap) -> torch.nn.Modul
 def start_detector(args: argparse.Namespace, label_map: LabelMap) -> torch.nn.Module:
     """The model to fine-tune, with heads for the dataset's categories."""
     arch, folder = _architecture(args)
-    kwargs = {**detector_kwargs(args), "trainable_layers": args.trainable_backbone_layers}
+    kwargs = {**detector_kwargs(args), "trainable_backbone_layers": args.trainable_backbone_layers}
     categories = label_map.to_json()["categories"]
     if folder is not None:
         model = load_detector_model(arch, folder, **kwargs)
     elif args.backbone_checkpoint:
         with weights_usage_errors(arch):
-            return create_detector(arch, categories=categories, trunk_weights=args.backbone_checkpoint, **kwargs)
+            return create_detector(arch, categories=categories, weights_backbone=args.backbone_checkpoint, **kwargs)
     elif args.no_pretrained:
         print(
             f"eca-models finetune: warning: training {arch} from scratch: expect far lower AP than fine-tuning (the "
@@ -191,7 +195,7 @@ def start_detector(args: argparse.Namespace, label_map: LabelMap) -> torch.nn.Mo
         return load_detector_model(arch, pretrained=False, categories=categories, **kwargs)
     else:
         advice = (
-            "pass --checkpoint DIR (a folder from `eca-models convert`), --backbone-checkpoint FILE (the authors' "
+            "pass --checkpoint DIR (a folder from `eca-models convert`), --weights-backbone FILE (formerly --backbone-checkpoint: the authors' "
             "ImageNet .pth.tar), or --no-pretrained to train from scratch"
         )
         if not (args.pretrained or weights_state(find_checkpoint(arch)) in AVAILABLE):

@@ -13,10 +13,10 @@ import torch
 from timm.data import create_transform, resolve_data_config
 from tqdm import tqdm
 
-from .._files import check_output_folder
 from ..data.imagenet import imagenet_class_names
 from ..data.images import IMAGE_ERRORS, find_images, open_rgb, reason
 from ..detection.weights import is_detector_source
+from ..files import check_output_folder
 from .common import UsageError, add_num_classes_arg, load_model, positive_int, probability
 from .predict_detection import run_detection
 

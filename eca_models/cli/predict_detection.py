@@ -14,10 +14,10 @@ from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm import tqdm
 
-from .._files import write_bytes_atomic
 from ..data.images import IMAGE_ERRORS, reason
 from ..detection.coco import read_rgb
 from ..detection.evaluation import to_coco_results
+from ..files import write_bytes_atomic
 from .common import load_detector_model
 
 BAR_FROM = 20  # images: a progress bar (on stderr) from this many on

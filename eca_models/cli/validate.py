@@ -21,14 +21,14 @@ import torch
 from timm.data import create_transform, resolve_data_config
 
 from .. import distributed
-from .._files import check_output_file, write_text_atomic
 from ..complexity import count_macs, count_params
-from ..data.imagenet import DataError, imagenet_samples
+from ..data.imagenet import imagenet_samples
 from ..data.images import ImageListDataset, ShardSampler, subset
 from ..detection import list_detectors
 from ..detection.weights import is_detector_source
-from ..evaluation import IMAGENET_VAL_SIZE, NOT_SCORED, UnreadableImage, evaluate, verdict, wilson_interval
+from ..evaluation import IMAGENET_VAL_SIZE, NOT_SCORED, evaluate, verdict, wilson_interval
 from ..factory import class_labels
+from ..files import check_output_file, write_text_atomic
 from ..weights import binary_units, find_checkpoint, weights_location
 from ..weights.manifest import update_manifest
 from ..zoo import list_models
@@ -155,10 +155,7 @@ def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> 
     if args.img_size:
         overrides["input_size"] = (3, args.img_size, args.img_size)
     data_config = resolve_data_config(overrides, model=model)
-    try:
-        samples = imagenet_samples(Path(args.data), Path(args.labels) if args.labels else None, labels)
-    except DataError as e:
-        raise UsageError(str(e)) from None
+    samples = imagenet_samples(Path(args.data), Path(args.labels) if args.labels else None, labels)
     dataset = ImageListDataset(samples, create_transform(**data_config, is_training=False), data_config["input_size"])
     sampler = ShardSampler(subset(len(samples), args.limit), distributed.rank(), distributed.world_size())
     loader = torch.utils.data.DataLoader(
@@ -167,10 +164,7 @@ def _validate_one(name: str, args: argparse.Namespace, device: torch.device) -> 
     model = model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    try:
-        counts = evaluate(model, loader, device, args.amp, args.channels_last, args.on_error, desc=name)
-    except UnreadableImage as e:
-        raise UsageError(str(e)) from None
+    counts = evaluate(model, loader, device, args.amp, args.channels_last, args.on_error, desc=name)
 
     measured = {"acc@1": counts.top1, "acc@5": counts.top5}
     ckpt = find_checkpoint(model.pretrained_cfg.get("architecture", name)) if labels is None else None

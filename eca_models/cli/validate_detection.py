@@ -15,7 +15,6 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from .. import distributed
-from .._files import write_text_atomic
 from ..data.imagenet import DataError
 from ..data.images import subset
 from ..detection.coco import CocoData, check_categories, find_coco_splits, read_coco
@@ -23,9 +22,10 @@ from ..detection.evaluation import SUMMARY_KEYS, coco_evaluate, predict_coco
 from ..detection.model_card import METRIC_NAMES
 from ..detection.weights import released_checkpoint
 from ..evaluation import NOT_SCORED
+from ..files import write_text_atomic
 from ..weights import find_checkpoint, weights_location
 from ..weights.manifest import update_manifest
-from .common import UsageError, load_detector_model
+from .common import load_detector_model
 from .predict_detection import detector_kwargs
 
 COCO_VAL2017_IMAGES = 5000
@@ -34,19 +34,16 @@ DEFAULT_TOLERANCE = 0.5  # AP points: torchvision's box conventions differ sligh
 
 def read_split(data: str, annotations: Optional[str], prefer: Tuple[str, ...] = ("val2017", "val")) -> CocoData:
     """The annotation file and image folder the flags name: explicit, or found in a COCO-layout root."""
-    try:
-        if annotations:
-            return read_coco(Path(annotations), Path(data))
-        splits = find_coco_splits(Path(data))
-        for name in prefer:
-            found = [s for s in splits if s == name] or [s for s in splits if s.startswith(name)]
-            if found:
-                return read_coco(*splits[found[0]])
-        if len(splits) == 1:
-            return read_coco(*next(iter(splits.values())))
-        raise DataError(f"{data} has splits {', '.join(splits)} and none named val*: pass --annotations FILE")
-    except DataError as e:
-        raise UsageError(str(e)) from None
+    if annotations:
+        return read_coco(Path(annotations), Path(data))
+    splits = find_coco_splits(Path(data))
+    for name in prefer:
+        found = [s for s in splits if s == name] or [s for s in splits if s.startswith(name)]
+        if found:
+            return read_coco(*splits[found[0]])
+    if len(splits) == 1:
+        return read_coco(*next(iter(splits.values())))
+    raise DataError(f"{data} has splits {', '.join(splits)} and none named val*: pass --annotations FILE")
 
 
 def released_metrics(model: torch.nn.Module) -> Tuple[Optional[str], Optional[Dict[str, float]]]:
@@ -85,10 +82,7 @@ def run_detection(name: str, args: argparse.Namespace, device: torch.device) -> 
     """Validate one detector; returns its results row."""
     data = read_split(args.data, args.annotations)
     model = load_detector_model(name, args.checkpoint, **detector_kwargs(args))
-    try:
-        check_categories(data, model.label_map)
-    except DataError as e:
-        raise UsageError(str(e)) from None
+    check_categories(data, model.label_map)
     ids = [data.image_ids[i] for i in subset(len(data.image_ids), args.limit)]
     model = model.to(device)
     predictions = predict_coco(

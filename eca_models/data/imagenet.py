@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from timm.data import ImageNetInfo
 
+from ..errors import EcaModelsError
 from .images import list_images
 
 __all__ = ["DataError", "imagenet_class_names", "imagenet_samples", "imagenet_wnids", "folder_samples"]
@@ -19,7 +20,7 @@ __all__ = ["DataError", "imagenet_class_names", "imagenet_samples", "imagenet_wn
 WNID = re.compile(r"^n\d{8}$")
 
 
-class DataError(ValueError):
+class DataError(EcaModelsError, ValueError):
     """The data folder or label file can't be used; the message says why, in one line."""
 
 

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 from torch import nn
 
-from ._registry import get_builder, is_detector, list_detectors
+from ._registry import current_names, get_builder, is_detector, list_detectors
 from .backbone import LastLevelP6P7FromC5, eca_resnet_fpn_backbone, release_param_count
 from .faster_rcnn import fasterrcnn_eca_resnet50_fpn, fasterrcnn_eca_resnet101_fpn
 from .labels import LabelMap, coco_categories
@@ -37,7 +37,7 @@ __all__ = [
 def create_detector(
     name: str,
     *,
-    kernel_code: Optional[str] = None,
+    kernel_sizes: Optional[str] = None,
     checkpoint: Optional[Union[str, Path]] = None,
     pretrained: bool = False,
     num_classes: Optional[int] = None,
@@ -48,20 +48,21 @@ def create_detector(
 
     Args:
         name: ``fasterrcnn_eca_resnet50_fpn``, ``maskrcnn_eca_resnet101_fpn``, ...
-        kernel_code: ECA kernel sizes per stage; None: the release's (or the checkpoint's).
+        kernel_sizes: ECA kernel sizes per stage (a kernel code, as for the classifiers); None: the release's (or
+            the checkpoint's). ``kernel_code=`` is its deprecated name.
         checkpoint: A detector folder written by ``eca-models convert`` or ``finetune``.
         pretrained: The release's COCO weights from the Hub.
         num_classes: torchvision's ``num_classes`` (background included for Faster / Mask R-CNN).
         categories: The dataset's ``[{"id", "name"}]``, for a head of those classes.
-        **kwargs: More builder and torchvision arguments.
+        **kwargs: More builder and torchvision arguments (``weights_backbone``, ``trainable_backbone_layers``, ...).
 
     Raises:
         KeyError: Unknown name.
         WeightsError: Unusable weights.
     """
     builder = get_builder(name)
+    kwargs = current_names({**kwargs, **({} if kernel_sizes is None else {"kernel_sizes": kernel_sizes})})
     return builder(
-        kernel_code=kernel_code,
         checkpoint=None if checkpoint is None else str(checkpoint),
         pretrained=pretrained,
         num_classes=num_classes,

@@ -41,12 +41,12 @@ def build_two_stage(
     release_code: Optional[str],
     *,
     pretrained: bool = False,
-    kernel_code: Optional[str] = None,
+    kernel_sizes: Optional[str] = None,
     checkpoint: Optional[str] = None,
     num_classes: Optional[int] = None,
     categories: Optional[Sequence[Dict[str, Any]]] = None,
-    trunk_weights: Optional[str] = None,
-    trainable_layers: int = 3,
+    weights_backbone: Optional[str] = None,
+    trainable_backbone_layers: int = 3,
     legacy_coordinates: Optional[bool] = None,
     **kwargs: Any,
 ):
@@ -58,21 +58,32 @@ def build_two_stage(
         trunk: ``eca_resnet50`` / ``eca_resnet101`` (timm's ``resnet50`` for the plain baseline).
         release_code: The release's kernel code for it (None for a plain trunk).
         pretrained: Load the release's COCO weights (from the Hub, pinned and checked).
-        kernel_code: ECA kernel sizes per stage; None: the release's (or the checkpoint's).
+        kernel_sizes: ECA kernel sizes per stage, a kernel code (``'k3377'``, ``'k5'``) as for the classifiers; None:
+            the release's (or the checkpoint's).
         checkpoint: A folder written by ``eca-models convert`` or ``finetune`` to load instead.
         num_classes: torchvision's ``num_classes`` (background included); None: COCO's 80 + 1.
         categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map.
-        trunk_weights: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector).
-        trainable_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as released).
+        weights_backbone: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector), as
+            torchvision's builders name it.
+        trainable_backbone_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as
+            released), as torchvision's builders name it.
         legacy_coordinates: mmdetection v1's box conventions (:mod:`~eca_models.detection.legacy`); None: where
             the weights were trained with them (the release's, converted files).
         **kwargs: More ``cls`` arguments (``min_size``, ``box_score_thresh``, ...).
     """
     weights, code, label_map = start_detector_weights(
-        architecture, pretrained, checkpoint, kernel_code, release_code, num_classes, categories, True, trunk_weights
+        architecture,
+        pretrained,
+        checkpoint,
+        kernel_sizes,
+        release_code,
+        num_classes,
+        categories,
+        True,
+        weights_backbone,
     )
     backbone = eca_resnet_fpn_backbone(
-        trunk, code, (1, 2, 3, 4), trainable_layers=trainable_layers, trunk_weights=trunk_weights
+        trunk, code, (1, 2, 3, 4), trainable_layers=trainable_backbone_layers, trunk_weights=weights_backbone
     )
     model = cls(backbone, num_classes=label_map.num_classes, **two_stage_kwargs(**kwargs))
     return finish_detector(model, architecture, backbone.body.kernel_code, label_map, weights, legacy_coordinates)
@@ -84,8 +95,9 @@ def fasterrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> F
 
     Args:
         pretrained: Load the release's COCO weights.
-        **kwargs: :func:`build_two_stage`'s (``kernel_code``, ``checkpoint``, ``num_classes``, ``categories``,
-            ``trunk_weights``, ``trainable_layers``) and torchvision's ``FasterRCNN``'s.
+        **kwargs: :func:`build_two_stage`'s (``kernel_sizes``, ``checkpoint``, ``num_classes``, ``categories``,
+            ``weights_backbone``, ``trainable_backbone_layers``; the first names ``kernel_code``, ``trunk_weights``,
+            ``trainable_layers`` still work, deprecated) and torchvision's ``FasterRCNN``'s.
     """
     return build_two_stage(
         FasterRCNN, "fasterrcnn_eca_resnet50_fpn", "eca_resnet50", "k5", pretrained=pretrained, **kwargs

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .._files import atomic_folder, atomic_path, sha256_file, write_text_atomic
+from ..files import atomic_folder, atomic_path, sha256_file, write_text_atomic
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
 from ..weights.convert import check_out_dir
@@ -86,7 +86,7 @@ def read_mmdet_checkpoint(path: Union[str, Path]) -> MmdetCheckpoint:
         if any(re.match(r"(backbone\.)?layer\d\.", k) for k in state):
             raise WeightsError(
                 f"{path} is a classification checkpoint (an ECA-ResNet trunk, no FPN or heads), not a detector: "
-                "convert it with --model eca_resnet50_k3557 (or its depth), or give it to finetune as --backbone-checkpoint"
+                "convert it with --model eca_resnet50_k3557 (or its depth), or give it to finetune as --weights-backbone (formerly --backbone-checkpoint)"
             )
         raise WeightsError(f"{path} is not an mmdetection detector checkpoint (no neck.* or backbone.* tensors)")
     if any(k.startswith("mask_head.") for k in state):
@@ -359,7 +359,7 @@ def convert_mmdet_checkpoint(
         width //= 9
     label_map, label_notes = label_map_for(ckpt, width)
     notes += label_notes
-    model = builder(kernel_code=ckpt.kernel_code, categories=label_map.to_json()["categories"])
+    model = builder(kernel_sizes=ckpt.kernel_code, categories=label_map.to_json()["categories"])
     model.label_map = label_map  # the file's own head order
     model.load_state_dict(remap_state_dict(ckpt, model))
     use_legacy_coordinates(model).eval()  # v1 trained these weights with its box conventions

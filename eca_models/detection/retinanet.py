@@ -38,12 +38,12 @@ def build_retinanet(
     release_code: Optional[str],
     *,
     pretrained: bool = False,
-    kernel_code: Optional[str] = None,
+    kernel_sizes: Optional[str] = None,
     checkpoint: Optional[str] = None,
     num_classes: Optional[int] = None,
     categories: Optional[Sequence[Dict[str, Any]]] = None,
-    trunk_weights: Optional[str] = None,
-    trainable_layers: int = 3,
+    weights_backbone: Optional[str] = None,
+    trainable_backbone_layers: int = 3,
     legacy_coordinates: Optional[bool] = None,
     **kwargs: Any,
 ) -> RetinaNet:
@@ -53,15 +53,23 @@ def build_retinanet(
     background class (80 for COCO) and ``**kwargs`` go to ``RetinaNet``.
     """
     weights, code, label_map = start_detector_weights(
-        architecture, pretrained, checkpoint, kernel_code, release_code, num_classes, categories, False, trunk_weights
+        architecture,
+        pretrained,
+        checkpoint,
+        kernel_sizes,
+        release_code,
+        num_classes,
+        categories,
+        False,
+        weights_backbone,
     )
     backbone = eca_resnet_fpn_backbone(
         trunk,
         code,
         (2, 3, 4),
         extra_blocks=LastLevelP6P7FromC5(2048, FPN_CHANNELS),
-        trainable_layers=trainable_layers,
-        trunk_weights=trunk_weights,
+        trainable_layers=trainable_backbone_layers,
+        trunk_weights=weights_backbone,
     )
     anchors = octave_anchor_generator()
     head = RetinaNetHead(FPN_CHANNELS, anchors.num_anchors_per_location()[0], label_map.num_classes)
@@ -77,8 +85,9 @@ def retinanet_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> Re
 
     Args:
         pretrained: Load the release's COCO weights.
-        **kwargs: :func:`build_retinanet`'s (``kernel_code``, ``checkpoint``, ``num_classes`` without background,
-            ``categories``, ``trunk_weights``, ``trainable_layers``) and torchvision's ``RetinaNet``'s.
+        **kwargs: :func:`build_retinanet`'s (``kernel_sizes``, ``checkpoint``, ``num_classes`` without background,
+            ``categories``, ``weights_backbone``, ``trainable_backbone_layers``; the first names ``kernel_code``,
+            ``trunk_weights``, ``trainable_layers`` still work, deprecated) and torchvision's ``RetinaNet``'s.
     """
     return build_retinanet("retinanet_eca_resnet50_fpn", "eca_resnet50", "k3377", pretrained=pretrained, **kwargs)
 

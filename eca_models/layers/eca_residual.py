@@ -42,7 +42,16 @@ from torch import nn
 from torch.nn.grad import conv1d_input, conv1d_weight
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["BnState", "bn_state", "eca_block_end", "gate_from_pooled"]
+__all__ = [
+    "BnState",
+    "add_scaled_deviation",
+    "bn_state",
+    "eca_block_end",
+    "gate_from_pooled",
+    "has_hooks",
+    "image_sums",
+    "pooled_before_conv3",
+]
 
 _CHUNK_BYTES = 4 << 20
 
@@ -85,7 +94,7 @@ def _bn_kernel_sums(grad_of: Callable[[int], torch.Tensor], z: torch.Tensor, mea
     return torch.stack([s[2] for s in per_image]), torch.stack([s[1] for s in per_image])
 
 
-def _image_sums(g: torch.Tensor, z: torch.Tensor, mean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def image_sums(g: torch.Tensor, z: torch.Tensor, mean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per image and channel, shaped (N, C): ``sum_hw g`` and ``sum_hw g * (z - mean)`` (``mean`` per channel).
     On the CPU through BatchNorm's kernel; elsewhere, and for the dtypes that kernel does not take as they
     are, in tensor operations over chunks of the batch."""
@@ -123,7 +132,7 @@ def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _add_scaled_deviation(out: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> None:
+def add_scaled_deviation(out: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> None:
     """``out += (z - mean) * scale`` in place, over chunks of the batch (per-channel ``mean`` and ``scale``)."""
     step, m, k = _batch_chunks(z), mean.view(1, -1, 1, 1), scale.view(1, -1, 1, 1)
     for i in range(0, z.shape[0], step):
@@ -205,9 +214,9 @@ def bn_state(bn: nn.Module) -> Optional[BnState]:
     call is right: another class (SyncBatchNorm, a subclass with its own forward), no affine or running
     statistics, or hooks on it (they run only through its call). torchvision's ``FrozenBatchNorm2d`` (the
     detectors' norm layer) is an eval-mode BatchNorm whose affine is fixed: its state says so (never training)."""
-    if _is_frozen_bn(bn) and not _has_hooks(bn):
+    if _is_frozen_bn(bn) and not has_hooks(bn):
         return BnState(bn.weight, bn.bias, bn.running_mean, bn.running_var, None, 0.0, bn.eps, False)
-    plain = type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and not _has_hooks(bn)
+    plain = type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and not has_hooks(bn)
     if not plain:
         return None
     return BnState(
@@ -259,7 +268,7 @@ class _BnEcaAdd(torch.autograd.Function):
         n, c = pooled.shape
         hw = z.shape[2] * z.shape[3]
         s = gate.view(n, c)
-        sum_g, dot_g = _image_sums(grad, z, mean)  # sum_hw of g and of g * (z - mean); sum_dev: of z - mean
+        sum_g, dot_g = image_sums(grad, z, mean)  # sum_hw of g and of g * (z - mean); sum_dev: of z - mean
         scale = w * invstd  # x = (z - mean) * scale + b
         d_pooled, d_eca_weight = _gate_backward(scale * dot_g + b * sum_g, pooled, s, eca_weight)
         # the gradient of x is grad * s + d_pooled / hw; BatchNorm's backward on it, in closed form
@@ -268,11 +277,11 @@ class _BnEcaAdd(torch.autograd.Function):
         k_grad = (scale * s).view(n, c, 1, 1)
         k_const = scale * (d_pooled / hw - d_bias / (n * hw))
         d_z = torch.addcmul(k_const.view(n, c, 1, 1), grad, k_grad)
-        _add_scaled_deviation(d_z, z, mean, -scale * invstd * d_weight / (n * hw))
+        add_scaled_deviation(d_z, z, mean, -scale * invstd * d_weight / (n * hw))
         return d_z, grad, d_weight, d_bias, d_eca_weight, None, None, None, None
 
 
-def _has_hooks(module: nn.Module) -> bool:
+def has_hooks(module: nn.Module) -> bool:
     """Forward or backward hooks on ``module`` or on every module: they run only through its own call."""
     g = nn.modules.module
     own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
@@ -291,7 +300,7 @@ def _batch_norm(z: torch.Tensor, bn: BnState) -> torch.Tensor:
     return F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.training, factor, bn.eps)
 
 
-def _pooled_before_conv3(h: torch.Tensor, conv3_weight: torch.Tensor, bn: BnState) -> Optional[torch.Tensor]:
+def pooled_before_conv3(h: torch.Tensor, conv3_weight: torch.Tensor, bn: BnState) -> Optional[torch.Tensor]:
     """In inference, the means (N, C) of ``bn(conv3(h))`` from ``h``, where that is cheaper than pooling the
     block output: conv3 is a 1x1 linear map and an eval-mode BN is affine, so ``mean(bn(W h)) = bn(W mean(h))``
     exactly. It costs a (N, C_in) x (C_in, C) product against reading N * C * H * W values, and pays on a CPU
@@ -348,7 +357,7 @@ def eca_block_end(
             args = (bn.weight, bn.bias, eca_weight, bn.running_mean, bn.running_var, momentum, bn.eps)
             return _BnEcaAdd.apply(x, shortcut, *args)
         if conv3 is not None and not grad and not bn.training:
-            pooled = _pooled_before_conv3(conv3[0], conv3[1], bn)
+            pooled = pooled_before_conv3(conv3[0], conv3[1], bn)
         x = _batch_norm(x, bn)
     if grad:
         return _EcaAdd.apply(x, shortcut, eca_weight)

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Type, TypeVar
 
 import torch
-from timm.models import build_model_with_cfg, generate_default_cfgs
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, generate_default_cfgs, resolve_pretrained_cfg
 
 from ..layers import format_kernel_code
 from ..weights import CLASSIFICATION, WeightsError, list_checkpoints, load_pretrained_weights

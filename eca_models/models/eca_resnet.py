@@ -14,13 +14,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 from timm.layers import is_exportable, is_scriptable
-from timm.models import register_model
-from timm.models._features_fx import register_notrace_function
+from timm.models import register_model, register_notrace_function
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from ..layers import EcaLayer, KernelSizes, bn_state, eca_block_end, format_kernel_code, parse_kernel_code
-from ..layers.eca_residual import _has_hooks
+from ..layers.eca_residual import has_hooks
 from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
 
 __all__ = ["EcaBasicBlock", "EcaBottleneck", "EcaResNet"]
@@ -50,7 +49,7 @@ class _EcaResidual:
         """
         eca = self.eca
         plain = not self.fused or self.drop_path is not None or type(eca) is not EcaLayer
-        if plain or _has_hooks(eca) or _has_hooks(eca.conv):  # hooks (e.g. capture_attention) need the calls
+        if plain or has_hooks(eca) or has_hooks(eca.conv):  # hooks (e.g. capture_attention) need the calls
             x = eca(bn(z))
             return (x if self.drop_path is None else self.drop_path(x)) + shortcut
         state = bn_state(bn)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .. import distributed
-from .._files import write_text_atomic
+from ..errors import EcaModelsError
+from ..files import write_text_atomic
 from .state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 RESUMABLE_CHANGES = {"resume", "overwrite", "workers", "device", "save_every_steps", "debug"}
 
 
-class RunDirError(ValueError):
+class RunDirError(EcaModelsError, ValueError):
     """The run folder can't be used as asked: exit status 2, one line."""
 
 

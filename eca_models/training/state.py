@@ -14,7 +14,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from .._files import write_bytes_atomic
+from ..files import write_bytes_atomic
 
 __all__ = ["capture_rng", "load_state", "restore_rng", "save_state"]
 

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
-from .._files import OutputPathError, atomic_folder, atomic_path, check_new_folder, sha256_file, write_text_atomic
 from ..complexity import count_macs, count_params
+from ..files import OutputPathError, atomic_folder, atomic_path, check_new_folder, sha256_file, write_text_atomic
 from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
 from .manifest import find_checkpoint
 from .model_card import render_model_card

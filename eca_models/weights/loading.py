@@ -28,7 +28,8 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .._files import sha256_file
+from ..errors import EcaModelsError
+from ..files import sha256_file
 from .manifest import Checkpoint
 
 __all__ = [
@@ -46,7 +47,7 @@ WEIGHTS_DIR_ENV = "ECA_MODELS_WEIGHTS_DIR"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(EcaModelsError, RuntimeError):
     """Weights could not be found, read or trusted; the message says why and what to do, in one line."""
 
 

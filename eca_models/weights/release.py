@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from huggingface_hub import constants as hf_constants
 from tqdm import tqdm
 
-from .._files import scratch_folder, write_text_atomic
+from ..files import scratch_folder, write_text_atomic
 from .loading import WEIGHTS_FILE, WeightsError, sniff_format
 from .manifest import Checkpoint
 

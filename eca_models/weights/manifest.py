@@ -1,8 +1,8 @@
 """The weights manifest: every released checkpoint and the evidence that goes with it.
 
-``manifest.json`` beside this file is the one place where a checkpoint's figures are written:
-hub id and pinned revision, sha256 and size, kernel code, exact parameters, GMACs, and the
-reported Top-1/Top-5. Pretrained cfgs, model cards, ``eca-models list``, the docs and the
+``manifest.json`` (the top-level ``weights/manifest.json`` of a checkout, linked here) is the one
+place where a checkpoint's figures are written: hub id and pinned revision, sha256 and size, kernel
+code, exact parameters, GMACs, the reported Top-1/Top-5, and where the authors' own file lies. Pretrained cfgs, model cards, ``eca-models list``, the docs and the
 validation targets are all read from it. ``tests/test_manifest.py`` holds each entry against
 the model it names, the way torchvision's tests check their Weights meta.
 """
@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from .._files import write_text_atomic
+from ..files import write_text_atomic
 
 __all__ = [
     "CLASSIFICATION",
@@ -121,8 +121,9 @@ MANIFEST_ENV = "ECA_MODELS_MANIFEST"
 
 
 def _manifest_path() -> Path:
-    """The manifest in use: ``ECA_MODELS_MANIFEST`` (a maintainer's draft, a test's stand-in), else the package's."""
-    return Path(os.environ.get(MANIFEST_ENV) or str(resources.files(__package__).joinpath(MANIFEST_NAME)))
+    """The manifest in use: ``ECA_MODELS_MANIFEST`` (a maintainer's draft, a test's stand-in), else the package's
+    (in a checkout, a link to the top-level ``weights/manifest.json``: resolved, so that an update writes there)."""
+    return Path(os.environ.get(MANIFEST_ENV) or str(resources.files(__package__).joinpath(MANIFEST_NAME))).resolve()
 
 
 def load_manifest(path: Optional[Union[str, Path]] = None) -> Dict[str, Checkpoint]:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from .._files import atomic_folder, check_output_folder
+from ..files import atomic_folder, check_output_folder
 from .loading import (
     WEIGHTS_FILE,
     WeightsError,

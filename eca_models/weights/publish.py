@@ -7,7 +7,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 from safetensors import safe_open
 
-from .._files import sha256_file
+from ..files import sha256_file
 from .loading import WEIGHTS_FILE, WeightsError
 from .manifest import find_checkpoint, get_checkpoint, list_checkpoints, update_manifest
 from .release import list_cached

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, Union
 
+from .errors import EcaModelsError
+
 __all__ = [
     "OutputPathError",
     "atomic_folder",
@@ -37,7 +39,7 @@ TMP_MARK = ".eca-tmp."
 _TMP_NAME = re.compile(r"^\..*\.eca-tmp\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^/]*$")
 
 
-class OutputPathError(OSError):
+class OutputPathError(EcaModelsError, OSError):
     """An output path that cannot be written (its folder is a file, not writable, or the name is a folder)."""
 
 

@@ -1,8 +1,9 @@
 """Weights: the manifest of released checkpoints, and getting their files safely.
 
-Installed as ``eca_models.weights``. ``manifest.json`` is the single source of every checkpoint's
-figures; :mod:`.loading` fetches and checks the files; :mod:`.convert` and :mod:`.publish` turn
-the authors' ``.pth.tar`` files into Hub repos.
+``manifest.json`` (the checkout's top-level ``weights/manifest.json``) is the single source of every
+checkpoint's figures; :mod:`.fetch` is the one path to a checkpoint's weights (a local folder, the cache, the
+Hub, the authors' file through :mod:`.release`); :mod:`.loading` reads and checks files; :mod:`.convert` and
+:mod:`.publish` turn the authors' ``.pth.tar`` files into Hub repos.
 """
 
 from .fetch import Fetched, download_checkpoints, fetch_from_hub, fetch_weights, load_pretrained_weights

@@ -1,0 +1,104 @@
+"""The package's shape: one error base mapped once to exit status 2, one vocabulary for the detectors' arguments,
+no private name imported across modules."""
+
+import re
+import warnings
+
+import pytest
+import torch
+from conftest import ROOT
+
+from eca_models import EcaModelsError
+from eca_models.cli import main
+
+
+def test_every_one_line_error_derives_from_one_base():
+    from eca_models.cli.common import ModelUnavailable, UsageError
+    from eca_models.data.imagenet import DataError
+    from eca_models.evaluation import UnreadableImage
+    from eca_models.files import OutputPathError
+    from eca_models.training.runner import RunDirError
+    from eca_models.weights import WeightsError, WeightsNotPublished
+    from eca_models.weights.release import ReleaseFetchError
+
+    kinds = (UsageError, ModelUnavailable, DataError, UnreadableImage, OutputPathError, RunDirError, WeightsError)
+    for kind in (*kinds, WeightsNotPublished, ReleaseFetchError):
+        assert issubclass(kind, EcaModelsError), kind
+    # and each is still the built-in kind a caller would catch
+    assert issubclass(DataError, ValueError) and issubclass(WeightsError, RuntimeError)
+    assert issubclass(OutputPathError, OSError)
+
+
+def test_the_entry_point_maps_the_base_once(monkeypatch, capsys):
+    from eca_models.cli import list_models
+    from eca_models.data.imagenet import DataError
+
+    def fails(_args):
+        raise DataError("the data says no")
+
+    monkeypatch.setattr(list_models, "run", fails)
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err.strip() == "eca-models list: error: the data says no"  # no --debug hint: ours
+
+
+def test_the_detectors_take_the_classifiers_and_torchvisions_names():
+    from eca_models.detection import create_detector, fasterrcnn_eca_resnet50_fpn
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # the current names warn of nothing
+        model = create_detector("retinanet_eca_resnet50_fpn", kernel_sizes="k3557", trainable_backbone_layers=2)
+    assert model.detector_cfg["kernel_code"] == "k3557"
+    trained = {n.split(".")[0] for n, p in model.backbone.body.named_parameters() if p.requires_grad}
+    assert trained == {"layer3", "layer4"}
+    with torch.device("meta"):
+        with pytest.warns(DeprecationWarning, match="kernel_code= is deprecated; pass kernel_sizes="):
+            old = fasterrcnn_eca_resnet50_fpn(kernel_code="k3357")
+        with pytest.warns(DeprecationWarning, match="trainable_layers= is deprecated"):
+            create_detector("fasterrcnn_eca_resnet50_fpn", trainable_layers=1)
+        with pytest.raises(TypeError, match="pass kernel_sizes= only"):
+            create_detector("fasterrcnn_eca_resnet50_fpn", kernel_sizes="k5", kernel_code="k5")
+    assert old.detector_cfg["kernel_code"] == "k3357"
+
+
+def test_the_command_line_flag_has_torchvisions_name_and_keeps_its_first():
+    from eca_models.cli import build_parser
+
+    parser = build_parser()
+    for flag in ("--weights-backbone", "--backbone-checkpoint"):
+        args = parser.parse_args(["finetune", "--model", "m", "--output", "o", flag, "trunk.pth.tar"])
+        assert args.backbone_checkpoint == "trunk.pth.tar"
+
+
+def test_no_private_name_crosses_modules():
+    """``from x import _name`` between the package's modules (and timm's private modules) would tie one module to
+    another's internals."""
+    no_public_twin = {"from timm.models._hub import save_config_for_hf"}  # timm 1.0 exports it nowhere else
+    offenders = []
+    for path in sorted((ROOT / "eca_models").rglob("*.py")) + sorted((ROOT / "benchmarks").rglob("*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            private_name = re.match(r"\s*from \S+ import .*\b_[a-z]\w*", line)
+            other_private_module = re.match(r"\s*from (\.\.[\w.]*|eca_models[\w.]*|timm[\w.]*)\._[a-z]\w* import", line)
+            if (private_name or other_private_module) and line.strip() not in no_public_twin:
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_finetune_help_groups_the_flags_and_refuses_the_other_tasks(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = capsys.readouterr().out
+    assert "classifiers only" in text and "detectors only" in text and "(default 224)" in text
+    argv = [
+        "finetune",
+        "--model",
+        "fasterrcnn_eca_resnet50_fpn",
+        "--data",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "r"),
+    ]
+    for flag, value in (("--img-size", "64"), ("--sched", "step"), ("--scale", "0.5 1")):
+        assert main([*argv, flag, *value.split()]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} are for classifiers" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
