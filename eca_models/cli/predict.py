@@ -18,10 +18,9 @@ from ..data.images import IMAGE_ERRORS, find_images, open_rgb, reason
 from ..detection.weights import is_detector_source
 from ..files import check_output_folder
 from .common import UsageError, add_num_classes_arg, load_model, positive_int, probability
-from .predict_detection import run_detection
+from .predict_detection import BAR_FROM, run_detection, unreadable_status
 
 HELP = "print the top-k classes of images (detectors: their boxes, drawn with --out-dir)"
-BAR_FROM = 20  # images: a progress bar (on stderr) from this many on
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -64,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(f"{Path(r['image']).name}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
-    if failed:
-        print(f"eca-models predict: {failed} of {len(images)} images could not be read (named above)", file=sys.stderr)
-    return 2 if failed else 0  # an unreadable image is bad input: the rest are still reported
+    return unreadable_status(failed, len(images))
 
 
 def predict_classes(

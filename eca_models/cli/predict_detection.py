@@ -92,9 +92,14 @@ def run_detection(args: argparse.Namespace, images: List[Path]) -> int:
             print(detection_line(r, args.max_boxes))
     if drawn:
         print(f"drawn {drawn} images in {out_dir}", file=sys.stderr)
+    return unreadable_status(failed, len(images))
+
+
+def unreadable_status(failed: int, total: int) -> int:
+    """Say how many images could not be read (each was named as it failed); the exit status: 2 if any."""
     if failed:
-        print(f"eca-models predict: {failed} of {len(images)} images could not be read (named above)", file=sys.stderr)
-    return 2 if failed else 0
+        print(f"eca-models predict: {failed} of {total} images could not be read (named above)", file=sys.stderr)
+    return 2 if failed else 0  # an unreadable image is bad input: the rest are still reported
 
 
 def detection_line(result: Dict[str, Any], max_boxes: int) -> str:

@@ -102,11 +102,9 @@ def trunk_kernel_code(path: str) -> Optional[str]:
     """The kernel code of an ImageNet ECA-ResNet checkpoint, read from its ECA tensors (None where they follow no
     per-stage code, or the file has none: the trunk's loading then says what is wrong)."""
     from ..layers.kernel_codes import format_kernel_code, stage_kernel_sizes
-    from ..weights import read_weights_file
+    from ..weights.loading import read_weights_file, unwrap_checkpoint
 
-    state = read_weights_file(path)
-    state = state.get("state_dict", state)
-    sizes = stage_kernel_sizes({k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()})
+    sizes = stage_kernel_sizes(unwrap_checkpoint(read_weights_file(path)))
     if sorted(sizes) != list(_STAGES) or any(len(v) != 1 for v in sizes.values()):
         return None
     return format_kernel_code([sizes[stage].pop() for stage in _STAGES])

@@ -20,7 +20,7 @@ from ..files import atomic_folder, atomic_path, sha256_file, write_text_atomic
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
 from ..weights.convert import check_out_dir
-from ..weights.loading import WEIGHTS_FILE, read_weights_file
+from ..weights.loading import WEIGHTS_FILE, read_weights_file, unwrap_checkpoint
 from ._registry import get_builder
 from .labels import LabelMap, coco_categories
 from .legacy import use_legacy_coordinates
@@ -81,7 +81,7 @@ def read_mmdet_checkpoint(path: Union[str, Path]) -> MmdetCheckpoint:
     state = obj.get("state_dict", obj)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} holds no state dict of tensors (expected mmdetection's checkpoint dict)")
-    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = unwrap_checkpoint(obj)
     if not any(k.startswith("neck.") for k in state):
         if any(re.match(r"(backbone\.)?layer\d\.", k) for k in state):
             raise WeightsError(

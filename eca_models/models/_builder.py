@@ -11,6 +11,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, resolve_pre
 
 from ..layers import format_kernel_code
 from ..weights import CLASSIFICATION, WeightsError, list_checkpoints, load_pretrained_weights
+from ..weights.loading import unwrap_checkpoint
 
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
@@ -84,17 +85,6 @@ def _match_classifier(cfg: Any, checkpoint: Dict[str, Any], num_classes: Any, so
         f"{source} holds a classifier of {found} classes, the model has {cfg.num_classes}: pass --num-classes "
         f"{found} (num_classes={found}) to use it as it is, or give it to the model it was trained as"
     )
-
-
-def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """The state dict in a checkpoint: the authors' ``{'state_dict': ...}`` or a plain one, with DataParallel's
-    ``module.`` prefix stripped."""
-    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    if not isinstance(state_dict, dict):
-        return {}
-    return {
-        k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k: v for k, v in state_dict.items()
-    }
 
 
 def _with_folder_classes(cfg: Any) -> Any:

@@ -29,6 +29,9 @@ from .release import allowed_sources, cached_conversion, fetch_release, ways_to_
 __all__ = ["Fetched", "download_checkpoints", "fetch_from_hub", "fetch_weights", "load_pretrained_weights", "resolve"]
 
 
+POLICY = "ECA_MODELS_SOURCES / --source"  # what leaves a source out
+
+
 @dataclasses.dataclass(frozen=True)
 class Fetched:
     """Where a checkpoint's weights were found.
@@ -81,15 +84,9 @@ def fetch_weights(
         return Fetched(ckpt.name, "fetched", fetched.weights)
     if "hub" in sources and not ckpt.is_published:
         raise WeightsNotPublished(
-            ckpt.hf_hub_id, ckpt, f"and {_policy()} leaves out the authors' file; {ways_to_supply(ckpt)}"
+            ckpt.hf_hub_id, ckpt, f"and {POLICY} leaves out the authors' file; {ways_to_supply(ckpt)}"
         )
-    raise WeightsError(
-        f"{ckpt.name}: {_policy()} leaves out the Hub, and it has no release file; {ways_to_supply(ckpt)}"
-    )
-
-
-def _policy() -> str:
-    return "ECA_MODELS_SOURCES / --source"
+    raise WeightsError(f"{ckpt.name}: {POLICY} leaves out the Hub, and it has no release file; {ways_to_supply(ckpt)}")
 
 
 def fetch_from_hub(hf_hub_id: str, filename: str = WEIGHTS_FILE) -> Path:

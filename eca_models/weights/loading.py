@@ -40,6 +40,7 @@ __all__ = [
     "read_safetensors",
     "read_weights_file",
     "sniff_format",
+    "unwrap_checkpoint",
     "weights_location",
 ]
 
@@ -114,6 +115,17 @@ def sniff_format(path: Union[str, Path]) -> str:
     if text.startswith((b"version https://git-lfs", b"oid sha256:")):
         return "is a Git LFS pointer, not the weights: fetch the file itself (git lfs pull)"
     return f"is neither a PyTorch nor a safetensors file ({size:,} bytes starting {head[:8].hex(' ')})"
+
+
+def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The state dict in a checkpoint: the authors' ``{'state_dict': ...}`` or a plain one, with DataParallel's
+    ``module.`` prefix stripped."""
+    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    if not isinstance(state_dict, dict):
+        return {}
+    return {
+        k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k: v for k, v in state_dict.items()
+    }
 
 
 def read_safetensors(path: Union[str, Path]) -> Dict[str, Any]:

@@ -341,8 +341,6 @@ def _refuse_content(ckpt: Checkpoint, path: Path, kind: str, baidu: str) -> None
     """A download that is not a PyTorch file: Drive's quota or error page, or something else; one line."""
     head = path.read_bytes()[: 1 << 16].decode("utf-8", errors="replace")
     if "html" in kind.lower():
-        import re
-
         text = re.sub(r"<[^>]+>", " ", head)
         error = _refusal(ckpt, text, baidu)
         if QUOTA_TEXT in " ".join(text.split()).lower() or "does not exist" in text.lower():
