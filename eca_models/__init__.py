@@ -4,20 +4,38 @@
 released checkpoints' names (``eca_resnet50_k3557``, ...) with ``timm.create_model``.
 """
 
+import importlib
+from typing import Any
+
 from . import models
-from .attention import attention_weights, capture_attention
+from .attention import attention_figure, attention_weights, capture_attention
 from .errors import EcaModelsError
 from .factory import load
 from .layers import EcaLayer, adaptive_kernel_size, parse_kernel_code
 from .models import EcaMobileNetV2, EcaResNet
-from .weights import WeightsError
+from .version import __version__
+from .weights import WeightsError, download_checkpoints
 from .zoo import list_models
-
-__version__ = "0.1.0"
 
 MODEL_NAMES = tuple(list_models())  # every name registered with timm by this package
 
+# the jobs, imported on first use: they load torchvision's detection stack, which `import eca_models` does not need
+_JOBS = {
+    "convert": "conversion",
+    "finetune": "training.finetune",
+    "predict": "prediction",
+    "validate": "evaluation.validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _JOBS:
+        return getattr(importlib.import_module(f".{_JOBS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "__version__",
     "MODEL_NAMES",
     "EcaModelsError",
     "EcaLayer",
@@ -25,10 +43,16 @@ __all__ = [
     "EcaResNet",
     "WeightsError",
     "adaptive_kernel_size",
+    "attention_figure",
     "attention_weights",
     "capture_attention",
+    "convert",
+    "download_checkpoints",
+    "finetune",
     "list_models",
     "load",
     "models",
     "parse_kernel_code",
+    "predict",
+    "validate",
 ]

@@ -6,8 +6,17 @@ would expect (a weights problem is a ``RuntimeError``, bad data a ``ValueError``
 so ``except EcaModelsError`` catches them all and older ``except`` clauses keep working.
 """
 
-__all__ = ["EcaModelsError"]
+__all__ = ["EcaModelsError", "ModelUnavailable", "UsageError"]
 
 
 class EcaModelsError(Exception):
     """An error whose message says, in one line, what was wrong and what to do."""
+
+
+class UsageError(EcaModelsError):
+    """Bad usage that a parser cannot see (a missing folder, an unknown model, options that exclude each other)."""
+
+
+class ModelUnavailable(UsageError):
+    """A model that cannot be loaded (unknown, or its weights missing or unusable): a run over several models skips
+    it with one line."""

@@ -13,12 +13,26 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
+from timm.layers import set_layer_config
 
-from .files import atomic_path
+from .detection.weights import is_detector_source
+from .errors import UsageError
+from .factory import load_model
+from .files import atomic_path, check_output_file
 
-__all__ = ["FORMATS", "ExportCheck", "export_model", "model_metadata", "read_metadata", "write_onnx"]
+__all__ = [
+    "FORMATS",
+    "ExportCheck",
+    "export",
+    "export_model",
+    "model_metadata",
+    "read_metadata",
+    "require_onnx",
+    "write_onnx",
+]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 CHECK_BATCH_SIZES = (1, 3)
 
 
@@ -30,6 +44,7 @@ class ExportCheck:
     max_abs_diff: float
     tolerance: float
     batch_sizes: Tuple[int, ...]
+    img_size: int = 0
 
     @property
     def passed(self) -> bool:
@@ -57,7 +72,7 @@ def model_metadata(model: torch.nn.Module) -> Dict[str, str]:
 def write_onnx(model, x, path: Path, opset: int = 18, meta: Optional[Dict[str, str]] = None) -> Callable:
     """Export ``model`` to ONNX at ``path`` (dynamic batch, input ``images``) and open it in ONNX Runtime's CPU
     provider; returns a function from a tensor to the output tensor."""
-    import onnx
+    import onnx  # the optional 'export' extra: imported only to export
     import onnxruntime
 
     batch = torch.export.Dim("batch", min=1)
@@ -128,7 +143,7 @@ def export_model(
     with atomic_path(out, suffix) as tmp, torch.no_grad():
         run = _WRITERS[fmt](model, example, tmp, opset, model_metadata(model))
         diff = max(float((run(x).float() - model(x).float()).abs().max()) for x in checks)
-        check = ExportCheck(out, diff, tolerance, CHECK_BATCH_SIZES)
+        check = ExportCheck(out, diff, tolerance, CHECK_BATCH_SIZES, img_size)
         if not check.passed:
             tmp.unlink()  # nothing is written
     return check
@@ -150,3 +165,71 @@ def read_metadata(path: Union[str, Path], fmt: str) -> Dict[str, Any]:
             torch.export.load(str(path), extra_files=files)
         props = json.loads(files["config.json"])
     return {k: json.loads(v) for k, v in props.items()}
+
+
+def require_onnx() -> None:
+    """Refuse in one line, naming the extra to install, where ONNX export's packages are missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"ONNX export needs {e.name}: pip install 'eca-models[export]'") from None
+
+
+def export(
+    model: Union[str, Path],
+    format: str,
+    out: Union[str, Path],
+    *,
+    checkpoint: Optional[Union[str, Path]] = None,
+    num_classes: Optional[int] = None,
+    pretrained: bool = True,
+    img_size: Optional[int] = None,
+    opset: int = 18,
+    tolerance: float = 1e-4,
+) -> ExportCheck:
+    """Load a classifier in its exportable form and export it to ``out``, checked against PyTorch.
+
+    Args:
+        model: A registered name or a model folder.
+        format: ``onnx``, ``torchscript`` or ``exported-program``.
+        out: The file to write; it is written only if the check passes.
+        checkpoint: Weights for a registered name.
+        num_classes: Classes of ``checkpoint``'s classifier, when not 1000.
+        pretrained: False: random weights (to try the export path).
+        img_size: Input height and width (default: the model's).
+        opset: ONNX opset version.
+        tolerance: Largest absolute difference allowed.
+
+    Returns:
+        The check: ``passed``, ``max_abs_diff``.
+
+    Raises:
+        UsageError: A folder or unwritable path as ``out``, a detector, ONNX's packages missing.
+    """
+    if format not in FORMATS:
+        raise UsageError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    out = _check_out(Path(out), format)
+    if not pretrained and checkpoint:
+        raise UsageError("--no-weights and --checkpoint exclude each other")
+    if is_detector_source(str(model)):
+        raise UsageError(
+            f"{model} is a detector: export takes classifiers only for now (torchvision's detectors need their "
+            "own ONNX path, not built yet); in Python, torch.export or TorchScript of the detector may serve"
+        )
+    if format == "onnx":
+        require_onnx()
+    with set_layer_config(exportable=True):  # plain operations: exporters cannot write autograd functions
+        net = load_model(model, checkpoint, pretrained=pretrained, num_classes=num_classes)
+    img_size = img_size or net.pretrained_cfg["input_size"][-1]
+    return export_model(net, format, out, img_size, opset=opset, tolerance=tolerance)
+
+
+def _check_out(out: Path, format: str) -> Path:
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; name the file to write (e.g. {out / 'model'}{SUFFIXES[format]})")
+    if not out.parent.is_dir():
+        check_output_file(out, "--out")  # names a parent that is a file or cannot be written
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    return check_output_file(out, "--out")

@@ -1,9 +1,10 @@
 """One call to get a model from wherever it is: a registered name, a converted or fine-tuned folder, the Hub."""
 
+import contextlib
 import json
 import socket
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 from urllib.parse import urlparse
 
 import timm
@@ -12,9 +13,18 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from .data.imagenet import imagenet_wnids
+from .errors import ModelUnavailable
 from .weights import WeightsError
+from .zoo import list_models
 
-__all__ = ["class_labels", "load", "read_classifier_config", "timm_weights_file"]
+__all__ = [
+    "class_labels",
+    "load",
+    "load_model",
+    "read_classifier_config",
+    "timm_weights_file",
+    "weights_usage_errors",
+]
 
 DETECTION_TASKS = ("object-detection", "instance-segmentation")
 
@@ -66,8 +76,6 @@ def load(
 
 
 def _our_models() -> List[str]:
-    from .zoo import list_models
-
     return list_models()
 
 
@@ -150,3 +158,24 @@ def class_labels(model: torch.nn.Module) -> Optional[List[str]]:
     raise WeightsError(
         f"the model has {model.num_classes} classes and no class names; it needs a config.json with label_names"
     )
+
+
+@contextlib.contextmanager
+def weights_usage_errors(name: str) -> Iterator[None]:
+    """An unknown model or unusable weights, raised inside, as a one-line :class:`ModelUnavailable` naming
+    ``name``."""
+    try:
+        yield
+    except (KeyError, WeightsError) as e:
+        raise ModelUnavailable(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+
+
+def load_model(
+    name: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
+) -> torch.nn.Module:
+    """:func:`load` for the jobs: an unknown model or unusable weights is one :class:`ModelUnavailable` line
+    (``num_classes=None`` is left out: the model's or the folder's own)."""
+    if kwargs.get("num_classes", 0) is None:
+        kwargs.pop("num_classes")
+    with weights_usage_errors(str(name)):
+        return load(name, pretrained=pretrained, checkpoint=checkpoint, **kwargs)

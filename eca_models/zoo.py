@@ -5,14 +5,16 @@ figures come from the weights manifest and from measuring the models, never type
 """
 
 import dataclasses
+import fnmatch
 import os
 from typing import List, Optional
 
 import timm
+import torch
 from huggingface_hub import try_to_load_from_cache
 
 from .complexity import measure
-from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint, weights_location
+from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint, list_checkpoints, weights_location
 from .weights.loading import WEIGHTS_FILE
 from .weights.release import allowed_sources, cached_conversion
 
@@ -140,12 +142,8 @@ class DetectorRow:
 def detector_rows(pattern: str = "") -> List[DetectorRow]:
     """The released detectors (optionally filtered by a wildcard pattern), from the manifest and the builders
     (built on the meta device: no memory, no weights)."""
-    import fnmatch
-
-    import torch
-
+    # torchvision's detection stack, loaded only for the detectors' rows (`import eca_models` does not need it)
     from .detection import create_detector, release_param_count
-    from .weights import list_checkpoints
 
     rows = []
     for ckpt in list_checkpoints():

@@ -62,7 +62,7 @@ def converted(tmp_path_factory):
     detect something), converted once for the session: ``{kind: (src, state_dict, folder, report, log lines)}``."""
     from detection_helpers import write_mmdet_checkpoint
 
-    from eca_models.detection.mmdet_v1 import convert_mmdet_checkpoint
+    from eca_models.conversion.mmdet_v1 import convert_mmdet_checkpoint
 
     root = tmp_path_factory.mktemp("mmdet")
     out = {}

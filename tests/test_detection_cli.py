@@ -17,8 +17,8 @@ from PIL import Image
 
 from eca_models.cli import main
 from eca_models.detection.coco import CocoDataset, read_coco
-from eca_models.detection.evaluation import coco_evaluate
 from eca_models.detection.labels import LabelMap
+from eca_models.evaluation.detection import coco_evaluate
 
 SMALL = ["--min-size", "96", "--max-size", "128", "--workers", "0"]
 
@@ -166,7 +166,7 @@ def test_validate_measures_and_writes_what_it_scored(converted, coco_root, tmp_p
 
 
 def test_verdicts():
-    from eca_models.cli.validate_detection import detection_verdict
+    from eca_models.evaluation.detection import detection_verdict
 
     reported = {"box_map": 39.0, "mask_map": 35.6}
     assert detection_verdict({"box_map": 38.8, "mask_map": 35.5}, reported, True, 0.5)[0] == "PASS"

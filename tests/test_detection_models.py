@@ -11,10 +11,9 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 
-from eca_models.complexity import count_params
+from eca_models.complexity import count_params, detector_macs
+from eca_models.conversion.mmdet_v1 import convert_mmdet_checkpoint
 from eca_models.detection import LabelMap, create_detector, list_detectors, load_detector, release_param_count
-from eca_models.detection.complexity import detector_macs
-from eca_models.detection.mmdet_v1 import convert_mmdet_checkpoint
 from eca_models.weights import WeightsError, list_checkpoints
 
 RELEASE_PARAMS = {  # the release README's Param column, in decimal millions
@@ -200,7 +199,7 @@ def test_conversion_names_the_files_kernel_code(converted, tmp_path):
 
 
 def test_eca_tensors_are_matched_by_structure_whatever_their_name(tmp_path):
-    from eca_models.detection.mmdet_v1 import read_mmdet_checkpoint, remap_state_dict
+    from eca_models.conversion.mmdet_v1 import read_mmdet_checkpoint, remap_state_dict
 
     src, state = write_mmdet_checkpoint(
         tmp_path / "f.pth", "retinanet", kernel_sizes=(3, 5, 5, 7), eca_name="eca_layer.conv.weight"

@@ -21,9 +21,9 @@ from helpers import ranking_checkpoint, save_authors_checkpoint, write_image
 from PIL import Image
 
 from eca_models.cli import main
+from eca_models.conversion.imagenet import convert_checkpoint
 from eca_models.data.imagenet import imagenet_wnids
 from eca_models.evaluation import verdict
-from eca_models.weights.convert import convert_checkpoint
 
 RANKED = [500, 3, 250, 42, 900]
 FAST = ["--workers", "0", "--batch-size", "4", "--img-size", "64"]
@@ -544,7 +544,7 @@ def test_predict_takes_folders_recursively_sorted(val, tmp_path, capsys):
 
 
 def test_detector_lines_show_the_top_boxes_and_json_all(converted, tmp_path, capsys):
-    from eca_models.cli.predict_detection import detection_line
+    from eca_models.prediction import detection_line
 
     result = {
         "image": "x.jpg",

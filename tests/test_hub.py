@@ -12,8 +12,8 @@ import torch
 from conftest import ROOT, run_python
 from helpers import ARCHS, LoopbackHub, authors_file_for
 
+from eca_models.conversion.imagenet import convert_checkpoint
 from eca_models.files import sha256_file
-from eca_models.weights.convert import convert_checkpoint
 
 ORG = "eca-models"
 

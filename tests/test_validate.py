@@ -9,9 +9,9 @@ from conftest import run_python
 from helpers import ranking_checkpoint, write_image
 
 from eca_models.cli import main
+from eca_models.conversion.imagenet import convert_checkpoint
 from eca_models.data.imagenet import imagenet_wnids
 from eca_models.evaluation import verdict, wilson_interval
-from eca_models.weights.convert import convert_checkpoint
 
 RANKED = [500, 3, 250, 42, 900]  # what the controlled checkpoint predicts, best first
 # 5 images of the top class, 2 of lower-ranked ones, 1 of an unranked class (7), 1 corrupt file:
@@ -112,7 +112,7 @@ def test_flat_layout_finds_kaggle_solution_beside_it(data, tmp_path):
 
 
 def test_amp_channels_last_and_recording_a_full_set(data, tmp_path, monkeypatch, capsys):
-    import eca_models.cli.validate as validate_cmd
+    import eca_models.evaluation.classification as validate_cmd
     from eca_models.weights import manifest
 
     copy = tmp_path / "manifest.json"

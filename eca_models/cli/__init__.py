@@ -15,6 +15,7 @@ from typing import List, Optional
 from tqdm import tqdm
 
 from ..errors import EcaModelsError
+from ..version import __version__
 from . import attention, benchmark, convert, download, export, finetune, list_models, predict, publish, validate
 from .common import check_device
 
@@ -38,17 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="ECA-Net models as timm models: list, download, convert, publish, validate, finetune, predict, benchmark, attention, export.",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ECA_MODELS_DEBUG=1)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(sub.add_parser(name, help=module.HELP, description=plain_text(module.__doc__)))
     return parser
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def plain_text(doc: Optional[str]) -> Optional[str]:

@@ -1,15 +1,13 @@
 """Measure, side by side and interleaved, the plain ResNet, SE-ResNet, CBAM-ResNet, timm's ECA path
 and our ECA-ResNet of one depth (or plain and ECA MobileNetV2): exact parameters and GMACs, training
 and inference images/s with their spread and ratio to the plain model, the paper's Table 3 ratios
-beside them, and the time to load a checkpoint from safetensors against the authors' pickle."""
+beside them, and the time to load a checkpoint from safetensors against the authors' pickle. In Python:
+eca_models.benchmark.benchmark(backbone, **options) and benchmark_detector(name, **options)."""
 
 import argparse
-import dataclasses
-import json
-from pathlib import Path
+from types import SimpleNamespace
 
-from ..benchmark import BACKBONES, PAPER_TABLE3, keep_freed_memory, machine, run_benchmark, time_loading
-from ..files import check_output_file, write_text_atomic
+from ..benchmark import BACKBONES, benchmark, benchmark_detector
 from .common import UsageError, non_negative_int, positive_int
 
 HELP = "time plain, SE, CBAM and ECA models side by side (the paper's Table 3)"
@@ -50,65 +48,28 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag, path in (("--results-file", args.results_file), ("--plot", args.plot)):
-        if path:
-            check_output_file(path, flag)
-    if args.detector:
-        return _run_detectors(args)
-    args.batch_size = 32 if args.batch_size is None else args.batch_size
-    settings = {
-        k: getattr(args, k)
-        for k in (
-            "backbone",
-            "device",
-            "batch_size",
-            "img_size",
-            "channels_last",
-            "amp",
-            "compile",
-            "trace",
-            "onnxruntime",
-            "reps",
-            "warmup",
-            "iters",
-            "keep_memory",
-        )
-    }
-    if args.keep_memory and not keep_freed_memory():
-        raise UsageError("--keep-memory works with glibc on Linux only; run without it")
-    if args.onnxruntime:
-        from .export import require_onnx
+    def announce(settings) -> None:
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
 
-        require_onnx()
-    print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    results = run_benchmark(
-        args.backbone, args.device, args.batch_size, args.img_size, args.channels_last, args.amp, args.compile,
-        args.reps, args.warmup, args.iters, train=not args.no_train, trace=args.trace, onnxruntime=args.onnxruntime,
+    if args.detector:
+        return _run_detector(args, announce)
+    options = ("device", "img_size", "channels_last", "amp", "compile", "trace", "onnxruntime", "reps", "warmup")
+    options += ("iters", "keep_memory", "results_file", "plot")
+    batch = 32 if args.batch_size is None else args.batch_size
+    report = benchmark(
+        args.backbone, batch_size=batch, train=not args.no_train, announce=announce,
+        **{k: getattr(args, k) for k in options},
     )  # fmt: skip
-    ours = results[-1].name
-    loading = time_loading(ours)
+    results = [SimpleNamespace(**r) for r in report["models"]]
+    loading = report["loading"]
     _print_table(results, not args.no_train, args.onnxruntime)
     print(
-        f"\nloading {ours} ({loading['file_mb']:.1f} MiB): safetensors {1000 * loading['safetensors']:.1f} ms, "
+        f"\nloading {results[-1].name} ({loading['file_mb']:.1f} MiB): safetensors {1000 * loading['safetensors']:.1f} ms, "
         f"authors' pickle (torch.load weights_only=True) {1000 * loading['pickle']:.1f} ms"
     )
-    report = {
-        "settings": settings,
-        "machine": machine(),
-        "models": [dataclasses.asdict(r) for r in results],
-        "loading": loading,
-    }
-    report["paper_table3"] = PAPER_TABLE3.get(args.backbone)
-    if args.results_file:
-        write_text_atomic(Path(args.results_file), json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.results_file}")
-    if args.plot:
-        from ..training.plots import plot_benchmark
-
-        plot_benchmark(
-            results, Path(args.plot), f"{args.backbone}, batch {args.batch_size}, {args.img_size}px, {args.device}"
-        )
-        print(f"wrote {args.plot}")
+    for path in (args.results_file, args.plot):
+        if path:
+            print(f"wrote {path}")
     return 0
 
 
@@ -156,24 +117,19 @@ def _interval(interval) -> str:
     return f"{interval[0]:.3f}-{interval[1]:.3f}" if interval else "-"
 
 
-def _run_detectors(args: argparse.Namespace) -> int:
-    from ..detection import is_detector, list_detectors
-    from ..detection.benchmark import run_detector_benchmark
-
-    if not is_detector(args.detector):
-        raise UsageError(f"unknown detector {args.detector!r}; choose one of: {', '.join(list_detectors())}")
-    unused = [f for f in ("compile", "trace", "onnxruntime", "channels_last", "keep_memory") if getattr(args, f)]
+def _run_detector(args: argparse.Namespace, announce) -> int:
+    unused = [
+        f for f in ("compile", "trace", "onnxruntime", "channels_last", "keep_memory", "plot") if getattr(args, f)
+    ]
     if unused:
         raise UsageError(f"--{unused[0].replace('_', '-')} is for the classifiers' benchmark, not --detector")
     batch = 1 if args.batch_size is None else args.batch_size
-    settings = dict(detector=args.detector, device=args.device, batch_size=batch, det_size=list(args.det_size),
-                    amp=args.amp, reps=args.reps, warmup=args.warmup)  # fmt: skip
-    print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    results = run_detector_benchmark(
-        args.detector, args.device, tuple(args.det_size), batch, args.reps, args.warmup, args.amp
-    )
+    report = benchmark_detector(
+        args.detector, device=args.device, batch_size=batch, det_size=tuple(args.det_size), amp=args.amp,
+        reps=args.reps, warmup=args.warmup, results_file=args.results_file, announce=announce,
+    )  # fmt: skip
     rows = [("detector", "params", "release count", "GMACs@1280x800", "infer img/s", "ratio", "95% interval")]
-    for i, r in enumerate(results):  # the plain detector's ratio is 1 by definition: no interval
+    for i, r in enumerate(SimpleNamespace(**r) for r in report["detectors"]):  # the plain one's ratio is 1: no interval
         rows.append((r.name, f"{r.params:,}", f"{r.release_params / 1e6:.3f}M", f"{r.gmacs:.2f}", f"{r.img_s:.3f}",
                      f"{r.ratio:.3f}", _interval(r.ratio_interval) if i else "-"))  # fmt: skip
     _print_rows(rows)
@@ -184,8 +140,6 @@ def _run_detectors(args: argparse.Namespace) -> int:
         "of the per-repetition ratios; its 95% interval needs 6 repetitions or more."
     )
     if args.results_file:
-        report = {"settings": settings, "machine": machine(), "detectors": [dataclasses.asdict(r) for r in results]}
-        write_text_atomic(Path(args.results_file), json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.results_file}")
     return 0
 

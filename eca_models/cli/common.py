@@ -1,16 +1,14 @@
-"""What the commands share: the usage error and the run-time flags every timm script has."""
+"""What the commands share: argparse types, the run-time flags every timm script has, the device check, and the
+options tables' defaults as the parsers' defaults."""
 
 import argparse
-import contextlib
-import os
-from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+import dataclasses
+from typing import Any, Dict, Optional
 
 import torch
 
-from ..errors import EcaModelsError
-from ..factory import load
-from ..weights import WeightsError
+from ..errors import ModelUnavailable, UsageError
+from ..runtime import default_workers
 
 __all__ = [
     "ModelUnavailable",
@@ -18,21 +16,12 @@ __all__ = [
     "add_num_classes_arg",
     "add_runtime_args",
     "check_device",
-    "load_detector_model",
-    "load_model",
+    "default_workers",
+    "defaults_of",
     "non_negative_int",
     "positive_int",
     "probability",
 ]
-
-
-class UsageError(EcaModelsError):
-    """Bad usage the parser can't see (a missing folder, an unknown model): exit status 2."""
-
-
-class ModelUnavailable(UsageError):
-    """A model that cannot be loaded (unknown, or its weights missing or unusable): a run over several models skips
-    it with one line."""
 
 
 def positive_int(text: str) -> int:
@@ -94,43 +83,16 @@ def add_num_classes_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@contextlib.contextmanager
-def weights_usage_errors(name: str) -> Iterator[None]:
-    """An unknown model or unusable weights, raised inside, as a one-line usage error naming ``name``."""
-    try:
-        yield
-    except (KeyError, WeightsError) as e:
-        raise ModelUnavailable(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
-
-
-def load_model(
-    name: str, checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
-) -> torch.nn.Module:
-    """:func:`eca_models.load`, an unknown model or unusable weights turned into a one-line usage error
-    (``num_classes=None`` is left out: the model's or the folder's own)."""
-    if kwargs.get("num_classes", 0) is None:
-        kwargs.pop("num_classes")
-    with weights_usage_errors(name):
-        return load(name, pretrained=pretrained, checkpoint=checkpoint, **kwargs)
-
-
-def load_detector_model(
-    name: str, checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
-) -> torch.nn.Module:
-    """A detector from a registered name (its release weights, or ``checkpoint``) or a detector folder, its errors
-    turned into one-line usage errors."""
-    from ..detection import create_detector, load_detector
-
-    with weights_usage_errors(name):
-        if checkpoint is not None:
-            return create_detector(name, checkpoint=checkpoint, **kwargs)
-        return load_detector(name, pretrained=pretrained, **kwargs)
-
-
-def default_workers() -> int:
-    """Data loading processes by default: the cores this process may use (DataLoader warns above that), at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, cores)
+def defaults_of(options: Any) -> Dict[str, Any]:
+    """An options dataclass's defaults by field name (a factory's value made now): the parser's defaults, so the
+    command line and the Python call share one table."""
+    defaults = {}
+    for f in dataclasses.fields(options):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
 
 
 def add_runtime_args(parser: argparse.ArgumentParser, batch_size: Optional[int]) -> None:

@@ -4,9 +4,7 @@ classifier, an mmdetection v1 ``.pth`` for a detector (``--model maskrcnn_eca_re
 
 import argparse
 
-from ..detection import is_detector
-from ..detection.mmdet_v1 import convert_mmdet_checkpoint
-from ..weights.convert import convert_checkpoint
+from ..conversion import convert
 from .common import positive_int
 
 HELP = "convert an authors' .pth.tar (or mmdetection v1 detector .pth) to a safetensors Hub folder"
@@ -31,8 +29,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if is_detector(args.model):
-        convert_mmdet_checkpoint(args.src, args.model, args.out, kernel_code=args.kernel_code, overwrite=args.overwrite)
-    else:
-        convert_checkpoint(args.src, args.model, args.out, overwrite=args.overwrite, check_size=args.check_size)
+    convert(
+        args.src,
+        args.model,
+        args.out,
+        overwrite=args.overwrite,
+        check_size=args.check_size,
+        kernel_code=args.kernel_code,
+    )
     return 0

@@ -6,7 +6,10 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 from torch import nn
 
+from ..factory import weights_usage_errors
 from ._registry import current_names, get_builder, is_detector, list_detectors
+from .architectures import ARCHITECTURES, DetectorArchitecture, get_architecture
+from .assembly import assemble_detector
 from .backbone import LastLevelP6P7FromC5, eca_resnet_fpn_backbone, release_param_count
 from .faster_rcnn import fasterrcnn_eca_resnet50_fpn, fasterrcnn_eca_resnet101_fpn
 from .labels import LabelMap, coco_categories
@@ -15,17 +18,22 @@ from .retinanet import retinanet_eca_resnet50_fpn, retinanet_eca_resnet101_fpn
 from .weights import read_detector_folder
 
 __all__ = [
+    "ARCHITECTURES",
+    "DetectorArchitecture",
     "LabelMap",
     "LastLevelP6P7FromC5",
+    "assemble_detector",
     "coco_categories",
     "create_detector",
     "eca_resnet_fpn_backbone",
     "fasterrcnn_eca_resnet50_fpn",
     "fasterrcnn_eca_resnet101_fpn",
+    "get_architecture",
     "get_builder",
     "is_detector",
     "list_detectors",
     "load_detector",
+    "load_detector_model",
     "maskrcnn_eca_resnet50_fpn",
     "maskrcnn_eca_resnet101_fpn",
     "release_param_count",
@@ -69,6 +77,20 @@ def create_detector(
         categories=categories,
         **kwargs,
     )
+
+
+def load_detector_model(
+    name: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
+) -> nn.Module:
+    """:func:`create_detector` / :func:`load_detector` for the jobs: a registered name (its release weights, or
+    ``checkpoint``) or a detector folder; an unknown name or unusable weights is one
+    :class:`~eca_models.errors.ModelUnavailable` line. ``min_size=None`` / ``max_size=None`` are left out (the
+    release's sizes)."""
+    kwargs = {k: v for k, v in kwargs.items() if not (k in ("min_size", "max_size") and v is None)}
+    with weights_usage_errors(str(name)):
+        if checkpoint is not None:
+            return create_detector(str(name), checkpoint=checkpoint, **kwargs)
+        return load_detector(name, pretrained=pretrained, **kwargs)
 
 
 def load_detector(source: Union[str, Path], pretrained: bool = True, **kwargs: Any) -> nn.Module:

@@ -14,6 +14,11 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
+from ..factory import load
+from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
+from ..weights import WeightsError
+from ..weights.loading import read_weights_file, unwrap_checkpoint
+
 __all__ = ["FrozenBatchNorm", "LastLevelP6P7FromC5", "eca_resnet_fpn_backbone", "FPN_CHANNELS", "release_param_count"]
 
 FPN_CHANNELS = 256
@@ -65,10 +70,6 @@ def eca_resnet_fpn_backbone(
     if kernel_code is not None:
         kwargs["kernel_sizes"] = kernel_code
     if trunk_weights is not None:
-        from ..factory import load
-        from ..layers.kernel_codes import format_kernel_code, parse_kernel_code
-        from ..weights import WeightsError
-
         file_code = trunk_kernel_code(trunk_weights)
         if file_code and kernel_code and parse_kernel_code(file_code, 4) != parse_kernel_code(kernel_code, 4):
             asked = format_kernel_code(parse_kernel_code(kernel_code, 4))
@@ -101,9 +102,6 @@ def eca_resnet_fpn_backbone(
 def trunk_kernel_code(path: str) -> Optional[str]:
     """The kernel code of an ImageNet ECA-ResNet checkpoint, read from its ECA tensors (None where they follow no
     per-stage code, or the file has none: the trunk's loading then says what is wrong)."""
-    from ..layers.kernel_codes import format_kernel_code, stage_kernel_sizes
-    from ..weights.loading import read_weights_file, unwrap_checkpoint
-
     sizes = stage_kernel_sizes(unwrap_checkpoint(read_weights_file(path)))
     if sorted(sizes) != list(_STAGES) or any(len(v) != 1 for v in sizes.values()):
         return None

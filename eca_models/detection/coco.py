@@ -13,7 +13,7 @@ import io
 import json
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class CocoData:
 
     def coco(self):
         """A pycocotools ``COCO`` over the checked dataset (its chatter silenced)."""
-        from pycocotools.coco import COCO
+        from pycocotools.coco import COCO  # it loads matplotlib: only when scoring (start-up time)
 
         coco = COCO()
         coco.dataset = self.dataset
@@ -109,6 +109,20 @@ def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> 
         raise DataError(f"annotation file not found: {annotations}")
     if not images_dir.is_dir():
         raise DataError(f"image folder not found: {images_dir}")
+    data = _read_json(annotations)
+    images, category_ids = _check_entries(annotations, data)
+    data["annotations"], dropped = _boxes(annotations, data["annotations"], images, category_ids)
+    if check_files:
+        missing = [img["file_name"] for img in data["images"] if not (images_dir / img["file_name"]).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} images listed in {annotations.name} are not in {images_dir} (first: {missing[0]})"
+            )
+    return CocoData(annotations, images_dir, data, dropped)
+
+
+def _read_json(annotations: Path) -> Dict[str, Any]:
+    """The file's JSON object, with its ``images`` and ``categories`` lists (``annotations`` empty if missing)."""
     try:
         data = json.loads(annotations.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -118,6 +132,11 @@ def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> 
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise DataError(f"{annotations} is not a COCO instances file: it needs 'images' and 'categories' lists")
     data.setdefault("annotations", [])
+    return data
+
+
+def _check_entries(annotations: Path, data: Dict[str, Any]) -> Tuple[Dict[int, Dict[str, Any]], Set[int]]:
+    """The images by id and the category ids, each entry checked (and its fields given their types)."""
     try:
         images = {int(img["id"]): img for img in data["images"]}
         for img in data["images"]:
@@ -133,8 +152,13 @@ def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> 
         raise DataError(f"{annotations}: image or category ids repeat; each must be unique")
     if not data["categories"]:
         raise DataError(f"{annotations} has no categories")
+    return images, category_ids
+
+
+def _boxes(annotations: Path, entries: List[Dict[str, Any]], images, category_ids) -> Tuple[List[Dict[str, Any]], int]:
+    """The annotations checked against the images and categories, those without area dropped (and counted)."""
     kept, dropped = [], 0
-    for i, ann in enumerate(data["annotations"]):
+    for i, ann in enumerate(entries):
         try:
             image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
             x, y, w, h = (float(v) for v in ann["bbox"])
@@ -157,14 +181,7 @@ def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> 
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", w * h)
         kept.append(ann)
-    data["annotations"] = kept
-    if check_files:
-        missing = [img["file_name"] for img in data["images"] if not (images_dir / img["file_name"]).is_file()]
-        if missing:
-            raise DataError(
-                f"{len(missing)} images listed in {annotations.name} are not in {images_dir} (first: {missing[0]})"
-            )
-    return CocoData(annotations, images_dir, data, dropped)
+    return kept, dropped
 
 
 def check_categories(data: CocoData, label_map: LabelMap) -> None:

@@ -5,14 +5,16 @@ box deltas, 3 anchors per level (32-512), 1000 proposals at test, score 0.05 / N
 resized to 800 (at most 1333) and padded to a multiple of 32.
 """
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict
 
 from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-from ._registry import finish_detector, register_detector, start_detector_weights
-from .backbone import eca_resnet_fpn_backbone
+from ._registry import register_detector
+from .assembly import assemble_detector
+from .labels import LabelMap
 
-__all__ = ["fasterrcnn_eca_resnet50_fpn", "fasterrcnn_eca_resnet101_fpn", "two_stage_kwargs", "build_two_stage"]
+__all__ = ["fasterrcnn_eca_resnet50_fpn", "fasterrcnn_eca_resnet101_fpn", "make_faster_rcnn", "two_stage_kwargs"]
 
 # mmdetection v1's test settings and preprocessing (torchvision's defaults where they agree)
 TWO_STAGE_DEFAULTS: Dict[str, Any] = dict(
@@ -34,59 +36,10 @@ def two_stage_kwargs(**overrides: Any) -> Dict[str, Any]:
     return {**TWO_STAGE_DEFAULTS, **overrides}
 
 
-def build_two_stage(
-    cls: type,
-    architecture: str,
-    trunk: str,
-    release_code: Optional[str],
-    *,
-    pretrained: bool = False,
-    kernel_sizes: Optional[str] = None,
-    checkpoint: Optional[str] = None,
-    num_classes: Optional[int] = None,
-    categories: Optional[Sequence[Dict[str, Any]]] = None,
-    weights_backbone: Optional[str] = None,
-    trainable_backbone_layers: int = 3,
-    legacy_coordinates: Optional[bool] = None,
-    **kwargs: Any,
-):
-    """Assemble a ``FasterRCNN`` or ``MaskRCNN`` (``cls``) on a ResNet FPN backbone and load its weights.
-
-    Args:
-        cls: torchvision's ``FasterRCNN`` or ``MaskRCNN``.
-        architecture: The builder's name, e.g. ``fasterrcnn_eca_resnet50_fpn``.
-        trunk: ``eca_resnet50`` / ``eca_resnet101`` (timm's ``resnet50`` for the plain baseline).
-        release_code: The release's kernel code for it (None for a plain trunk).
-        pretrained: Load the release's COCO weights (from the Hub, pinned and checked).
-        kernel_sizes: ECA kernel sizes per stage, a kernel code (``'k3377'``, ``'k5'``) as for the classifiers; None:
-            the release's (or the checkpoint's).
-        checkpoint: A folder written by ``eca-models convert`` or ``finetune`` to load instead.
-        num_classes: torchvision's ``num_classes`` (background included); None: COCO's 80 + 1.
-        categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map.
-        weights_backbone: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector), as
-            torchvision's builders name it.
-        trainable_backbone_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as
-            released), as torchvision's builders name it.
-        legacy_coordinates: mmdetection v1's box conventions (:mod:`~eca_models.detection.legacy`); None: where
-            the weights were trained with them (the release's, converted files).
-        **kwargs: More ``cls`` arguments (``min_size``, ``box_score_thresh``, ...).
-    """
-    weights, code, label_map = start_detector_weights(
-        architecture,
-        pretrained,
-        checkpoint,
-        kernel_sizes,
-        release_code,
-        num_classes,
-        categories,
-        True,
-        weights_backbone,
-    )
-    backbone = eca_resnet_fpn_backbone(
-        trunk, code, (1, 2, 3, 4), trainable_layers=trainable_backbone_layers, trunk_weights=weights_backbone
-    )
-    model = cls(backbone, num_classes=label_map.num_classes, **two_stage_kwargs(**kwargs))
-    return finish_detector(model, architecture, backbone.body.kernel_code, label_map, weights, legacy_coordinates)
+def make_faster_rcnn(backbone: BackboneWithFPN, label_map: LabelMap, **kwargs: Any) -> FasterRCNN:
+    """torchvision's ``FasterRCNN`` on ``backbone`` with a box head for ``label_map``, the release's settings and
+    ``kwargs`` on top."""
+    return FasterRCNN(backbone, num_classes=label_map.num_classes, **two_stage_kwargs(**kwargs))
 
 
 @register_detector
@@ -95,12 +48,12 @@ def fasterrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> F
 
     Args:
         pretrained: Load the release's COCO weights.
-        **kwargs: :func:`build_two_stage`'s (``kernel_sizes``, ``checkpoint``, ``num_classes``, ``categories``,
+        **kwargs: :func:`~eca_models.detection.assembly.assemble_detector`'s (``kernel_sizes``, ``checkpoint``, ``num_classes``, ``categories``,
             ``weights_backbone``, ``trainable_backbone_layers``; the first names ``kernel_code``, ``trunk_weights``,
             ``trainable_layers`` still work, deprecated) and torchvision's ``FasterRCNN``'s.
     """
-    return build_two_stage(
-        FasterRCNN, "fasterrcnn_eca_resnet50_fpn", "eca_resnet50", "k5", pretrained=pretrained, **kwargs
+    return assemble_detector(
+        architecture="fasterrcnn_eca_resnet50_fpn", make=make_faster_rcnn, pretrained=pretrained, **kwargs
     )
 
 
@@ -110,6 +63,6 @@ def fasterrcnn_eca_resnet101_fpn(*, pretrained: bool = False, **kwargs: Any) -> 
 
     Args: as :func:`fasterrcnn_eca_resnet50_fpn`.
     """
-    return build_two_stage(
-        FasterRCNN, "fasterrcnn_eca_resnet101_fpn", "eca_resnet101", "k3357", pretrained=pretrained, **kwargs
+    return assemble_detector(
+        architecture="fasterrcnn_eca_resnet101_fpn", make=make_faster_rcnn, pretrained=pretrained, **kwargs
     )

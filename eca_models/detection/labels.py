@@ -9,13 +9,13 @@ weights (in ``config.json``) so predictions come out as the dataset's own ids an
 import dataclasses
 from typing import Any, Dict, List, Sequence
 
+from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+
 __all__ = ["LabelMap", "coco_categories"]
 
 
 def coco_categories() -> List[Dict[str, Any]]:
     """The 80 COCO categories, ``[{"id": 1, "name": "person"}, ...]`` in id order (torchvision's list, less its gaps)."""
-    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
-
     names = FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]  # index = category id, 'N/A' at the gaps
     return [{"id": i, "name": name} for i, name in enumerate(names) if i > 0 and name != "N/A"]
 

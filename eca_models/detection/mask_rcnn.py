@@ -7,11 +7,20 @@ RoIAlign 14x14, four 3x3 convs of 256, a 2x2 stride-2 deconv and 81 class-specif
 from typing import Any
 
 from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
 from ._registry import register_detector
-from .faster_rcnn import build_two_stage
+from .assembly import assemble_detector
+from .faster_rcnn import two_stage_kwargs
+from .labels import LabelMap
 
-__all__ = ["maskrcnn_eca_resnet50_fpn", "maskrcnn_eca_resnet101_fpn"]
+__all__ = ["make_mask_rcnn", "maskrcnn_eca_resnet50_fpn", "maskrcnn_eca_resnet101_fpn"]
+
+
+def make_mask_rcnn(backbone: BackboneWithFPN, label_map: LabelMap, **kwargs: Any) -> MaskRCNN:
+    """torchvision's ``MaskRCNN`` on ``backbone`` with heads for ``label_map``, the release's settings and
+    ``kwargs`` on top."""
+    return MaskRCNN(backbone, num_classes=label_map.num_classes, **two_stage_kwargs(**kwargs))
 
 
 @register_detector
@@ -20,10 +29,10 @@ def maskrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> Mas
 
     Args:
         pretrained: Load the release's COCO weights.
-        **kwargs: :func:`~eca_models.detection.faster_rcnn.build_two_stage`'s and torchvision's ``MaskRCNN``'s.
+        **kwargs: :func:`~eca_models.detection.assembly.assemble_detector`'s and torchvision's ``MaskRCNN``'s.
     """
-    return build_two_stage(
-        MaskRCNN, "maskrcnn_eca_resnet50_fpn", "eca_resnet50", "k3377", pretrained=pretrained, **kwargs
+    return assemble_detector(
+        architecture="maskrcnn_eca_resnet50_fpn", make=make_mask_rcnn, pretrained=pretrained, **kwargs
     )
 
 
@@ -33,6 +42,6 @@ def maskrcnn_eca_resnet101_fpn(*, pretrained: bool = False, **kwargs: Any) -> Ma
 
     Args: as :func:`maskrcnn_eca_resnet50_fpn`.
     """
-    return build_two_stage(
-        MaskRCNN, "maskrcnn_eca_resnet101_fpn", "eca_resnet101", "k3357", pretrained=pretrained, **kwargs
+    return assemble_detector(
+        architecture="maskrcnn_eca_resnet101_fpn", make=make_mask_rcnn, pretrained=pretrained, **kwargs
     )

@@ -5,8 +5,9 @@ from typing import Dict, List, Optional
 from torch import nn
 
 from ..weights.model_card import CITATION
+from .architectures import get_architecture
 from .backbone import release_param_count
-from .weights import TASKS, released_checkpoint
+from .weights import released_checkpoint
 
 __all__ = ["render_detector_card", "METRIC_NAMES"]
 
@@ -53,8 +54,17 @@ def render_detector_card(
     """
     cfg = model.detector_cfg
     arch, code = cfg["architecture"], cfg["kernel_code"]
-    task = TASKS[arch.split("_", 1)[0]]
     released = released_checkpoint(arch, code, model.label_map)
+    body = _detector_usage(model, arch, code) + _detector_complexity(model, released)
+    if source_file:
+        body += ["", "## Source", "", f"Converted from `{source_file}` (sha256 `{source_sha256}`), mmdetection v1."]
+    body += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(_detector_front_matter(arch, released, measured, dataset) + [""] + body)
+
+
+def _detector_front_matter(arch: str, released, measured: Optional[Dict[str, float]], dataset: str) -> List[str]:
+    """The Hub's YAML: library, license, task tags, and the model index of reported and measured figures."""
+    task = get_architecture(arch).task
     results: List[str] = []
     for metrics, source, name in (
         (released.metrics["COCO-val2017"] if released else None, "reported", "COCO-val2017"),
@@ -70,9 +80,13 @@ def render_detector_card(
     front += ["tags:", f"  - {task}", "  - torchvision", "  - eca-net", "  - eca-models"]
     if results:
         front += ["model-index:", f"  - name: {arch}", "    results:"] + results
-    front.append("---")
+    return front + ["---"]
+
+
+def _detector_usage(model: nn.Module, arch: str, code: str) -> List[str]:
+    """The title, what the detector is, how to load it, and its classes."""
     names = ", ".join(model.label_map.names[:12]) + (", ..." if len(model.label_map.names) > 12 else "")
-    body = [
+    return [
         f"# {arch} ({code})",
         "",
         f"torchvision's {type(model).__name__} on an ECA-ResNet FPN trunk, kernel code `{code}`, from *ECA-Net: "
@@ -93,6 +107,12 @@ def render_detector_card(
         "",
         f"{len(model.label_map.names)} classes ({names}); `config.json` maps each head index to its category id and "
         "name" + (" (index 0 is background)." if model.label_map.background else "."),
+    ]
+
+
+def _detector_complexity(model: nn.Module, released) -> List[str]:
+    """The release's parameter count, and the reported figures of a released detector."""
+    lines = [
         "",
         "## Complexity",
         "",
@@ -104,8 +124,5 @@ def render_detector_card(
         line = f"- Reported on COCO val2017: box AP {m['box_map']}"
         if "mask_map" in m:
             line += f", mask AP {m['mask_map']}"
-        body.append(line + " (release README; APS/APM/APL from the paper's tables).")
-    if source_file:
-        body += ["", "## Source", "", f"Converted from `{source_file}` (sha256 `{source_sha256}`), mmdetection v1."]
-    body += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
-    return "\n".join(front + [""] + body)
+        lines.append(line + " (release README; APS/APM/APL from the paper's tables).")
+    return lines

@@ -12,6 +12,8 @@ from torch import nn
 from ..weights import WeightsError, find_checkpoint
 from ..weights.fetch import fetch_weights
 from ..weights.loading import WEIGHTS_FILE, read_safetensors
+from ._registry import is_detector
+from .architectures import TASKS, get_architecture
 from .labels import LabelMap
 
 __all__ = [
@@ -25,7 +27,6 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
-TASKS = {"fasterrcnn": "object-detection", "retinanet": "object-detection", "maskrcnn": "instance-segmentation"}
 
 
 def state_dict_mismatch(
@@ -71,7 +72,7 @@ def detector_config(model: nn.Module, **extra: Any) -> Dict[str, Any]:
     """The ``config.json`` of a detector folder: architecture, task, kernel code and sizes, classes, preprocessing."""
     cfg = model.detector_cfg
     return {
-        "task": TASKS[cfg["architecture"].split("_", 1)[0]],
+        "task": get_architecture(cfg["architecture"]).task,
         "architecture": cfg["architecture"],
         "kernel_code": cfg["kernel_code"],
         "kernel_sizes": list(model.backbone.body.kernel_sizes),
@@ -96,8 +97,6 @@ def released_checkpoint(architecture: str, kernel_code: str, label_map: LabelMap
 
 def is_detector_source(source: Union[str, Path]) -> bool:
     """True for a registered detector name or a folder whose ``config.json`` is a detector's."""
-    from ._registry import is_detector
-
     if is_detector(str(source)):
         return True
     if not (Path(source) / CONFIG_FILE).is_file():
@@ -165,7 +164,7 @@ def load_detector_weights(
     if ckpt is None:
         raise WeightsError(f"{architecture} has no released weights; pass checkpoint=DIR")
     path = fetch_weights(ckpt).weights
-    background = not architecture.startswith("retinanet")
+    background = get_architecture(architecture).background
     return DetectorWeights(
         architecture, ckpt.kernel_code, LabelMap.coco(background), read_safetensors(path), ckpt.name, True
     )  # the release's weights: trained by mmdetection v1

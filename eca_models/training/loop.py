@@ -1,59 +1,77 @@
 """One epoch of training: a task's forward and loss, backward, optimizer step, with AMP and checkpoint hooks."""
 
+import dataclasses
 import time
-from contextlib import nullcontext
 from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from tqdm import tqdm
 
 from .. import distributed
+from ..runtime import autocast_for
 
-__all__ = ["StepResult", "autocast_for", "train_one_epoch"]
+__all__ = ["StepResult", "Stepper", "train_one_epoch"]
 
 # what a task's forward returns for one batch: the loss (None: nothing to learn from, e.g. every image unreadable),
 # how many images it saw, and the paths of the images it could not read
 StepResult = Tuple[Optional[torch.Tensor], int, List[str]]
 
 
-def autocast_for(device: torch.device, enabled: bool):
-    """Mixed precision: float16 on CUDA, bfloat16 on CPU; a no-op when disabled."""
-    if not enabled:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+@dataclasses.dataclass
+class Stepper:
+    """What a task trains with, for every epoch: its forward (a batch -> :data:`StepResult`, run under autocast when
+    ``amp``), the optimizer, a GradScaler for float16 AMP on CUDA (else None), a timm scheduler stepped per update
+    (``step_update``; None, or a no-op for per-epoch schedules), and where unreadable images are reported."""
+
+    forward: Callable[[Any], StepResult]
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    amp: bool = False
+    scaler: Optional[torch.amp.GradScaler] = None
+    scheduler: Any = None
+    on_unreadable: Callable[[List[str]], None] = lambda paths: None
+
+    def step(self, batch: Any, update: int) -> Tuple[Optional[float], int]:
+        """One update on ``batch`` (the run's update number ``update``): its loss (None when the batch had nothing
+        to learn from) and how many images it saw."""
+        if self.scheduler is not None:
+            self.scheduler.step_update(update)
+        with autocast_for(self.device, self.amp):
+            loss, images, bad = self.forward(batch)
+        if bad:
+            self.on_unreadable(bad)
+        if loss is None:
+            return None, images
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return float(loss.detach()), images
 
 
 def train_one_epoch(
     loader: torch.utils.data.DataLoader,
-    forward: Callable[[Any], StepResult],
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    scaler: Optional[torch.amp.GradScaler],
-    amp: bool,
+    stepper: Stepper,
     on_step: Callable[[int, float, int], None],
-    on_unreadable: Callable[[List[str]], None],
     start_step: int,
     carried: Tuple[float, int],
     desc: str,
-    scheduler: Any = None,
     first_update: int = 0,
 ) -> float:
     """Train over ``loader``; returns the mean training loss of the steps taken (over all processes).
 
     Args:
         loader: The task's batches, already positioned at ``start_step``.
-        forward: The task's step: a batch -> :data:`StepResult` (run under autocast when ``amp``).
-        optimizer: The optimizer.
-        device: Where to run.
-        scaler: A GradScaler for float16 AMP on CUDA, else None.
-        amp: Use autocast.
+        stepper: The task's forward, optimizer, AMP and scheduler.
         on_step: Called after every step with (step in epoch, loss sum, steps with a loss): the
             checkpoint hook.
-        on_unreadable: Called with the paths of images a batch could not read.
         start_step: Steps of this epoch already done (a resumed run).
         carried: (loss sum, steps) of those steps, so the epoch's mean loss stays exact.
         desc: Progress bar label.
-        scheduler: A timm scheduler stepped per update (``step_update``; a no-op for per-epoch schedules).
         first_update: The run's update count at ``start_step`` (for per-update schedules such as a warm-up).
     """
     total = start_step + len(loader)
@@ -63,23 +81,10 @@ def train_one_epoch(
     (loss_sum, steps), seen, start = carried, 0, time.perf_counter()
     step = start_step
     for batch in loader:
-        if scheduler is not None:
-            scheduler.step_update(first_update + step - start_step)
-        with autocast_for(device, amp):
-            loss, images, bad = forward(batch)
-        if bad:
-            on_unreadable(bad)
+        loss, images = stepper.step(batch, first_update + step - start_step)
         step += 1
         if loss is not None:
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            loss_sum += float(loss.detach())
+            loss_sum += loss
             steps += 1
             seen += images
         bar.update(1)
@@ -91,5 +96,5 @@ def train_one_epoch(
         )
         on_step(step, loss_sum, steps)
     bar.close()
-    loss_sum, steps = distributed.all_reduce_sum([loss_sum, steps], device)
+    loss_sum, steps = distributed.all_reduce_sum([loss_sum, steps], device=stepper.device)
     return loss_sum / steps if steps else float("nan")

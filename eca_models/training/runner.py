@@ -8,13 +8,12 @@ not be read, and the best model as a Hub-format folder. A used folder is never r
 continues it, ``--overwrite`` deletes only what a run writes.
 """
 
-import argparse
 import dataclasses
 import json
 import random
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -22,18 +21,24 @@ import torch
 from .. import distributed
 from ..errors import EcaModelsError
 from ..files import write_text_atomic
+from .options import FinetuneOptions
 from .state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
 
 __all__ = [
     "RESUMABLE_CHANGES",
     "RunDirError",
+    "RunInterrupted",
+    "Progress",
     "Task",
     "prepare_run_dir",
+    "resume_task",
     "run_in_folder",
     "run_task",
     "seed_everything",
     "unreadable_recorder",
 ]
+
+T = TypeVar("T")
 
 # what may differ on --resume: where and how fast it runs, not what it computes
 RESUMABLE_CHANGES = {"resume", "overwrite", "workers", "device", "save_every_steps", "debug"}
@@ -43,6 +48,10 @@ class RunDirError(EcaModelsError, ValueError):
     """The run folder can't be used as asked: exit status 2, one line."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the position was saved: the same call with ``resume=True`` continues it."""
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (a fresh run's initialisation is reproducible)."""
     random.seed(seed)
@@ -50,16 +59,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_resume_args(run_dir: Path, args: argparse.Namespace) -> None:
-    """Refuse a --resume whose arguments differ from the run's own (``args.json``) in what they compute."""
+def check_resume_args(run_dir: Path, options: FinetuneOptions) -> None:
+    """Refuse a --resume whose options differ from the run's own (``args.json``) in what they compute."""
     path = run_dir / "args.json"
     if not path.is_file():
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    now = json.loads(json.dumps(vars(args), default=str))
+    now = json.loads(json.dumps(options.to_json(), default=str))
+    saved.setdefault("weights_backbone", saved.get("backbone_checkpoint"))  # its name in runs of 0.1.0
     changed = [
         f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}"
-        for k in sorted(set(saved) | set(now))
+        for k in sorted(now)  # the options of this version (older runs also saved the command's name)
         if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
     ]
     if changed:
@@ -69,12 +79,12 @@ def check_resume_args(run_dir: Path, args: argparse.Namespace) -> None:
         )
 
 
-def prepare_run_dir(run_dir: Path, args: argparse.Namespace, run_files: Sequence[str]) -> Path:
+def prepare_run_dir(run_dir: Path, args: FinetuneOptions, run_files: Sequence[str]) -> Path:
     """Check ``run_dir`` against ``--resume`` / ``--overwrite`` and make it.
 
     Args:
         run_dir: The ``--output`` folder.
-        args: The command's arguments (``resume``, ``overwrite``; all of them are compared on resume).
+        args: The run's options (``resume``, ``overwrite``; all of them are compared on resume).
         run_files: What a run writes there: all that ``--overwrite`` removes (never anything else).
     """
     used = run_dir.is_dir() and any(run_dir.iterdir())
@@ -145,91 +155,118 @@ class Task:
     finished: Callable[[Dict[str, Any]], str]
 
 
-def run_task(task: Task, run_dir: Path, args: argparse.Namespace, save_every_steps: int = 0) -> int:
-    """Train ``task`` in ``run_dir`` from the start or, with ``args.resume``, exactly where it stopped.
+@dataclasses.dataclass
+class Progress:
+    """Where a run is: the next epoch and step, the loss carried within the epoch, the best epoch so far, the
+    history, and the random generators' state at that point (what a checkpoint holds besides the weights)."""
 
-    Returns the exit status: 0 done, 130 interrupted (the position saved; the same command with ``--resume``
-    continues it).
-    """
-    epoch, step, carried = 0, 0, (0.0, 0)
-    best: Dict[str, Any] = {task.best_key: -1.0, "epoch": -1}
-    history: List[Dict[str, Any]] = []
-    if args.resume:
-        state = load_state(run_dir)
-        for key, value in task.identity.items():
-            if state.get(key) != value:
-                raise RunDirError(
-                    f"{run_dir} holds a run of {state.get('model_name')} on other {key.replace('_', ' ')}; "
-                    "use another --output"
-                )
-        task.model.load_state_dict(state["model"])
-        task.optimizer.load_state_dict(state["optimizer"])
-        task.scheduler.load_state_dict(state["scheduler"])
-        if task.scaler is not None and state.get("scaler"):
-            task.scaler.load_state_dict(state["scaler"])
-        epoch, step, carried = state["epoch"], state["step"], tuple(state["carried"])
-        best, history = state["best"], state["history"]
-        restore_rng(state["rng"])
-        if distributed.is_main():
-            print(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
-    elif distributed.is_main():
-        write_text_atomic(run_dir / "args.json", json.dumps(vars(args), indent=2, default=str) + "\n")
+    epoch: int = 0
+    step: int = 0
+    carried: Tuple[float, int] = (0.0, 0)
+    best: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    rng: Any = None
 
-    def snapshot(epoch: int, step: int, carried, rng) -> Dict[str, Any]:
+    def snapshot(self, task: Task) -> Dict[str, Any]:
+        """The checkpoint of ``task`` at this point."""
         return {
             **task.identity,
             "model": task.model.state_dict(),
             "optimizer": task.optimizer.state_dict(),
             "scheduler": task.scheduler.state_dict(),
             "scaler": task.scaler.state_dict() if task.scaler is not None else None,
-            "epoch": epoch,
-            "step": step,
-            "carried": list(carried),
-            "best": best,
-            "history": history,
-            "rng": rng,
+            "epoch": self.epoch,
+            "step": self.step,
+            "carried": list(self.carried),
+            "best": self.best,
+            "history": self.history,
+            "rng": self.rng,
         }
 
-    position: Dict[str, Any] = {"epoch": epoch, "step": step, "carried": carried, "rng": capture_rng()}
+
+def resume_task(task: Task, run_dir: Path) -> Progress:
+    """Load the run's ``last.pth`` into ``task`` (refused for another model or classes) and return its position."""
+    state = load_state(run_dir)
+    for key, value in task.identity.items():
+        if state.get(key) != value:
+            raise RunDirError(
+                f"{run_dir} holds a run of {state.get('model_name')} on other {key.replace('_', ' ')}; "
+                "use another --output"
+            )
+    task.model.load_state_dict(state["model"])
+    task.optimizer.load_state_dict(state["optimizer"])
+    task.scheduler.load_state_dict(state["scheduler"])
+    if task.scaler is not None and state.get("scaler"):
+        task.scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"])
+    progress = Progress(state["epoch"], state["step"], tuple(state["carried"]), state["best"], state["history"])
+    if distributed.is_main():
+        print(f"resuming {run_dir} at epoch {progress.epoch + 1}, step {progress.step}")
+    return progress
+
+
+def run_task(task: Task, run_dir: Path, options: FinetuneOptions) -> Progress:
+    """Train ``task`` in ``run_dir`` from the start or, with ``options.resume``, exactly where it stopped.
+
+    Returns:
+        The finished run's progress: its best epoch's metrics and its history.
+
+    Raises:
+        RunInterrupted: On Ctrl-C, after saving the position (the same call with ``resume=True`` continues it).
+    """
+    if options.resume:
+        progress = resume_task(task, run_dir)
+    else:
+        progress = Progress(best={task.best_key: -1.0, "epoch": -1})
+        if distributed.is_main():
+            write_text_atomic(run_dir / "args.json", json.dumps(options.to_json(), indent=2, default=str) + "\n")
+    position = dataclasses.replace(progress, rng=capture_rng())  # what Ctrl-C saves: updated at every step
     try:
-        while epoch < task.epochs:
-            task.scheduler.step(epoch)
-
-            def on_step(done: int, loss_sum: float, steps: int, epoch: int = epoch) -> None:
-                position.update(epoch=epoch, step=done, carried=(loss_sum, steps), rng=capture_rng())
-                if save_every_steps and done % save_every_steps == 0 and distributed.is_main():
-                    save_state(run_dir, snapshot(epoch, done, (loss_sum, steps), position["rng"]))
-
-            mean_loss = task.train_epoch(epoch, step, carried, on_step)
-            metrics = task.validate(epoch)
-            epoch, step, carried = epoch + 1, 0, (0.0, 0)
-            entry = dict(epoch=epoch, train_loss=mean_loss, **metrics, lr=task.optimizer.param_groups[0]["lr"])
-            history.append(entry)
-            if metrics[task.best_key] > best[task.best_key]:
-                best = {**metrics, "epoch": epoch}
-                if distributed.is_main():
-                    task.export(best)
-            position.update(epoch=epoch, step=0, carried=(0.0, 0), rng=capture_rng())
+        while progress.epoch < task.epochs:
+            _train_epoch(task, run_dir, options.save_every_steps, progress, position)
+            position = dataclasses.replace(progress, rng=capture_rng())
             if distributed.is_main():
-                save_state(run_dir, snapshot(epoch, 0, (0.0, 0), position["rng"]))
-                write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-                print(task.describe(entry, best))
+                save_state(run_dir, position.snapshot(task))
+                write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in progress.history))
+                print(task.describe(progress.history[-1], progress.best))
     except KeyboardInterrupt:
         if distributed.is_main():
-            save_state(run_dir, snapshot(position["epoch"], position["step"], position["carried"], position["rng"]))
+            save_state(run_dir, position.snapshot(task))
             print(
-                f"\ninterrupted: saved epoch {position['epoch'] + 1} step {position['step']} to {run_dir / CHECKPOINT}; "
+                f"\ninterrupted: saved epoch {position.epoch + 1} step {position.step} to {run_dir / CHECKPOINT}; "
                 "continue with the same command and --resume",
                 file=sys.stderr,
             )
-        return 130
+        raise RunInterrupted() from None
     if distributed.is_main():
-        task.curves(history)
-        print(task.finished(best))
-    return 0
+        task.curves(progress.history)
+        print(task.finished(progress.best))
+    return progress
 
 
-def run_in_folder(args: argparse.Namespace, run_files: Sequence[str], main: Callable[[Path, torch.device], int]) -> int:
+def _train_epoch(task: Task, run_dir: Path, save_every_steps: int, progress: Progress, position: Progress) -> None:
+    """One epoch from ``progress``'s step, then its validation; ``progress`` moves to the next epoch, ``position``
+    follows every step (and is snapshotted every ``save_every_steps``)."""
+    epoch = progress.epoch
+    task.scheduler.step(epoch)
+
+    def on_step(done: int, loss_sum: float, steps: int) -> None:
+        position.epoch, position.step, position.carried, position.rng = epoch, done, (loss_sum, steps), capture_rng()
+        if save_every_steps and done % save_every_steps == 0 and distributed.is_main():
+            save_state(run_dir, position.snapshot(task))
+
+    mean_loss = task.train_epoch(epoch, progress.step, progress.carried, on_step)
+    metrics = task.validate(epoch)
+    progress.epoch, progress.step, progress.carried = epoch + 1, 0, (0.0, 0)
+    entry = dict(epoch=epoch + 1, train_loss=mean_loss, **metrics, lr=task.optimizer.param_groups[0]["lr"])
+    progress.history.append(entry)
+    if metrics[task.best_key] > progress.best[task.best_key]:
+        progress.best = {**metrics, "epoch": epoch + 1}
+        if distributed.is_main():
+            task.export(progress.best)
+
+
+def run_in_folder(args: FinetuneOptions, run_files: Sequence[str], main: Callable[[Path, torch.device], T]) -> T:
     """Prepare the ``--output`` folder, join torchrun's process group, call ``main(run_dir, device)``; a start that
     fails leaves no empty run folder behind."""
     made = _missing_folders(Path(args.output))  # the folders this run makes: removed again if it fails to start

@@ -50,7 +50,7 @@ class Checkpoint:
         file_size: Size in bytes of ``model.safetensors``; None until published.
         num_params: Exact parameter count (``nn.Parameter`` elements, torchvision's ``num_params``).
         gmacs: Multiply-accumulates in units of 1e9 (torch.utils.flop_counter): at 224x224 for classifiers, at
-            1280x800 with the release's dummy proposals for detectors (``detection.complexity``).
+            1280x800 with the release's dummy proposals for detectors (``complexity.detector_macs``).
         published: The release README's complexity figures as printed (see the manifest's ``units_note``).
         metrics: The reported figures keyed by dataset, torchvision's ``_metrics`` shape:
             ``{"ImageNet-1K": {"acc@1", "acc@5"}}`` or ``{"COCO-val2017": {"box_map", ..., "mask_map", ...}}``.

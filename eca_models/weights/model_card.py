@@ -59,6 +59,25 @@ def render_model_card(
         dataset: Name of the evaluation dataset.
         class_names: Class names of a fine-tuned model.
     """
+    front = _front_matter(repo_name, dataset, checkpoint, measured)
+    body = _usage(repo_name, model_name, kernel_code, hf_hub_id)
+    body += _complexity(num_params, gmacs, checkpoint)
+    body += _accuracy(checkpoint, measured, dataset, class_names)
+    if source_file:
+        body += [
+            "",
+            "## Provenance",
+            "",
+            f"Converted from the authors' `{source_file}` (sha256 `{source_sha256}`) by `eca-models convert`.",
+        ]
+    body += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(front + [""] + body)
+
+
+def _front_matter(
+    repo_name: str, dataset: str, checkpoint: Optional[Checkpoint], measured: Optional[Dict[str, float]]
+) -> List[str]:
+    """The Hub's YAML: library, license, tags, datasets, and the model index of reported and measured figures."""
     results: List[str] = []
     if checkpoint is not None:
         results += _yaml_results(checkpoint.dataset, checkpoint.metrics[checkpoint.dataset], "reported, release README")
@@ -79,9 +98,17 @@ def render_model_card(
     ]
     if results:
         front += ["model-index:", f"  - name: {repo_name}", "    results:"] + ["  " + line for line in results]
-    front.append("---")
+    return front + ["---"]
 
-    body = [
+
+def _usage(repo_name: str, model_name: str, kernel_code: str, hf_hub_id: str) -> List[str]:
+    """The title, what the model is, how to load it (timm, torch.hub), and what its kernel code means."""
+    stages = (
+        " (ResNet: layer1 to layer4)."
+        if "resnet" in model_name
+        else " (MobileNetV2: blocks below 96 channels, then the rest)."
+    )
+    return [
         f"# {repo_name}",
         "",
         f"ECA-Net ({model_name}, kernel code `{kernel_code}`): a ResNet or MobileNetV2 with Efficient Channel "
@@ -108,13 +135,14 @@ def render_model_card(
         "",
         "## Kernel code",
         "",
-        f"`{kernel_code}` lists the ECA kernel size of each stage"
-        + (
-            " (ResNet: layer1 to layer4)."
-            if "resnet" in model_name
-            else " (MobileNetV2: blocks below 96 channels, then the rest)."
-        )
-        + " Weights only load into a model built with the same code.",
+        f"`{kernel_code}` lists the ECA kernel size of each stage{stages} Weights only load into a model built with "
+        "the same code.",
+    ]
+
+
+def _complexity(num_params: int, gmacs: float, checkpoint: Optional[Checkpoint]) -> List[str]:
+    """Exact parameters and MACs, and the published figures in their binary units."""
+    lines = [
         "",
         "## Complexity",
         "",
@@ -123,12 +151,24 @@ def render_model_card(
     ]
     if checkpoint is not None:
         p, f = checkpoint.published["params"], checkpoint.published["flops"]
-        body.append(
+        lines.append(
             f"- Published figures: Param {p} and FLOPs {f}. Both are binary units: Param / 2^20 "
             f"({binary_units(p):,.0f}) and thop multiply-accumulates / 2^30 ({binary_units(f) / 1e9:.2f}e9 MACs)."
         )
+    return lines
+
+
+def _accuracy(
+    checkpoint: Optional[Checkpoint],
+    measured: Optional[Dict[str, float]],
+    dataset: str,
+    class_names: Optional[List[str]],
+) -> List[str]:
+    """The reported and the paper's figures of a released checkpoint, a measurement, a fine-tuned model's classes."""
+    lines: List[str] = []
+    if checkpoint is not None:
         m = checkpoint.metrics[checkpoint.dataset]
-        body += [
+        lines += [
             "",
             "## Accuracy",
             "",
@@ -136,21 +176,11 @@ def render_model_card(
         ]
         if checkpoint.paper_metrics:
             pm = checkpoint.paper_metrics[checkpoint.dataset]
-            body.append(f"The paper's table gives Top-1 {pm['acc@1']}, Top-5 {pm['acc@5']} for this architecture.")
+            lines.append(f"The paper's table gives Top-1 {pm['acc@1']}, Top-5 {pm['acc@5']} for this architecture.")
     if measured:
         top5 = f", Top-5 {measured['acc@5']}" if measured.get("acc@5") is not None else ""
-        body += ["", f"Measured on {dataset}: Top-1 {measured.get('acc@1')}{top5}."]
+        lines += ["", f"Measured on {dataset}: Top-1 {measured.get('acc@1')}{top5}."]
     if class_names:
-        body += [
-            "",
-            f"Classes ({len(class_names)}): {', '.join(class_names[:50])}{' ...' if len(class_names) > 50 else ''}",
-        ]
-    if source_file:
-        body += [
-            "",
-            "## Provenance",
-            "",
-            f"Converted from the authors' `{source_file}` (sha256 `{source_sha256}`) by `eca-models convert`.",
-        ]
-    body += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
-    return "\n".join(front + [""] + body)
+        more = " ..." if len(class_names) > 50 else ""
+        lines += ["", f"Classes ({len(class_names)}): {', '.join(class_names[:50])}{more}"]
+    return lines

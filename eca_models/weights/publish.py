@@ -65,7 +65,7 @@ def plan_publish(folder: Union[str, Path], repo_id: str) -> PublishPlan:
 
 def upload_folder(folder: Path, repo_id: str, message: str) -> str:
     """Create the repo if needed and upload the folder in one commit; returns the commit hash."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # its client module is large: loaded only to publish (start-up time)
 
     api = HfApi()
     try:

@@ -19,6 +19,7 @@ copy is never fetched: its link and extract code are shown when nothing else wor
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from huggingface_hub import constants as hf_constants
 from tqdm import tqdm
 
 from ..files import scratch_folder, write_text_atomic
+from ..version import __version__
 from .loading import WEIGHTS_FILE, WeightsError, sniff_format
 from .manifest import Checkpoint
 
@@ -191,7 +193,7 @@ def fetch_release(
                 "file_name": file_name,
                 "sha256": sha256,
                 "size": size,
-                "converter": f"eca-models {_version()}",
+                "converter": f"eca-models {__version__}",
                 "fetched": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
             _add_provenance(converted, provenance)
@@ -228,12 +230,6 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 def _timeout() -> Tuple[float, float]:
     """(connect, read) seconds: ``ECA_MODELS_DRIVE_TIMEOUT`` sets the read timeout (default 60)."""
     try:
@@ -245,34 +241,14 @@ def _timeout() -> Tuple[float, float]:
 
 def _download(ckpt: Checkpoint, release: Dict[str, Any], path: Path, log: Callable[[str], None]) -> Tuple[str, int]:
     """Fetch the Drive file into ``path`` with gdown and a progress bar; returns its sha256 and size."""
-    import hashlib
-
+    # gdown and requests: loaded only when a file is fetched (start-up time)
     import gdown
     import requests
     from gdown.exceptions import DownloadError, FileURLRetrievalError
 
     url = drive_url(release["drive_id"])
     hasher = hashlib.sha256()
-    bars: List[tqdm] = []  # made at the first bytes: a refused connection prints nothing but its one line
-
-    def progress(done: int, total: Optional[int]) -> None:
-        if not bars:
-            bars.append(
-                tqdm(
-                    desc=f"{path.name} (Google Drive)",
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    leave=False,
-                    file=sys.stderr,
-                )  # fmt: skip
-            )
-        bar = bars[0]
-        if total and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
+    progress = _DriveProgress(f"{path.name} (Google Drive)")
     baidu = _baidu(release)
     try:
         gdown.download(
@@ -302,8 +278,33 @@ def _download(ckpt: Checkpoint, release: Dict[str, Any], path: Path, log: Callab
             f"the download of {path.name} failed ({reason[:200]}): run again; nothing was cached"
         ) from None
     finally:
-        for bar in bars:
-            bar.close()
+        progress.close()
+    return _downloaded(ckpt, path, url, baidu, hasher, log)
+
+
+class _DriveProgress:
+    """gdown's progress callback as a tqdm bar on stderr, made at the first bytes (a refused connection prints
+    nothing but its one line)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc, self.bar = desc, None
+
+    def __call__(self, done: int, total: Optional[int]) -> None:
+        if self.bar is None:
+            self.bar = tqdm(
+                desc=self.desc, total=total, unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr
+            )
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _downloaded(ckpt: Checkpoint, path: Path, url: str, baidu: str, hasher, log: Callable[[str], None]):
+    """The downloaded file checked to be a PyTorch file (not a web page, an LFS pointer, ...): its sha256 and size."""
     if not path.is_file():
         raise ReleaseFetchError(f"the download of {path.name} wrote no file; run again")
     kind = sniff_format(path)
@@ -368,13 +369,15 @@ def _check_pins(ckpt: Checkpoint, release: Dict[str, Any], sha256: str, size: in
 
 def _convert(ckpt: Checkpoint, original: Path, out: Path, log: Callable[[str], None]) -> None:
     """Exactly ``eca-models convert``: read, check, remap, write, reload and compare; then the release's class count."""
+    # the converters sit above this package (they build models, which fetch their weights through it): imported
+    # here, where a fetched file is converted, and not when the package is
     if ckpt.is_classifier:
-        from .convert import convert_checkpoint
+        from ..conversion.imagenet import convert_checkpoint
 
         convert_checkpoint(original, ckpt.model_name, out, log=log)  # 1000 classes and its kernel code, strictly
         return
+    from ..conversion.mmdet_v1 import convert_mmdet_checkpoint
     from ..detection.labels import LabelMap
-    from ..detection.mmdet_v1 import convert_mmdet_checkpoint
 
     convert_mmdet_checkpoint(original, ckpt.architecture, out, kernel_code=ckpt.kernel_code, log=log)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))

@@ -10,16 +10,32 @@ import dataclasses
 import math
 import time
 from contextlib import nullcontext
-from typing import Callable, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+from timm.data import create_transform, resolve_data_config
 from tqdm import tqdm
 
-from . import distributed
-from .data.images import unreadable
-from .errors import EcaModelsError
+from .. import distributed
+from ..complexity import count_macs, count_params
+from ..data.imagenet import imagenet_samples
+from ..data.images import ImageListDataset, ShardSampler, subset, unreadable
+from ..errors import EcaModelsError
+from ..factory import class_labels, load_model
+from ..weights import find_checkpoint, weights_location
+from ..weights.manifest import update_manifest
 
-__all__ = ["Counts", "NOT_SCORED", "evaluate", "wilson_interval", "verdict", "IMAGENET_VAL_SIZE"]
+__all__ = [
+    "IMAGENET_VAL_SIZE",
+    "NOT_SCORED",
+    "Counts",
+    "evaluate",
+    "record_classifier",
+    "validate_classifier",
+    "verdict",
+    "wilson_interval",
+]
 
 IMAGENET_VAL_SIZE = 50_000
 NOT_SCORED = "NOT SCORED"  # the state of a run that scored no image: never PASS or FAIL
@@ -171,3 +187,115 @@ def _subset_can_fail(reported: float, images: int) -> bool:
         not low <= reported <= high
         for low, high in (wilson_interval(100.0 * k / images, images) for k in range(images + 1))
     )
+
+
+def validate_classifier(name: str, data: str, options: Any, device: torch.device) -> Tuple[Dict[str, Any], List[str]]:
+    """Measure one classifier on ImageNet val ``data`` with its own evaluation protocol (or the ``options``'
+    overrides) and judge it against its released checkpoint's figures.
+
+    Args:
+        name: A registered name or a model folder.
+        data: Class folders by WordNet id, or flat images with ``options.labels``.
+        options: A :class:`~eca_models.evaluation.validate.ValidateOptions`.
+        device: Where to run.
+
+    Returns:
+        The results row, and what ``options.record`` did.
+    """
+    model = load_model(name, options.checkpoint, num_classes=options.num_classes)
+    labels = class_labels(model)
+    data_config = _data_config(model, options)
+    samples = imagenet_samples(Path(data), Path(options.labels) if options.labels else None, labels)
+    dataset = ImageListDataset(samples, create_transform(**data_config, is_training=False), data_config["input_size"])
+    sampler = ShardSampler(subset(len(samples), options.limit), distributed.rank(), distributed.world_size())
+    loader = torch.utils.data.DataLoader(
+        dataset, options.batch_size, sampler=sampler, num_workers=options.workers, pin_memory=device.type == "cuda"
+    )
+    model = model.to(device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    counts = evaluate(model, loader, device, options.amp, options.channels_last, options.on_error, desc=name)
+    measured = {"acc@1": counts.top1, "acc@5": counts.top5}
+    ckpt = find_checkpoint(model.pretrained_cfg.get("architecture", name)) if labels is None else None
+    if ckpt is not None and ckpt.kernel_code != getattr(model, "kernel_code", None):
+        ckpt = None  # another kernel code: not the released checkpoint, nothing to compare with
+    tolerance = 0.3 if options.tolerance is None else options.tolerance
+    judged = verdict(measured, ckpt.metrics[ckpt.dataset] if ckpt else None, counts.images, tolerance)
+    notes = [record_classifier(ckpt, measured, counts.images)] if options.record and distributed.is_main() else []
+    params, macs = count_params(model), count_macs(model.to("cpu").float(), tuple(data_config["input_size"]))
+    # the weights used: the checkpoint, the folder given as the model, or the folder ECA_MODELS_WEIGHTS_DIR supplied
+    weights = options.checkpoint or (name if Path(name).is_dir() else None)
+    weights = weights or weights_location(model.pretrained_cfg.get("hf_hub_id") or "")
+    row = {
+        **_timm_columns(name, counts, params, data_config),
+        **_our_columns(model, counts, ckpt, weights, judged),
+        "params": params,
+        "gmacs": round(macs / 1e9, 4),
+        "published_params": ckpt.published["params"] if ckpt else None,
+        "published_flops": ckpt.published["flops"] if ckpt else None,
+        "seconds": round(counts.seconds, 2),
+        "img_per_sec": round(counts.images / counts.seconds, 1) if counts.seconds else None,
+    }
+    return row, notes
+
+
+def _data_config(model: torch.nn.Module, options: Any) -> Dict[str, Any]:
+    """The model's evaluation protocol, with what ``options`` override."""
+    overrides = dict(crop_pct=options.crop_pct, interpolation=options.interpolation, mean=options.mean, std=options.std)
+    overrides = {k: v for k, v in overrides.items() if v}
+    if options.img_size:
+        overrides["input_size"] = (3, options.img_size, options.img_size)
+    return resolve_data_config(overrides, model=model)
+
+
+def _score(value: float, counts: Counts) -> Optional[float]:
+    """A figure for the row: None, not NaN, where no image was scored (JSON has no NaN)."""
+    return round(value, 3) if counts.images else None
+
+
+def _timm_columns(name: str, counts: Counts, params: int, data_config: Dict[str, Any]) -> Dict[str, Any]:
+    """timm's validate.py columns."""
+    return {
+        "model": name,
+        "top1": _score(counts.top1, counts),
+        "top1_err": _score(100 - counts.top1, counts),
+        "top5": _score(counts.top5, counts),
+        "top5_err": _score(100 - counts.top5, counts),
+        "param_count": round(params / 1e6, 2),
+        "img_size": data_config["input_size"][-1],
+        "crop_pct": data_config["crop_pct"],
+        "interpolation": data_config["interpolation"],
+    }
+
+
+def _our_columns(model, counts: Counts, ckpt, weights, judged: Tuple[str, str]) -> Dict[str, Any]:
+    """Ours: the weights, the intervals, the reported and the paper's figures, the verdict."""
+    reported = ckpt.metrics[ckpt.dataset] if ckpt else None
+    paper = ckpt.paper_metrics[ckpt.dataset] if ckpt and ckpt.paper_metrics else None
+    ci1, ci5 = wilson_interval(counts.top1, counts.images), wilson_interval(counts.top5, counts.images)
+    return {
+        "kernel_code": getattr(model, "kernel_code", ""),
+        "checkpoint": str(weights or model.pretrained_cfg.get("hf_hub_id") or ""),
+        "images": counts.images,
+        "unreadable": len(counts.failed),
+        "unreadable_images": counts.failed,
+        "top1_ci95": [round(v, 3) for v in ci1],
+        "top5_ci95": [round(v, 3) for v in ci5],
+        "num_classes": model.num_classes,
+        "reported_top1": reported["acc@1"] if reported else None,
+        "reported_top5": reported["acc@5"] if reported else None,
+        "paper_top1": paper["acc@1"] if paper else None,
+        "paper_top5": paper["acc@5"] if paper else None,
+        "verdict": judged[0],
+        "verdict_reason": judged[1],
+    }
+
+
+def record_classifier(ckpt, measured: Dict[str, float], images: int) -> str:
+    """Keep a measurement in the manifest: only a released checkpoint's, on the full validation set. Returns what
+    was done, in one line."""
+    if ckpt is None or images != IMAGENET_VAL_SIZE:
+        return f"not recorded: --record takes a released checkpoint measured on all {IMAGENET_VAL_SIZE:,} images"
+    values = {"acc@1": round(measured["acc@1"], 3), "acc@5": round(measured["acc@5"], 3)}
+    update_manifest(ckpt.name, measured_metrics={ckpt.dataset: values})
+    return f"recorded the measurement in the manifest entry {ckpt.name}"

@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import io
+import json
 import math
 import platform
 import random
@@ -24,7 +25,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import timm
 import torch
@@ -32,14 +33,18 @@ from safetensors.torch import save_file
 from timm.layers import EcaModule
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from .complexity import count_macs, count_params
-from .training.loop import autocast_for
-from .weights import read_weights_file
+from ..complexity import count_macs, count_params
+from ..errors import UsageError
+from ..export import require_onnx, write_onnx
+from ..files import check_output_file, write_text_atomic
+from ..runtime import autocast_for
+from ..weights import read_weights_file
 
 __all__ = [
     "BACKBONES",
     "PAPER_TABLE3",
     "Result",
+    "benchmark",
     "build_models",
     "interleaved_orders",
     "keep_freed_memory",
@@ -204,19 +209,30 @@ def run_benchmark(
             steps[name]["ort"] = _onnxruntime_step(model, x)
     modes = (["infer", "train"] if train else ["infer"]) + (["ort"] if onnxruntime else [])
     for mode in modes:
-        for _ in range(warmup):
-            for name in steps:
-                steps[name][mode]()
-        for rep, order in enumerate(interleaved_orders(results, reps)):
-            for r in order:
-                _sync(dev)
-                start = time.perf_counter()
-                for _ in range(iters):
-                    steps[r.name][mode]()
-                _sync(dev)
-                getattr(r, f"{mode}_runs").append(batch_size * iters / (time.perf_counter() - start))
-            log(f"{mode} repetition {rep + 1}/{reps} done")
-    paper = PAPER_TABLE3.get(backbone, {})
+        _time_mode(mode, results, steps, dev, batch_size * iters, reps, warmup, iters, log)
+    _summarise(results, modes, PAPER_TABLE3.get(backbone, {}))
+    return results
+
+
+def _time_mode(mode: str, results: List[Result], steps, dev: torch.device, images: int, reps, warmup, iters, log):
+    """``warmup`` untimed rounds, then ``reps`` timed ones in interleaved orders: each model's images/s per
+    repetition appended to its ``<mode>_runs``."""
+    for _ in range(warmup):
+        for name in steps:
+            steps[name][mode]()
+    for rep, order in enumerate(interleaved_orders(results, reps)):
+        for r in order:
+            _sync(dev)
+            start = time.perf_counter()
+            for _ in range(iters):
+                steps[r.name][mode]()
+            _sync(dev)
+            getattr(r, f"{mode}_runs").append(images / (time.perf_counter() - start))
+        log(f"{mode} repetition {rep + 1}/{reps} done")
+
+
+def _summarise(results: List[Result], modes: Sequence[str], paper: Dict[str, Tuple[int, int]]) -> None:
+    """Medians, spreads and ratios to the plain model (the first), with their intervals and the paper's ratios."""
     base = results[0]
     for r in results:
         for mode in modes:
@@ -232,7 +248,6 @@ def run_benchmark(
         if r.kind in paper and "plain" in paper:
             r.paper_train_ratio = paper[r.kind][0] / paper["plain"][0]
             r.paper_infer_ratio = paper[r.kind][1] / paper["plain"][1]
-    return results
 
 
 def interleaved_orders(items: Sequence[T], reps: int) -> Iterator[List[T]]:
@@ -297,7 +312,6 @@ def _steps(model, x, y, device, amp, compile, train, trace=False) -> Dict[str, C
 def _onnxruntime_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     """Inference of ``model`` exported to ONNX with plain operations (as ``eca-models export`` writes it), in
     ONNX Runtime's CPU provider, on the same batch."""
-    from .export import write_onnx
 
     fused = {m: m.fused for m in model.modules() if hasattr(m, "fused")}
     for module in fused:
@@ -358,3 +372,75 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def benchmark(
+    backbone: str = "resnet50",
+    *,
+    device: str = "cpu",
+    batch_size: int = 32,
+    img_size: int = 224,
+    channels_last: bool = False,
+    amp: bool = False,
+    compile: bool = False,
+    trace: bool = False,
+    onnxruntime: bool = False,
+    reps: int = 5,
+    warmup: int = 2,
+    iters: int = 1,
+    train: bool = True,
+    keep_memory: bool = False,
+    results_file: Optional[Union[str, Path]] = None,
+    plot: Optional[Union[str, Path]] = None,
+    announce: Callable[[Dict[str, Any]], None] = lambda settings: None,
+) -> Dict[str, Any]:
+    """The paper's Table 3 on this machine: :func:`run_benchmark` on ``backbone``'s models, and the time to load
+    our checkpoint from safetensors against the authors' pickle.
+
+    The other arguments are :func:`run_benchmark`'s.
+
+    Args:
+        backbone: One of :data:`BACKBONES`.
+        keep_memory: glibc: reuse freed memory instead of faulting fresh pages in every step (less noise).
+        results_file: Also write the report here as JSON.
+        plot: Also draw the images/s ratios here as a bar chart (PNG).
+        announce: Called with the settings before the timing starts.
+
+    Returns:
+        The report: ``settings``, ``machine``, ``models`` (one :class:`Result` each, as a dict), ``loading``,
+        ``paper_table3``.
+    """
+    check_outputs(results_file, plot)
+    if keep_memory and not keep_freed_memory():
+        raise UsageError("--keep-memory works with glibc on Linux only; run without it")
+    if onnxruntime:
+        require_onnx()
+    settings = dict(backbone=backbone, device=device, batch_size=batch_size, img_size=img_size,
+                    channels_last=channels_last, amp=amp, compile=compile, trace=trace, onnxruntime=onnxruntime,
+                    reps=reps, warmup=warmup, iters=iters, keep_memory=keep_memory)  # fmt: skip
+    announce(settings)
+    results = run_benchmark(
+        backbone, device, batch_size, img_size, channels_last, amp, compile, reps, warmup, iters, train=train,
+        trace=trace, onnxruntime=onnxruntime,
+    )  # fmt: skip
+    report = {
+        "settings": settings,
+        "machine": machine(),
+        "models": [dataclasses.asdict(r) for r in results],
+        "loading": time_loading(results[-1].name),
+        "paper_table3": PAPER_TABLE3.get(backbone),
+    }
+    if results_file:
+        write_text_atomic(Path(results_file), json.dumps(report, indent=2) + "\n")
+    if plot:
+        from ..plots import plot_benchmark  # matplotlib, only when drawing (start-up time)
+
+        plot_benchmark(results, Path(plot), f"{backbone}, batch {batch_size}, {img_size}px, {device}")
+    return report
+
+
+def check_outputs(results_file: Optional[Union[str, Path]], plot: Optional[Union[str, Path]]) -> None:
+    """Refuse, before any timing, an output that cannot be written."""
+    for flag, path in (("--results-file", results_file), ("--plot", plot)):
+        if path:
+            check_output_file(path, flag)

@@ -16,16 +16,17 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..detection import get_builder
+from ..detection.architectures import find_architecture
+from ..detection.labels import LabelMap, coco_categories
+from ..detection.legacy import use_legacy_coordinates
+from ..detection.model_card import render_detector_card
+from ..detection.weights import CONFIG_FILE, detector_config, released_checkpoint, state_dict_mismatch
 from ..files import atomic_folder, atomic_path, sha256_file, write_text_atomic
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
-from ..weights.convert import check_out_dir
 from ..weights.loading import WEIGHTS_FILE, read_weights_file, unwrap_checkpoint
-from ._registry import get_builder
-from .labels import LabelMap, coco_categories
-from .legacy import use_legacy_coordinates
-from .model_card import render_detector_card
-from .weights import CONFIG_FILE, detector_config, released_checkpoint, state_dict_mismatch
+from .imagenet import check_out_dir
 
 __all__ = [
     "MmdetCheckpoint",
@@ -67,7 +68,10 @@ class MmdetCheckpoint:
     @property
     def architecture(self) -> str:
         """The builder that fits the file, e.g. ``maskrcnn_eca_resnet50_fpn``."""
-        return f"{self.kind}_eca_resnet{self.depth}_fpn"
+        found = find_architecture(self.kind, self.depth)
+        if found is None:
+            raise WeightsError(f"{self.source}: no registered detector is a {self.kind} on a ResNet-{self.depth}")
+        return found.name
 
 
 def read_mmdet_checkpoint(path: Union[str, Path]) -> MmdetCheckpoint:

@@ -18,9 +18,10 @@ from timm.models._hub import save_config_for_hf
 
 from ..complexity import count_macs, count_params
 from ..files import OutputPathError, atomic_folder, atomic_path, check_new_folder, sha256_file, write_text_atomic
-from .loading import WEIGHTS_FILE, WeightsError, read_weights_file
-from .manifest import find_checkpoint
-from .model_card import render_model_card
+from ..weights.loading import WEIGHTS_FILE, WeightsError, read_weights_file
+from ..weights.manifest import find_checkpoint
+from ..weights.model_card import render_model_card
+from ..zoo import list_models
 
 __all__ = [
     "ConversionReport",
@@ -173,8 +174,6 @@ def convert_checkpoint(
         check_size: Image size of the fixed input used for the logits check.
         log: Where progress lines go.
     """
-    from ..zoo import list_models
-
     src = Path(src)
     if model_name not in list_models():
         raise KeyError(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")

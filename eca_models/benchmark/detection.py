@@ -2,41 +2,35 @@
 
 Both are built here with the same FPN, heads and settings, differing only in the trunk (timm's ``resnet50`` /
 ``resnet101`` with frozen BatchNorm against ours), so the difference is ECA's. Reported: exact parameters, the
-release's count, MACs of the release's dummy forward at 1280 x 800 (:func:`~.complexity.detector_macs`), and
+release's count, MACs of the release's dummy forward at 1280 x 800 (:func:`~eca_models.complexity.detector_macs`), and
 measured inference images/s, timed interleaved with the ratio's median and 95% interval as for the classifiers.
 """
 
 import dataclasses
+import json
 import statistics
 import time
-from typing import Callable, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from ..benchmark import interleaved_orders, median_interval
-from ..complexity import count_params
-from ..training.loop import autocast_for
-from ._registry import get_builder
-from .backbone import release_param_count
-from .complexity import detector_macs
+from ..complexity import count_params, detector_macs
+from ..detection import get_builder, is_detector, list_detectors
+from ..detection.architectures import get_architecture
+from ..detection.backbone import release_param_count
+from ..errors import UsageError
+from ..files import write_text_atomic
+from ..runtime import autocast_for
+from .classification import check_outputs, interleaved_orders, machine, median_interval
 
-__all__ = ["DetectorResult", "plain_detector", "run_detector_benchmark"]
+__all__ = ["DetectorResult", "benchmark_detector", "plain_detector", "run_detector_benchmark"]
 
 
 def plain_detector(name: str) -> nn.Module:
     """``name``'s detector on the plain ResNet trunk of the same depth (timm's ``resnet50`` / ``resnet101``)."""
-    from torchvision.models.detection import FasterRCNN, MaskRCNN
-
-    from .faster_rcnn import build_two_stage
-    from .retinanet import build_retinanet
-
-    get_builder(name)  # an unknown name fails here, as for the ECA detector
-    trunk = "resnet101" if "resnet101" in name else "resnet50"
-    plain = name.replace("eca_", "")
-    if name.startswith("retinanet"):
-        return build_retinanet(plain, trunk, None)
-    return build_two_stage(MaskRCNN if name.startswith("maskrcnn") else FasterRCNN, plain, trunk, None)
+    return get_builder(name)(trunk=get_architecture(name).plain_trunk)
 
 
 @dataclasses.dataclass
@@ -66,7 +60,8 @@ def run_detector_benchmark(
     """Time inference of the plain and the ECA detector ``name`` on random images of ``img_size`` (H, W),
     interleaved, and count both at 1280 x 800 (plain first)."""
     dev = torch.device(device)
-    models = {name.replace("eca_", ""): plain_detector(name), name: get_builder(name)()}
+    arch = get_architecture(name)
+    models = {f"{arch.kind}_{arch.plain_trunk}_fpn": plain_detector(name), name: get_builder(name)()}
     images = [torch.rand(3, *img_size, device=dev) for _ in range(batch_size)]
     results, steps = [], {}
     for label, model in models.items():
@@ -101,3 +96,39 @@ def run_detector_benchmark(
         ratios = [a / b for a, b in zip(r.runs, base.runs)]
         r.ratio, r.ratio_interval = statistics.median(ratios), median_interval(ratios)
     return results
+
+
+def benchmark_detector(
+    name: str,
+    *,
+    device: str = "cpu",
+    batch_size: int = 1,
+    det_size: Tuple[int, int] = (800, 1216),
+    amp: bool = False,
+    reps: int = 5,
+    warmup: int = 2,
+    results_file: Optional[Union[str, Path]] = None,
+    announce: Callable[[Dict[str, Any]], None] = lambda settings: None,
+) -> Dict[str, Any]:
+    """Time the detector ``name`` against its plain ResNet twin (:func:`run_detector_benchmark`).
+
+    Args:
+        name: A registered detector.
+        det_size: The input's height and width.
+        results_file: Also write the report here as JSON.
+        announce: Called with the settings before the timing starts.
+
+    Returns:
+        The report: ``settings``, ``machine``, ``detectors`` (one :class:`DetectorResult` each, as a dict).
+    """
+    check_outputs(results_file, None)
+    if not is_detector(name):
+        raise UsageError(f"unknown detector {name!r}; choose one of: {', '.join(list_detectors())}")
+    settings = dict(detector=name, device=device, batch_size=batch_size, det_size=list(det_size), amp=amp,
+                    reps=reps, warmup=warmup)  # fmt: skip
+    announce(settings)
+    results = run_detector_benchmark(name, device, tuple(det_size), batch_size, reps, warmup, amp)
+    report = {"settings": settings, "machine": machine(), "detectors": [dataclasses.asdict(r) for r in results]}
+    if results_file:
+        write_text_atomic(Path(results_file), json.dumps(report, indent=2) + "\n")
+    return report

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..files import write_bytes_atomic  # noqa: E402
+from .files import write_bytes_atomic  # noqa: E402
 
 __all__ = ["plot_attention", "plot_benchmark", "plot_curves"]
 

@@ -1,0 +1,151 @@
+"""The one path every detector builder takes: its weights, kernel code and classes decided, the ECA-ResNet FPN
+backbone built, torchvision's class made by the builder's ``make``, the weights loaded and what predictions and
+exports need attached (``label_map``, ``detector_cfg``, mmdetection v1's box conventions where trained with them)."""
+
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from torch import nn
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+
+from .architectures import DetectorArchitecture, get_architecture
+from .backbone import FPN_CHANNELS, LastLevelP6P7FromC5, eca_resnet_fpn_backbone, trunk_kernel_code
+from .labels import LabelMap
+from .legacy import use_legacy_coordinates
+from .weights import DetectorWeights, load_detector_weights
+
+__all__ = ["assemble_detector", "resolve_label_map"]
+
+# the builder's part: torchvision's class on the backbone, with the head for ``label_map`` and its own arguments
+MakeModel = Callable[..., nn.Module]
+
+
+def assemble_detector(
+    *,
+    architecture: str,
+    make: MakeModel,
+    pretrained: bool = False,
+    kernel_sizes: Optional[str] = None,
+    checkpoint: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    categories: Optional[Sequence[Dict[str, Any]]] = None,
+    weights_backbone: Optional[str] = None,
+    trainable_backbone_layers: int = 3,
+    legacy_coordinates: Optional[bool] = None,
+    trunk: Optional[str] = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build the detector ``architecture`` and load its weights.
+
+    Args:
+        architecture: A registered detector, e.g. ``maskrcnn_eca_resnet50_fpn`` (its facts: :mod:`.architectures`).
+        make: ``(backbone, label_map, **kwargs) -> model``: torchvision's class with the builder's settings.
+        pretrained: Load the release's COCO weights (from the Hub, pinned and checked, or the authors' file).
+        kernel_sizes: ECA kernel sizes per stage, a kernel code (``'k3377'``, ``'k5'``) as for the classifiers;
+            None: the weights' own, else the release's.
+        checkpoint: A folder written by ``eca-models convert`` or ``finetune`` to load instead.
+        num_classes: torchvision's ``num_classes`` (background included for the two-stage detectors); None: the
+            weights' classes, else COCO's 80.
+        categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map.
+        weights_backbone: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector).
+        trainable_backbone_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as
+            released).
+        legacy_coordinates: mmdetection v1's box conventions (:mod:`.legacy`); None: where the weights were
+            trained with them (the release's, converted files).
+        trunk: Another timm ResNet as the trunk instead of the ECA-ResNet (the benchmark's plain twin,
+            ``resnet50``); kernel codes then do not apply.
+        **kwargs: More arguments of torchvision's class (``min_size``, ``box_score_thresh``, ...).
+    """
+    arch = get_architecture(architecture)
+    weights = load_detector_weights(arch.name, pretrained, checkpoint)
+    if trunk is None:
+        code = kernel_sizes or (weights.kernel_code if weights is not None else None)
+        if code is None and weights_backbone is not None:
+            code = trunk_kernel_code(weights_backbone)
+        code = code or arch.release_code
+    else:
+        code = None  # a plain ResNet has no kernel sizes
+    label_map = _classes(arch, weights, num_classes, categories)
+    backbone = _backbone(arch, trunk or arch.trunk, code, trainable_backbone_layers, weights_backbone)
+    model = make(backbone, label_map, **kwargs)
+    return _finish(model, arch, trunk or arch.trunk, backbone.body.kernel_code, label_map, weights, legacy_coordinates)
+
+
+def _backbone(
+    arch: DetectorArchitecture, trunk: str, code: Optional[str], trainable: int, weights_backbone: Optional[str]
+) -> BackboneWithFPN:
+    """The trunk and its FPN: C2-C5 with P6 by max-pooling (two-stage), or C3-C5 with P6 and P7 from C5
+    (RetinaNet)."""
+    extra = LastLevelP6P7FromC5(2048, FPN_CHANNELS) if arch.kind == "retinanet" else None
+    return eca_resnet_fpn_backbone(
+        trunk,
+        code,
+        arch.returned_layers,
+        extra_blocks=extra,
+        trainable_layers=trainable,
+        trunk_weights=weights_backbone,
+    )
+
+
+def _classes(
+    arch: DetectorArchitecture,
+    weights: Optional[DetectorWeights],
+    num_classes: Optional[int],
+    categories: Optional[Sequence[Dict[str, Any]]],
+) -> LabelMap:
+    """The classes asked for, else the weights' own, else COCO's 80."""
+    if weights is not None and categories is None and num_classes is None:
+        categories = weights.label_map.to_json()["categories"]
+    return resolve_label_map(num_classes, categories, arch.background)
+
+
+def resolve_label_map(
+    num_classes: Optional[int], categories: Optional[Sequence[Dict[str, Any]]], background: bool
+) -> LabelMap:
+    """The label map a builder's ``num_classes`` / ``categories`` ask for (neither: COCO's 80, as released).
+
+    ``num_classes`` is torchvision's (background included for the two-stage detectors); without ``categories`` the
+    classes are called ``class_1`` ... with ids 1 ... .
+    """
+    if categories is not None:
+        label_map = LabelMap.from_categories(categories, background)
+        if num_classes is not None and num_classes != label_map.num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but {len(label_map.names)} categories make a {label_map.num_classes}-way head"
+            )
+        return label_map
+    if num_classes is None:
+        return LabelMap.coco(background)
+    foreground = num_classes - int(background)
+    if foreground < 1:
+        raise ValueError(f"num_classes={num_classes} leaves no class" + (" besides background" if background else ""))
+    return LabelMap(tuple(range(1, foreground + 1)), tuple(f"class_{i}" for i in range(1, foreground + 1)), background)
+
+
+def _finish(
+    model: nn.Module,
+    arch: DetectorArchitecture,
+    trunk: str,
+    kernel_code: str,
+    label_map: LabelMap,
+    weights: Optional[DetectorWeights],
+    legacy_coordinates: Optional[bool],
+) -> nn.Module:
+    """Load ``weights`` (if any); attach ``label_map`` and ``detector_cfg``; mmdetection v1's box conventions where
+    the weights were trained with them (or ``legacy_coordinates`` says so)."""
+    if weights is not None:
+        weights.load_into(model)
+    model.label_map = label_map
+    model.detector_cfg = {
+        "architecture": arch.name,
+        "kernel_code": kernel_code,
+        "trunk": trunk,
+        "min_size": model.transform.min_size[0],
+        "max_size": model.transform.max_size,
+        "mean": tuple(model.transform.image_mean),
+        "std": tuple(model.transform.image_std),
+    }
+    if legacy_coordinates is None:
+        legacy_coordinates = weights is not None and weights.legacy_coordinates
+    if legacy_coordinates:
+        use_legacy_coordinates(model)
+    return model.eval()

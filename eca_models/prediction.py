@@ -1,0 +1,194 @@
+"""Prediction as one call: :func:`predict` gives each image's top-k classes (classifiers) or its boxes, scores,
+class names and masks (detectors), and draws the detections into a folder if asked.
+
+An image that cannot be read is named on stderr, counted, and the rest are still predicted.
+"""
+
+import dataclasses
+import io
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from tqdm import tqdm
+
+from .data.imagenet import imagenet_class_names
+from .data.images import IMAGE_ERRORS, find_images, open_rgb, reason
+from .detection import load_detector_model
+from .detection.coco import read_rgb
+from .detection.weights import is_detector_source
+from .errors import UsageError
+from .evaluation.detection import to_coco_results
+from .factory import load_model
+from .files import check_output_folder, write_bytes_atomic
+
+__all__ = ["BAR_FROM", "Predictions", "classify_images", "detect_objects", "detection_line", "draw", "predict"]
+
+BAR_FROM = 20  # images: a progress bar (on stderr) from this many on
+
+
+@dataclasses.dataclass
+class Predictions:
+    """What :func:`predict` found.
+
+    Attributes:
+        results: One entry per readable image: ``image`` and ``top`` (``class``, ``index``, ``prob``) for a
+            classifier; ``image``, ``width``, ``height`` and ``detections`` (``box``, ``score``, ``label``,
+            ``category_id``, ``segmentation``) for a detector.
+        images: How many images were asked for.
+        unreadable: How many could not be read (each named on stderr).
+        drawn: How many were drawn into ``out_dir``.
+    """
+
+    results: List[Dict[str, Any]]
+    images: int
+    unreadable: int = 0
+    drawn: int = 0
+
+
+def predict(
+    images: Union[str, Path, Sequence[Union[str, Path]]],
+    model: Union[str, Path],
+    *,
+    checkpoint: Optional[Union[str, Path]] = None,
+    num_classes: Optional[int] = None,
+    top_k: int = 5,
+    device: str = "cpu",
+    score_thr: float = 0.3,
+    out_dir: Optional[Union[str, Path]] = None,
+    min_size: Optional[int] = None,
+    max_size: Optional[int] = None,
+) -> Predictions:
+    """Predict ``images`` (files, or folders: every image under them, sorted) with ``model``.
+
+    Args:
+        images: Image files or folders.
+        model: A registered classifier or detector name, or a model folder.
+        checkpoint: A weights file or folder for a registered name.
+        num_classes: The classes of ``checkpoint``'s classifier, when not ImageNet's 1000.
+        top_k: Classes per image (classifiers).
+        device: Where to run.
+        score_thr: Detectors: keep detections scoring this or more.
+        out_dir: Detectors: draw each image with its detections into this folder.
+        min_size: Detectors: resize the shorter side to this (the release's 800 when None).
+        max_size: Detectors: and the longer side to at most this (1333 when None).
+
+    Raises:
+        UsageError: No images found; ``out_dir`` with a classifier.
+        ModelUnavailable: The model cannot be loaded.
+    """
+    given = [images] if isinstance(images, (str, Path)) else list(images)
+    paths = find_images(given)
+    if not paths:
+        raise UsageError(f"no images found in {', '.join(map(str, given))}")
+    if is_detector_source(str(model)):
+        if out_dir:
+            check_output_folder(out_dir, "--out-dir")
+        detector = load_detector_model(model, checkpoint, min_size=min_size, max_size=max_size).to(device)
+        return detect_objects(detector, paths, device, score_thr, Path(out_dir) if out_dir else None)
+    if out_dir:
+        raise UsageError("--out-dir draws detections: it goes with a detector (e.g. maskrcnn_eca_resnet50_fpn)")
+    classifier = load_model(model, checkpoint, num_classes=num_classes).to(device)
+    return classify_images(classifier, paths, top_k, device)
+
+
+def _readable(paths: List[Path], read, note: List[int]):
+    """``(path, image)`` for each path ``read`` can read; each one it cannot is named on stderr and counted."""
+    for path in tqdm(paths, desc="predict", unit="img", disable=len(paths) < BAR_FROM, leave=False):
+        try:
+            image = read(path)
+        except IMAGE_ERRORS as e:
+            tqdm.write(f"eca-models predict: cannot read {path}: {reason(e)}", file=sys.stderr)
+            note[0] += 1
+            continue
+        yield path, image
+
+
+def classify_images(model: torch.nn.Module, images: List[Path], top_k: int, device: str) -> Predictions:
+    """The ``top_k`` classes of each image, by name, index and probability (the model's own class names, or
+    ImageNet's for a 1000-class model)."""
+    names = model.pretrained_cfg.get("label_names") or (imagenet_class_names() if model.num_classes == 1000 else None)
+    if names is None:
+        names = [str(i) for i in range(model.num_classes)]
+    transform = create_transform(**resolve_data_config({}, model=model), is_training=False)
+    k = min(top_k, model.num_classes)
+    results, failed = [], [0]
+    for path, image in _readable(images, open_rgb, failed):
+        with torch.inference_mode():
+            probs = model(transform(image).unsqueeze(0).to(device)).float().softmax(dim=1)[0]
+        top = probs.topk(k)
+        classes = [
+            {"class": names[i], "index": int(i), "prob": round(float(p), 4)} for p, i in zip(top.values, top.indices)
+        ]
+        results.append({"image": str(path), "top": classes})
+    return Predictions(results, len(images), failed[0])
+
+
+def detect_objects(
+    model: torch.nn.Module, images: List[Path], device: str, score_thr: float, out_dir: Optional[Path] = None
+) -> Predictions:
+    """Each image's detections above ``score_thr``, in its own pixels; drawn into ``out_dir`` when given (made at
+    the first drawing)."""
+    results, failed, drawn = [], [0], 0
+    for path, image in _readable(images, read_rgb, failed):
+        with torch.inference_mode():
+            detection = {k: v.cpu() for k, v in model([image.to(device).float().div(255)])[0].items()}
+        found = detections_of(detection, model.label_map, score_thr)
+        results.append({"image": str(path), "width": image.shape[-1], "height": image.shape[-2], "detections": found})
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to draw
+            suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+            buffer = io.BytesIO()
+            draw(image, detection, model.label_map, score_thr).save(
+                buffer, format="PNG" if suffix == ".png" else "JPEG"
+            )
+            write_bytes_atomic(out_dir / (path.stem + suffix), buffer.getvalue())
+            drawn += 1
+    return Predictions(results, len(images), failed[0], drawn)
+
+
+def detections_of(detection: Dict[str, torch.Tensor], label_map, score_thr: float) -> List[Dict[str, Any]]:
+    """One image's detections above ``score_thr``: ``box`` [x1, y1, x2, y2], ``score``, ``label`` (the class name),
+    ``category_id``, and ``segmentation`` (COCO RLE) for masks."""
+    keep = detection["scores"] >= score_thr
+    kept = {k: v[keep] for k, v in detection.items()}
+    coco = to_coco_results(0, kept, label_map)
+    out = []
+    for result, box, label in zip(coco, kept["boxes"].tolist(), kept["labels"].tolist()):
+        item = {
+            "box": [round(v, 2) for v in box],
+            "score": result["score"],
+            "label": label_map.name(label),
+            "category_id": result["category_id"],
+        }
+        if "segmentation" in result:
+            item["segmentation"] = result["segmentation"]
+        out.append(item)
+    return out
+
+
+def draw(image: torch.Tensor, detection: Dict[str, torch.Tensor], label_map, score_thr: float) -> Image.Image:
+    """``image`` (uint8, 3xHxW) with the detections above ``score_thr`` drawn: masks, then boxes and labels."""
+    keep = detection["scores"] >= score_thr
+    boxes, scores, labels = detection["boxes"][keep], detection["scores"][keep], detection["labels"][keep]
+    out = image
+    if "masks" in detection and keep.any():
+        out = draw_segmentation_masks(out, detection["masks"][keep][:, 0] > 0.5, alpha=0.45)
+    if len(boxes):
+        text = [f"{label_map.name(int(c))} {float(s):.2f}" for c, s in zip(labels, scores)]
+        out = draw_bounding_boxes(out, boxes, labels=text, width=max(2, image.shape[-1] // 320))
+    return Image.fromarray(out.permute(1, 2, 0).numpy())
+
+
+def detection_line(result: Dict[str, Any], max_boxes: int) -> str:
+    """One image's text line: how many detections, the ``max_boxes`` best (label, score, box), how many more."""
+    found = sorted(result["detections"], key=lambda d: -d["score"])
+    items = ", ".join(
+        f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in found[:max_boxes]
+    )
+    more = f", +{len(found) - max_boxes} more (--json lists all)" if len(found) > max_boxes else ""
+    return f"{Path(result['image']).name}: {len(found)} detections" + (f": {items}{more}" if items else "")

@@ -1,0 +1,143 @@
+"""Every choice of a fine-tuning run, in one table: its name (the command line's flag, with dashes), its default,
+and which task takes it. The command line's flags, ``args.json`` and :func:`eca_models.finetune`'s keywords are
+this table."""
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import UsageError
+from ..runtime import default_device, default_workers
+
+__all__ = ["CLASSIFIER", "DETECTOR", "FinetuneOptions", "flag"]
+
+CLASSIFIER, DETECTOR = "classifier", "detector"
+RELEASE_EPOCHS, RELEASE_STEPS, RELEASE_LR, RELEASE_BATCH = 12, (8, 11), 0.02, 16  # mmdetection v1's 1x schedule
+
+
+def _only(task: str, default: Any = None) -> Any:
+    return dataclasses.field(default=default, metadata={"task": task})
+
+
+def flag(name: str) -> str:
+    """The command line's spelling of an option: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclasses.dataclass
+class FinetuneOptions:
+    """A fine-tuning run's options; ``None`` leaves a value to the task (classifiers: 10 epochs, batch 32, lr 0.01;
+    detectors: the release's 12 epochs, batch 2, lr 0.02 per 16 images, steps after epochs 8 and 11).
+
+    The fields are the command line's flags (``batch_size`` is ``--batch-size``); see ``eca-models finetune --help``
+    for each. Fields marked for one task are refused, in one line, by the other.
+    """
+
+    model: str
+    output: str
+    data: Optional[str] = None
+    pretrained: bool = False
+    checkpoint: Optional[str] = None
+    no_pretrained: bool = False
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    workers: int = dataclasses.field(default_factory=default_workers)
+    device: str = dataclasses.field(default_factory=default_device)
+    amp: bool = False
+    channels_last: bool = False
+    opt: str = "sgd"
+    lr: Optional[float] = None
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    hflip: float = 0.5
+    save_every_steps: int = 0
+    seed: int = 0
+    val_split: Optional[float] = _only(CLASSIFIER)
+    sched: str = _only(CLASSIFIER, "cosine")
+    warmup_epochs: int = _only(CLASSIFIER, 0)
+    img_size: int = _only(CLASSIFIER, 224)
+    scale: Tuple[float, float] = _only(CLASSIFIER, (0.08, 1.0))
+    smoothing: float = _only(CLASSIFIER, 0.0)
+    mixup: float = _only(CLASSIFIER, 0.0)
+    cutmix: float = _only(CLASSIFIER, 0.0)
+    drop_rate: Optional[float] = _only(CLASSIFIER)
+    drop_path_rate: float = _only(CLASSIFIER, 0.0)
+    freeze_backbone: bool = _only(CLASSIFIER, False)
+    train_annotations: Optional[str] = _only(DETECTOR)
+    train_images: Optional[str] = _only(DETECTOR)
+    val_annotations: Optional[str] = _only(DETECTOR)
+    val_images: Optional[str] = _only(DETECTOR)
+    weights_backbone: Optional[str] = _only(DETECTOR)
+    min_size: Optional[int] = _only(DETECTOR)
+    max_size: Optional[int] = _only(DETECTOR)
+    warmup_iters: int = _only(DETECTOR, 500)
+    trainable_backbone_layers: int = _only(DETECTOR, 3)
+    lr_steps: Optional[List[int]] = _only(DETECTOR)
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.model, self.output = str(self.model), str(self.output)
+        self.data = None if self.data is None else str(self.data)
+        for name in ("epochs", "batch_size", "img_size", "min_size", "max_size"):
+            _check(name, getattr(self, name), 1)
+        for name in ("workers", "save_every_steps", "warmup_epochs", "warmup_iters"):
+            _check(name, getattr(self, name), 0)
+        if self.lr_steps is not None:
+            self.lr_steps = [int(s) for s in self.lr_steps]
+            for step in self.lr_steps:
+                _check("lr_steps", step, 1)
+        if self.trainable_backbone_layers not in range(6):
+            raise UsageError(f"--trainable-backbone-layers {self.trainable_backbone_layers}: choose 0 to 5")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise UsageError(f"--hflip {self.hflip}: a probability, from 0 to 1")
+        if sum((self.pretrained, self.checkpoint is not None, self.no_pretrained)) > 1:
+            raise UsageError("--pretrained, --checkpoint and --no-pretrained exclude each other")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite exclude each other")
+
+    def given(self, task: str) -> List[str]:
+        """The flags of ``task``'s options set to other than their defaults."""
+        return [
+            flag(f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("task") == task and _comparable(getattr(self, f.name)) != _comparable(f.default)
+        ]
+
+    def use_classifier_defaults(self) -> None:
+        """Fill what is left open with the classifiers' defaults; refuse the detectors' options."""
+        if self.data is None:
+            raise UsageError("--data is required: a folder with train/ and val/ class folders")
+        given = self.given(DETECTOR)
+        if given:
+            raise UsageError(f"{', '.join(given)} are for detectors (e.g. maskrcnn_eca_resnet50_fpn), not {self.model}")
+        self.epochs = 10 if self.epochs is None else self.epochs
+        self.batch_size = 32 if self.batch_size is None else self.batch_size
+        self.lr = 0.01 if self.lr is None else self.lr
+
+    def use_detector_defaults(self) -> None:
+        """Fill what is left open with the release's recipe (scaled to the batch and epochs); refuse the
+        classifiers' options."""
+        given = self.given(CLASSIFIER)
+        if given:
+            raise UsageError(f"{', '.join(given)} are for classifiers; a detector's fine-tuning does not take them")
+        self.epochs = RELEASE_EPOCHS if self.epochs is None else self.epochs
+        self.batch_size = 2 if self.batch_size is None else self.batch_size
+        if self.lr is None:
+            processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's, known before the process group exists
+            self.lr = RELEASE_LR * self.batch_size * max(1, processes) / RELEASE_BATCH
+        if self.lr_steps is None:
+            self.lr_steps = [max(1, round(s * self.epochs / RELEASE_EPOCHS)) for s in RELEASE_STEPS]
+
+    def to_json(self) -> Dict[str, Any]:
+        """What ``args.json`` holds: every option, as the run used it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _check(name: str, value: Optional[int], minimum: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise UsageError(f"{flag(name)} {value!r}: expected a whole number of at least {minimum}")
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,166 @@
+"""Every job as a Python function, called once each on tiny data: what it returns, and the refusals a caller can
+meet without the command line (the commands themselves are tested in the other modules)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from detection_helpers import write_coco_dataset
+from helpers import authors_file_for, ranking_checkpoint, write_image
+
+import eca_models
+from eca_models.benchmark import benchmark, benchmark_detector
+from eca_models.data.imagenet import imagenet_wnids
+from eca_models.errors import EcaModelsError, UsageError
+from eca_models.evaluation.report import format_report
+from eca_models.export import export
+from eca_models.training.options import FinetuneOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two ImageNet classes (WordNet-id folders, four images each) and a classifier that ranks them first."""
+    root = tmp_path_factory.mktemp("api")
+    wnids = imagenet_wnids()
+    for cls in (0, 1):
+        for i in range(4):
+            write_image(root / "val" / wnids[cls] / f"ILSVRC2012_val_{cls * 4 + i:08d}.JPEG", seed=cls * 4 + i)
+    ckpt = ranking_checkpoint(root / "eca_resnet18_k3577.pth.tar", [0, 1, 2, 3, 4])
+    return dict(root=root, val=root / "val", ckpt=ckpt)
+
+
+def test_the_jobs_are_top_level_names():
+    assert {"finetune", "validate", "predict", "convert", "attention_figure", "download_checkpoints"} <= set(
+        eca_models.__all__
+    )
+    assert eca_models.finetune.__module__ == "eca_models.training.finetune"
+    assert eca_models.validate.__module__ == "eca_models.evaluation.validate"
+
+
+def test_finetune_a_classifier(tmp_path):
+    data = tmp_path / "data"
+    for split, n in (("train", 4), ("val", 2)):
+        for cls in ("cat", "dog"):
+            for i in range(n):
+                write_image(data / split / cls / f"{i}.png", seed=hash((split, cls, i)) % 1000, size=32)
+    options = dict(epochs=1, batch_size=4, img_size=32, workers=0, no_pretrained=True, device="cpu")
+    result = eca_models.finetune("eca_resnet18", data, output=tmp_path / "run", **options)
+    assert result.best["epoch"] == 1 and [h["epoch"] for h in result.history] == [1]
+    assert 0 <= result.best["val_top1"] <= 100
+    assert json.loads((result.run_dir / "args.json").read_text())["lr"] == 0.01  # the classifiers' default, recorded
+    model = eca_models.load(result.run_dir)
+    assert model.pretrained_cfg["label_names"] == ["cat", "dog"]
+    with pytest.raises(UsageError, match="--min-size are for detectors"):
+        eca_models.finetune("eca_resnet18", data, output=tmp_path / "other", min_size=96, **options)
+    with pytest.raises(UsageError, match="--epochs 0"):
+        FinetuneOptions(model="eca_resnet18", output=str(tmp_path / "x"), epochs=0)
+
+
+def test_finetune_a_detector(converted, tmp_path):
+    root = tmp_path / "coco"
+    write_coco_dataset(root, "train2017", n_images=2, size=(96, 64), seed=1, empty_images=0)
+    write_coco_dataset(root, "val2017", n_images=1, size=(96, 64), seed=2, empty_images=0)
+    result = eca_models.finetune(
+        "retinanet_eca_resnet50_fpn", root, output=tmp_path / "run", checkpoint=str(converted["retinanet"][2]),
+        epochs=1, batch_size=2, warmup_iters=1, min_size=64, max_size=96, workers=0, device="cpu",
+    )  # fmt: skip
+    assert result.best["epoch"] == 1 and "val_box_map" in result.best
+    assert json.loads((result.run_dir / "config.json").read_text())["label_map"]["categories"] == [
+        {"id": 3, "name": "car"},
+        {"id": 18, "name": "dog"},
+    ]
+    with pytest.raises(UsageError, match="--img-size are for classifiers"):
+        eca_models.finetune("retinanet_eca_resnet50_fpn", root, output=tmp_path / "other", img_size=64)
+
+
+def test_validate_returns_a_verdict_per_model(folders, tmp_path):
+    results = tmp_path / "rows.csv"
+    run = eca_models.validate(
+        "eca_resnet18_k3577", folders["val"], checkpoint=str(folders["ckpt"]), img_size=64, batch_size=4,
+        workers=0, device="cpu", results_file=str(results),
+    )  # fmt: skip
+    (only,) = run.validations
+    assert only.row["images"] == 8 and only.row["top1"] == 50.0 and only.row["top5"] == 100.0  # class 0 first
+    assert only.verdict in ("PASS", "FAIL", "MEASURED") and only.reason
+    assert run.status == (1 if only.verdict == "FAIL" else 0)
+    assert "verdict   " + only.verdict in format_report(only)
+    assert results.read_text().startswith("model,top1,")
+    with pytest.raises(UsageError, match="--results-file must end in .json or .csv"):
+        eca_models.validate("eca_resnet18_k3577", folders["val"], results_file="rows.txt")
+
+
+def test_predict_classes_and_detections(folders, converted, tmp_path):
+    found = eca_models.predict(folders["val"], "eca_resnet18_k3577", checkpoint=folders["ckpt"], top_k=2)
+    assert found.images == 8 and found.unreadable == 0 and len(found.results) == 8
+    assert [t["index"] for t in found.results[0]["top"]] == [0, 1]
+    image = write_image(tmp_path / "street.jpg", seed=5, size=96)
+    drawn = eca_models.predict([image], converted["maskrcnn"][2], score_thr=0.0, out_dir=tmp_path / "drawn")
+    assert drawn.drawn == 1 and (tmp_path / "drawn" / "street.jpg").is_file()
+    assert all({"box", "score", "label"} <= set(d) for d in drawn.results[0]["detections"])
+    with pytest.raises(UsageError, match="--out-dir draws detections"):
+        eca_models.predict([image], "eca_resnet18_k3577", checkpoint=folders["ckpt"], out_dir=tmp_path / "no")
+
+
+def test_convert_dispatches_on_the_model(converted, tmp_path):
+    src, reference = authors_file_for("eca_resnet18_k3577", tmp_path)
+    report = eca_models.convert(src, "eca_resnet18_k3577", tmp_path / "r18", check_size=64)
+    assert report.kernel_code == "k3577" and (tmp_path / "r18" / "model.safetensors").is_file()
+    detector = eca_models.convert(converted["retinanet"][0], "retinanet_eca_resnet50_fpn", tmp_path / "retina")
+    assert detector.architecture == "retinanet_eca_resnet50_fpn" and detector.kernel_code == "k3377"
+
+
+def test_export_returns_its_check(tmp_path):
+    check = export("eca_resnet18", "torchscript", tmp_path / "r18.pt", pretrained=False, img_size=64)
+    assert check.passed and check.img_size == 64 and check.path.is_file()
+    with pytest.raises(UsageError, match="is a folder"):
+        export("eca_resnet18", "torchscript", tmp_path, pretrained=False)
+
+
+def test_benchmarks_return_their_reports(tmp_path):
+    seen = []
+    report = benchmark(
+        "resnet18", batch_size=1, img_size=32, reps=1, warmup=0, train=False, announce=seen.append,
+        results_file=tmp_path / "r.json",
+    )  # fmt: skip
+    assert [m["kind"] for m in report["models"]][0] == "plain" and report["models"][-1]["infer_img_s"] > 0
+    assert seen == [report["settings"]] and json.loads((tmp_path / "r.json").read_text())["settings"]["reps"] == 1
+    detectors = benchmark_detector("retinanet_eca_resnet50_fpn", det_size=(64, 96), reps=1, warmup=0)
+    assert [d["name"] for d in detectors["detectors"]] == ["retinanet_resnet50_fpn", "retinanet_eca_resnet50_fpn"]
+    with pytest.raises(UsageError, match="unknown detector"):
+        benchmark_detector("yolo")
+
+
+def test_attention_figure(folders, tmp_path):
+    figure = eca_models.attention_figure(
+        "eca_resnet18_k3577", folders["val"], tmp_path / "fig.png", checkpoint=folders["ckpt"], img_size=64
+    )
+    assert figure.figure.read_bytes()[:4] == b"\x89PNG" and figure.images == 8 and not figure.unreadable
+    assert figure.rows[-1] == "all images" and len(figure.rows) == 3  # two classes, then all
+    assert figure.panels["ECA"][figure.blocks[0]].shape[0] == 3
+    with pytest.raises(EcaModelsError, match="is not an ECA block"):
+        eca_models.attention_figure(
+            "eca_resnet18_k3577", folders["val"], tmp_path / "f.png", checkpoint=folders["ckpt"], blocks=["nope"]
+        )
+
+
+def test_one_version():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'version = "{eca_models.__version__}"' in pyproject
+
+
+def test_api_page_documents_every_job():
+    page = (ROOT / "docs" / "api.md").read_text()
+    for name in (
+        "eca_models.training.finetune.finetune",
+        "eca_models.evaluation.validate.validate",
+        "eca_models.prediction.predict",
+        "eca_models.conversion.convert",
+        "eca_models.export.export",
+        "eca_models.benchmark.classification.benchmark",
+        "eca_models.benchmark.detection.benchmark_detector",
+        "eca_models.attention.attention_figure",
+        "eca_models.weights.fetch.download_checkpoints",
+    ):
+        assert f"::: {name}" in page, name
