@@ -25,6 +25,7 @@ from .errors import UsageError
 from .factory import class_labels, load_model
 from .files import check_output_file, write_bytes_atomic, write_text_atomic
 from .layers import EcaLayer
+from .runtime import default_device
 
 __all__ = [
     "AttentionFigure",
@@ -123,7 +124,7 @@ def attention_figure(
     compare_checkpoint: Optional[Union[str, Path]] = None,
     img_size: Optional[int] = None,
     batch_size: int = 32,
-    device: str = "cpu",
+    device: Optional[str] = None,
 ) -> AttentionFigure:
     """The paper's Figure 6 for ``model``: per block, the average channel weight of each chosen class and of all
     images; with ``compare`` (a timm SE model), its weights in the same layout beside them.
@@ -139,8 +140,9 @@ def attention_figure(
         compare: A timm SE model, e.g. ``seresnet50``; ``compare_checkpoint`` its weights.
         img_size: Input size (default: the model's).
         batch_size: Images per forward.
-        device: Where to run.
+        device: Where to run (default: ``cuda`` where torch sees a GPU, else ``cpu``).
     """
+    device = device or default_device()
     out = check_output_file(out, "--out")
     net = load_model(model, checkpoint, num_classes=num_classes)
     if not attention_layers(net):

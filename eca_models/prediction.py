@@ -25,6 +25,7 @@ from .errors import UsageError
 from .evaluation.detection import to_coco_results
 from .factory import load_model
 from .files import check_output_folder, write_bytes_atomic
+from .runtime import default_device
 
 __all__ = ["BAR_FROM", "Predictions", "classify_images", "detect_objects", "detection_line", "draw", "predict"]
 
@@ -57,7 +58,7 @@ def predict(
     checkpoint: Optional[Union[str, Path]] = None,
     num_classes: Optional[int] = None,
     top_k: int = 5,
-    device: str = "cpu",
+    device: Optional[str] = None,
     score_thr: float = 0.3,
     out_dir: Optional[Union[str, Path]] = None,
     min_size: Optional[int] = None,
@@ -71,7 +72,7 @@ def predict(
         checkpoint: A weights file or folder for a registered name.
         num_classes: The classes of ``checkpoint``'s classifier, when not ImageNet's 1000.
         top_k: Classes per image (classifiers).
-        device: Where to run.
+        device: Where to run (default: ``cuda`` where torch sees a GPU, else ``cpu``).
         score_thr: Detectors: keep detections scoring this or more.
         out_dir: Detectors: draw each image with its detections into this folder.
         min_size: Detectors: resize the shorter side to this (the release's 800 when None).
@@ -81,6 +82,7 @@ def predict(
         UsageError: No images found; ``out_dir`` with a classifier.
         ModelUnavailable: The model cannot be loaded.
     """
+    device = device or default_device()
     given = [images] if isinstance(images, (str, Path)) else list(images)
     paths = find_images(given)
     if not paths:

@@ -122,8 +122,10 @@ def test_attention_on_any_class_folders_labels_the_figure_with_their_names(tmp_p
         randomize(timm.create_model("eca_resnet18"), seed=1).state_dict(), tmp_path / "e.pth.tar"
     )
     out = tmp_path / "attention.png"
-    args = ["attention", "--model", "eca_resnet18", "--checkpoint", str(ckpt), "--data", str(data), "--img-size", "64"]
-    assert main([*args, "--classes", "owls", "cats", "--blocks", "layer4.1", "--out", str(out)]) == 0
+    figure = eca_models.attention_figure(
+        "eca_resnet18", data, out, checkpoint=str(ckpt), img_size=64, classes=["owls", "cats"], blocks=["layer4.1"]
+    )
+    assert figure.figure == out and figure.blocks == ["layer4.1"]
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["rows"] == ["owls", "cats", "all images"]
     arrays = np.load(out.with_suffix(".npz"))

@@ -7,8 +7,8 @@ import torch
 from helpers import randomize
 
 from eca_models.cli import main
-from eca_models.conversion.imagenet import write_hub_files
 from eca_models.export import read_metadata
+from eca_models.weights.folders import write_hub_files
 
 CLASSES = ["cat", "dog", "tree"]
 

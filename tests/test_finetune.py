@@ -18,6 +18,8 @@ from eca_models.cli import main
 
 FAST = ["--img-size", "32", "--batch-size", "64", "--workers", "0", "--opt", "adamw", "--lr", "0.003"]
 FAST += ["--weight-decay", "0.01", "--scale", "0.6", "1.0", "--hflip", "0", "--no-pretrained"]
+FAST_OPTIONS = dict(img_size=32, batch_size=64, workers=0, opt="adamw", lr=0.003, weight_decay=0.01, scale=(0.6, 1.0))
+FAST_OPTIONS.update(hflip=0.0, no_pretrained=True)
 
 
 def _write_digits(root, every=1):
@@ -53,10 +55,8 @@ def small_digits(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(digits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "digits-r18"
-    code = main(
-        ["finetune", "--model", "eca_resnet18", "--data", str(digits), "--output", str(run_dir), "--epochs", "2", *FAST]
-    )
-    assert code == 0
+    result = eca_models.finetune("eca_resnet18", digits, output=run_dir, epochs=2, **FAST_OPTIONS)  # FAST, in Python
+    assert result.run_dir == run_dir and [h["epoch"] for h in result.history] == [1, 2]
     return run_dir
 
 

@@ -42,8 +42,10 @@ def test_a_wheel_carries_the_manifest_and_every_module(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert archive.read("eca_models/weights/manifest.json") == (ROOT / "weights" / "manifest.json").read_bytes()
-    for module in ("fetch", "release", "loading", "manifest", "convert", "publish", "model_card"):
+    for module in ("fetch", "release", "loading", "manifest", "folders", "publish", "model_card"):
         assert f"eca_models/weights/{module}.py" in names
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "eca_models").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)  # every module of the package, in every room
     assert not any(name.startswith("weights/") for name in names)
 
 

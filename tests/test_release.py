@@ -303,3 +303,14 @@ def test_publish_all_cached_records_the_hub_pin_and_the_original(served, cache, 
     assert entry.is_published and entry.revision == "c" * 40
     assert entry.release["sha256"] == provenance["sha256"] and entry.release["size"] == provenance["size"]
     assert entry.release["drive_id"] == MOBILE.release["drive_id"]
+
+
+def test_download_checkpoints_from_python(served, cache, tmp_path):
+    from eca_models import download_checkpoints
+
+    lines = []
+    (fetched,) = download_checkpoints(["eca_resnet18"], to=tmp_path / "weights", log=lines.append)
+    assert fetched.checkpoint == R18.name and fetched.state == "fetched" and any("fetched" in line for line in lines)
+    assert (tmp_path / "weights" / R18.name / "model.safetensors").is_file()
+    (again,) = download_checkpoints([R18.name])
+    assert again.state == "cached"

@@ -8,6 +8,7 @@ import pytest
 from conftest import run_python
 from helpers import ranking_checkpoint, write_image
 
+import eca_models
 from eca_models.cli import main
 from eca_models.conversion.imagenet import convert_checkpoint
 from eca_models.data.imagenet import imagenet_wnids
@@ -46,6 +47,11 @@ def data(tmp_path_factory):
 
 def _validate(*args):
     return main(["validate", "--workers", "0", "--batch-size", "4", "--img-size", "64", *map(str, args)])
+
+
+def _measure(models, data, **options):
+    """eca_models.validate with _validate's small settings: the Python call behind the command."""
+    return eca_models.validate(models, data, workers=0, batch_size=4, img_size=64, device="cpu", **options)
 
 
 def test_folder_layout_with_class_subset_and_corrupt_image(data, tmp_path, capsys):
@@ -87,28 +93,19 @@ def test_folder_layout_with_class_subset_and_corrupt_image(data, tmp_path, capsy
 @pytest.mark.parametrize("labels", ["LOC_val_solution.csv", "val.txt"])
 def test_flat_layout_with_ground_truth_file(data, tmp_path, labels):
     results = tmp_path / "r.csv"
-    args = ["--model", "eca_resnet18_k3577", "--checkpoint", data["ckpt"], "--data", data["flat"]]
-    assert _validate(*args, "--labels", data["root"] / labels, "--results-file", results) == 0
+    run = _measure(
+        "eca_resnet18_k3577", data["flat"], checkpoint=str(data["ckpt"]), labels=str(data["root"] / labels),
+        results_file=str(results),
+    )  # fmt: skip
+    assert run.status == 0
     [row] = list(csv.DictReader(results.open()))
     assert (row["images"], row["top1"], row["top5"], row["verdict"]) == ("8", "62.5", "87.5", "PASS")
 
 
 def test_flat_layout_finds_kaggle_solution_beside_it(data, tmp_path):
-    results = tmp_path / "r.json"
-    assert (
-        _validate(
-            "--model",
-            "eca_resnet18_k3577",
-            "--checkpoint",
-            data["ckpt"],
-            "--data",
-            data["flat"],
-            "--results-file",
-            results,
-        )
-        == 0
-    )
-    assert json.loads(results.read_text())[0]["images"] == 8
+    run = _measure("eca_resnet18_k3577", data["flat"], checkpoint=str(data["ckpt"]))
+    assert run.status == 0
+    assert run.validations[0].row["images"] == 8
 
 
 def test_amp_channels_last_and_recording_a_full_set(data, tmp_path, monkeypatch, capsys):
@@ -152,10 +149,8 @@ def test_fail_verdict_exits_1(data, tmp_path, capsys):
 
 
 def test_limit_spreads_over_the_set(data, tmp_path):
-    results = tmp_path / "r.json"
-    args = ["--model", "eca_resnet18_k3577", "--checkpoint", data["ckpt"], "--data", data["folder"], "--limit", "3"]
-    _validate(*args, "--results-file", results)
-    row = json.loads(results.read_text())[0]
+    run = _measure("eca_resnet18_k3577", data["folder"], checkpoint=str(data["ckpt"]), limit=3)
+    row = run.validations[0].row
     assert row["images"] + row["unreadable"] == 3
 
 
@@ -166,7 +161,7 @@ def test_pattern_validates_each_model(data, tmp_path, monkeypatch):
     )
     monkeypatch.setenv("ECA_MODELS_WEIGHTS_DIR", str(weights))
     results = tmp_path / "r.json"
-    assert _validate("--model", "eca_resnet18*", "--data", data["folder"], "--results-file", results) == 0
+    assert _measure("eca_resnet18*", data["folder"], results_file=str(results)).status == 0
     rows = json.loads(results.read_text())
     assert [r["model"] for r in rows] == ["eca_resnet18", "eca_resnet18_k3577"]
     assert all((r["top1"], r["top5"], r["verdict"]) == (62.5, 87.5, "PASS") for r in rows)

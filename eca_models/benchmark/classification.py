@@ -15,6 +15,7 @@ first of a repetition follows the same model every time.
 import ctypes
 import ctypes.util
 import dataclasses
+import inspect
 import io
 import json
 import math
@@ -57,6 +58,9 @@ T = TypeVar("T")
 
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
 DEPTHS.update({101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))})
+# the run's settings, as the report and the command's first line give them
+SETTINGS = ("backbone", "device", "batch_size", "img_size", "channels_last", "amp", "compile", "trace", "onnxruntime")
+SETTINGS += ("reps", "warmup", "iters")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
 
 # Paper Table 3 (2080Ti GPUs, batch not stated): training and inference FPS.
@@ -377,27 +381,14 @@ def _cpu_name() -> str:
 def benchmark(
     backbone: str = "resnet50",
     *,
-    device: str = "cpu",
-    batch_size: int = 32,
-    img_size: int = 224,
-    channels_last: bool = False,
-    amp: bool = False,
-    compile: bool = False,
-    trace: bool = False,
-    onnxruntime: bool = False,
-    reps: int = 5,
-    warmup: int = 2,
-    iters: int = 1,
-    train: bool = True,
     keep_memory: bool = False,
     results_file: Optional[Union[str, Path]] = None,
     plot: Optional[Union[str, Path]] = None,
     announce: Callable[[Dict[str, Any]], None] = lambda settings: None,
+    **timing: Any,
 ) -> Dict[str, Any]:
     """The paper's Table 3 on this machine: :func:`run_benchmark` on ``backbone``'s models, and the time to load
     our checkpoint from safetensors against the authors' pickle.
-
-    The other arguments are :func:`run_benchmark`'s.
 
     Args:
         backbone: One of :data:`BACKBONES`.
@@ -405,6 +396,7 @@ def benchmark(
         results_file: Also write the report here as JSON.
         plot: Also draw the images/s ratios here as a bar chart (PNG).
         announce: Called with the settings before the timing starts.
+        **timing: :func:`run_benchmark`'s arguments (``device``, ``batch_size``, ``img_size``, ``reps``, ...).
 
     Returns:
         The report: ``settings``, ``machine``, ``models`` (one :class:`Result` each, as a dict), ``loading``,
@@ -413,16 +405,14 @@ def benchmark(
     check_outputs(results_file, plot)
     if keep_memory and not keep_freed_memory():
         raise UsageError("--keep-memory works with glibc on Linux only; run without it")
-    if onnxruntime:
+    call = inspect.signature(run_benchmark).bind(backbone, **timing)  # an unknown keyword: TypeError
+    call.apply_defaults()
+    if call.arguments["onnxruntime"]:
         require_onnx()
-    settings = dict(backbone=backbone, device=device, batch_size=batch_size, img_size=img_size,
-                    channels_last=channels_last, amp=amp, compile=compile, trace=trace, onnxruntime=onnxruntime,
-                    reps=reps, warmup=warmup, iters=iters, keep_memory=keep_memory)  # fmt: skip
+    settings = {k: call.arguments[k] for k in SETTINGS}
+    settings["keep_memory"] = keep_memory
     announce(settings)
-    results = run_benchmark(
-        backbone, device, batch_size, img_size, channels_last, amp, compile, reps, warmup, iters, train=train,
-        trace=trace, onnxruntime=onnxruntime,
-    )  # fmt: skip
+    results = run_benchmark(**call.arguments)
     report = {
         "settings": settings,
         "machine": machine(),
@@ -435,7 +425,11 @@ def benchmark(
     if plot:
         from ..plots import plot_benchmark  # matplotlib, only when drawing (start-up time)
 
-        plot_benchmark(results, Path(plot), f"{backbone}, batch {batch_size}, {img_size}px, {device}")
+        plot_benchmark(
+            results,
+            Path(plot),
+            f"{backbone}, batch {settings['batch_size']}, {settings['img_size']}px, {settings['device']}",
+        )
     return report
 
 

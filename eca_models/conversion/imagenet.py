@@ -9,15 +9,14 @@ leaves nothing half-written.
 import dataclasses
 import re
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Tuple, Union
 
 import timm
 import torch
-from safetensors.torch import save_file
-from timm.models._hub import save_config_for_hf
 
 from ..complexity import count_macs, count_params
-from ..files import OutputPathError, atomic_folder, atomic_path, check_new_folder, sha256_file, write_text_atomic
+from ..files import sha256_file
+from ..weights.folders import check_out_dir, new_model_folder, write_hub_files
 from ..weights.loading import WEIGHTS_FILE, WeightsError, read_weights_file
 from ..weights.manifest import find_checkpoint
 from ..weights.model_card import render_model_card
@@ -25,13 +24,10 @@ from ..zoo import list_models
 
 __all__ = [
     "ConversionReport",
-    "check_out_dir",
     "convert_checkpoint",
     "describe_kernels",
     "remap_checkpoint",
-    "save_hub_folder",
     "verify_hub_folder",
-    "write_hub_files",
 ]
 
 
@@ -59,67 +55,6 @@ def describe_kernels(model: torch.nn.Module) -> str:
 
 def _fixed_input(size: int) -> torch.Tensor:
     return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-
-
-def write_hub_files(
-    model: torch.nn.Module,
-    folder: Union[str, Path],
-    card: str,
-    metadata: Dict[str, str],
-    model_config: Optional[Dict] = None,
-    data_config: Optional[Dict] = None,
-) -> None:
-    """Write ``model.safetensors``, ``config.json`` and ``README.md`` into ``folder``, each atomically.
-
-    Args:
-        model: The model whose weights and config to save.
-        folder: An existing folder.
-        card: The model card text.
-        metadata: String metadata stored in the safetensors header.
-        model_config: Extra timm config entries (``label_names``, ``pretrained_cfg`` overrides).
-        data_config: The preprocessing the weights expect, when not the model's pretrained cfg's.
-    """
-    folder = Path(folder)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:  # safetensors would create its file 0600
-        save_file(state, str(tmp), metadata={"format": "pt", **metadata})
-    model_args = {"kernel_sizes": model.kernel_code}
-    with atomic_path(folder / "config.json") as tmp:
-        save_config_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, data_config=data_config)
-    write_text_atomic(folder / "README.md", card)
-
-
-def save_hub_folder(
-    model: torch.nn.Module,
-    out_dir: Union[str, Path],
-    card: str,
-    metadata: Dict[str, str],
-    overwrite: bool = False,
-) -> Path:
-    """:func:`write_hub_files` into a new folder, made whole beside the target and renamed into place.
-
-    Args:
-        model: The model whose weights and config to save.
-        out_dir: Target folder; it must not exist (or be empty) unless ``overwrite``.
-        card: The model card text.
-        metadata: String metadata stored in the safetensors header.
-        overwrite: Replace an existing folder.
-    """
-    out_dir = Path(out_dir)
-    try:
-        with atomic_folder(out_dir, overwrite) as tmp:
-            write_hub_files(model, tmp, card, metadata)
-    except FileExistsError as e:
-        raise WeightsError(str(e)) from None
-    return out_dir
-
-
-def check_out_dir(out_dir: Union[str, Path], overwrite: bool) -> None:
-    """The output folder checked before the work (one line naming it), as a :class:`WeightsError`."""
-    try:
-        check_new_folder(out_dir, overwrite, "--out")
-    except (FileExistsError, OutputPathError) as e:
-        raise WeightsError(str(e)) from None
 
 
 def remap_checkpoint(checkpoint: Dict, model_name: str, source_name: str = "") -> Tuple[torch.nn.Module, List[str]]:
@@ -208,12 +143,9 @@ def convert_checkpoint(
     x = _fixed_input(check_size)
     with torch.no_grad():
         expected = model(x)
-    try:
-        with atomic_folder(out_dir, overwrite) as tmp:
-            write_hub_files(model, tmp, card, metadata)
-            diff = verify_hub_folder(model_name, tmp, x, expected)
-    except FileExistsError as e:
-        raise WeightsError(str(e)) from None
+    with new_model_folder(out_dir, overwrite) as tmp:  # renamed into place only once it reloads the same
+        write_hub_files(model, tmp, card, metadata)
+        diff = verify_hub_folder(model_name, tmp, x, expected)
     log(f"wrote {out_dir}: {WEIGHTS_FILE}, config.json, README.md")
     log(
         f"reloaded it: logits identical to the source file's on a fixed "

@@ -1,19 +1,17 @@
 """The release's detector files (mmdetection v1 ``save_checkpoint``) to torchvision's detectors and Hub folders.
 
 Four steps, each a function: :func:`read_mmdet_checkpoint` (``weights_only=True``), :func:`remap_state_dict`
-(every key consumed or named in a one-line error), :func:`save_detector_folder` (``model.safetensors``,
+(every key consumed or named in a one-line error), :func:`~eca_models.detection.weights.write_detector_files` (``model.safetensors``,
 ``config.json``, ``README.md``, written atomically) and :func:`verify_detector_folder` (the folder reloads to the
 same outputs). :func:`convert_mmdet_checkpoint` runs them in order.
 """
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from ..detection import get_builder
@@ -21,19 +19,18 @@ from ..detection.architectures import find_architecture
 from ..detection.labels import LabelMap, coco_categories
 from ..detection.legacy import use_legacy_coordinates
 from ..detection.model_card import render_detector_card
-from ..detection.weights import CONFIG_FILE, detector_config, released_checkpoint, state_dict_mismatch
-from ..files import atomic_folder, atomic_path, sha256_file, write_text_atomic
+from ..detection.weights import CONFIG_FILE, released_checkpoint, state_dict_mismatch, write_detector_files
+from ..files import sha256_file
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
+from ..weights.folders import check_out_dir, new_model_folder
 from ..weights.loading import WEIGHTS_FILE, read_weights_file, unwrap_checkpoint
-from .imagenet import check_out_dir
 
 __all__ = [
     "MmdetCheckpoint",
     "convert_mmdet_checkpoint",
     "read_mmdet_checkpoint",
     "remap_state_dict",
-    "save_detector_folder",
     "verify_detector_folder",
 ]
 
@@ -226,39 +223,6 @@ def label_map_for(ckpt: MmdetCheckpoint, head_width: int) -> Tuple[LabelMap, Lis
     return LabelMap(tuple(ids), tuple(classes), background), notes
 
 
-def save_detector_folder(
-    model: nn.Module, out_dir: Union[str, Path], card: str, metadata: Dict[str, str], overwrite: bool = False, **config
-) -> Path:
-    """``model.safetensors``, ``config.json`` and ``README.md`` into a new folder, made whole beside it and renamed.
-
-    Args:
-        model: A detector built by this package (it carries ``detector_cfg`` and ``label_map``).
-        out_dir: The folder; it must not exist or be empty unless ``overwrite``.
-        card: The model card.
-        metadata: String metadata for the safetensors header.
-        overwrite: Replace an existing folder.
-        **config: More ``config.json`` entries (source file, its sha256, ...).
-    """
-    try:
-        with atomic_folder(out_dir, overwrite) as tmp:
-            write_detector_files(model, tmp, card, metadata, **config)
-    except FileExistsError as e:
-        raise WeightsError(str(e)) from None
-    return Path(out_dir)
-
-
-def write_detector_files(
-    model: nn.Module, folder: Union[str, Path], card: str, metadata: Dict[str, str], **config
-) -> None:
-    """The three files of a detector folder into an existing ``folder``, each atomically."""
-    folder = Path(folder)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", **metadata})
-    write_text_atomic(folder / CONFIG_FILE, json.dumps(detector_config(model, **config), indent=2) + "\n")
-    write_text_atomic(folder / "README.md", card)
-
-
 def _check_input(size: int) -> List[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return [torch.rand(3, size, size + size // 4, generator=g), torch.rand(3, size - size // 4, size, generator=g)]
@@ -375,12 +339,9 @@ def convert_mmdet_checkpoint(
     released = released_checkpoint(architecture, ckpt.kernel_code, label_map)
     if released is not None:
         metadata["checkpoint"] = released.name  # what `eca-models publish` records the upload in
-    try:
-        with atomic_folder(out_dir, overwrite) as tmp:  # renamed into place only once it checks out
-            write_detector_files(model, tmp, card, metadata, source_file=Path(src).name, source_sha256=source_sha)
-            diff = verify_detector_folder(model, tmp)
-    except FileExistsError as e:
-        raise WeightsError(str(e)) from None
+    with new_model_folder(out_dir, overwrite) as tmp:  # renamed into place only once it checks out
+        write_detector_files(model, tmp, card, metadata, source_file=Path(src).name, source_sha256=source_sha)
+        diff = verify_detector_folder(model, tmp)
     log(f"wrote {out_dir}: {WEIGHTS_FILE}, {CONFIG_FILE}, README.md")
     log(f"checked: it reloads to the same FPN, head and detection outputs (max abs diff {diff:g})")
     return DetectorConversion(Path(out_dir), architecture, ckpt.kernel_code, source_sha, diff, notes)

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..weights import WeightsError, find_checkpoint
 from ..weights.fetch import fetch_weights
+from ..weights.folders import write_model_files
 from ..weights.loading import WEIGHTS_FILE, read_safetensors
 from ._registry import is_detector
 from .architectures import TASKS, get_architecture
@@ -23,6 +24,7 @@ __all__ = [
     "load_detector_weights",
     "read_detector_folder",
     "detector_config",
+    "write_detector_files",
     "CONFIG_FILE",
 ]
 
@@ -84,6 +86,18 @@ def detector_config(model: nn.Module, **extra: Any) -> Dict[str, Any]:
         "legacy_coordinates": bool(cfg.get("legacy_coordinates", False)),
         **extra,
     }
+
+
+def write_detector_files(
+    model: nn.Module, folder: Union[str, Path], card: str, metadata: Dict[str, str], **config: Any
+) -> None:
+    """A detector's folder: :func:`~eca_models.weights.folders.write_model_files` with its ``config.json``
+    (:func:`detector_config` and ``config``'s entries: source file, its sha256, what it was fine-tuned on, ...)."""
+
+    def write_config(path: Path) -> None:
+        path.write_text(json.dumps(detector_config(model, **config), indent=2) + "\n", encoding="utf-8")
+
+    write_model_files(model, folder, card, metadata, write_config)
 
 
 def released_checkpoint(architecture: str, kernel_code: str, label_map: LabelMap):

@@ -18,7 +18,6 @@ from timm.scheduler import create_scheduler_v2
 
 from .. import distributed
 from ..complexity import count_macs, count_params
-from ..conversion.imagenet import write_hub_files
 from ..data.folders import ClassFolders, find_class_folders
 from ..data.images import ImageListDataset, ShardSampler, unreadable
 from ..errors import ModelUnavailable, UsageError
@@ -26,6 +25,7 @@ from ..evaluation.classification import evaluate
 from ..factory import load_model
 from ..plots import plot_curves
 from ..weights import find_checkpoint
+from ..weights.folders import write_hub_files
 from ..weights.model_card import render_model_card
 from ..zoo import AVAILABLE, weights_state
 from .loop import Stepper, StepResult, train_one_epoch

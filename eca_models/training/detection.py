@@ -21,14 +21,13 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 
 from .. import distributed
-from ..conversion.mmdet_v1 import write_detector_files
 from ..data.imagenet import DataError
 from ..detection import create_detector, load_detector_model
 from ..detection.architectures import get_architecture
 from ..detection.coco import CocoData, CocoDataset, collate, find_coco_splits, read_coco
 from ..detection.labels import LabelMap
 from ..detection.model_card import render_detector_card
-from ..detection.weights import read_detector_folder
+from ..detection.weights import read_detector_folder, write_detector_files
 from ..errors import ModelUnavailable, UsageError
 from ..evaluation.detection import coco_evaluate, predict_coco
 from ..factory import weights_usage_errors
