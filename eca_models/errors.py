@@ -6,7 +6,9 @@ would expect (a weights problem is a ``RuntimeError``, bad data a ``ValueError``
 so ``except EcaModelsError`` catches them all and older ``except`` clauses keep working.
 """
 
-__all__ = ["EcaModelsError", "ModelUnavailable", "UsageError"]
+from typing import Any
+
+__all__ = ["EcaModelsError", "ModelUnavailable", "UsageError", "flag", "require_whole_number"]
 
 
 class EcaModelsError(Exception):
@@ -20,3 +22,15 @@ class UsageError(EcaModelsError):
 class ModelUnavailable(UsageError):
     """A model that cannot be loaded (unknown, or its weights missing or unusable): a run over several models skips
     it with one line."""
+
+
+def flag(name: str) -> str:
+    """The command line's spelling of an option, as the one-line errors name it: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def require_whole_number(name: str, value: Any, minimum: int) -> None:
+    """A :class:`UsageError` naming the option ``name`` unless ``value`` is None or a whole number of at least
+    ``minimum`` (the check argparse makes on the command line, for a Python caller)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise UsageError(f"{flag(name)} {value!r}: expected a whole number of at least {minimum}")

@@ -109,7 +109,22 @@ def authors_file_for(name: str, folder: Path, seed: int = 0) -> Tuple[Path, nn.M
     return path, ref
 
 
-class LoopbackHub:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 in a thread of its own, at ``self.endpoint``, until :meth:`stop`."""
+
+    def serve(self, handler: type, daemon_threads: bool = False) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = daemon_threads
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class LoopbackHub(LoopbackServer):
     """A minimal Hugging Face Hub on 127.0.0.1: serves files of local folders under resolve URLs.
 
     ``repos`` maps ``ORG/NAME`` to a folder; any revision resolves to the same files. huggingface_hub's
@@ -158,14 +173,7 @@ class LoopbackHub:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 def ranking_checkpoint(path: Path, ranked: "list[int]", name: str = "eca_resnet18_k3577") -> Path:
@@ -197,7 +205,7 @@ def write_image(path: Path, seed: int, size: int = 40) -> Path:
     return path
 
 
-class LoopbackDrive:
+class LoopbackDrive(LoopbackServer):
     """A stand-in for Google Drive's download endpoint on 127.0.0.1: ``/uc?id=<file id>`` answers as ``files`` says.
 
     ``files[id]`` is the file's bytes, or one of: ``"quota"`` (Drive's 'too many users' page), ``"missing"`` (404),
@@ -260,12 +268,4 @@ class LoopbackDrive:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler, daemon_threads=True)

@@ -5,9 +5,8 @@ them. The averaged arrays are saved next to the figure (.npz). In Python: eca_mo
 import argparse
 import sys
 
-import torch
-
 from ..attention import attention_figure
+from ..runtime import default_device
 from .common import add_num_classes_arg, positive_int
 
 HELP = "plot per-class channel weights of ECA blocks (the paper's Figure 6)"
@@ -29,7 +28,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=positive_int, help="input size (default: the model's)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     add_num_classes_arg(parser)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..errors import ModelUnavailable, UsageError
-from ..runtime import default_workers
+from ..runtime import default_device, default_workers
 
 __all__ = [
     "ModelUnavailable",
@@ -106,6 +106,6 @@ def add_runtime_args(parser: argparse.ArgumentParser, batch_size: Optional[int])
         default=default_workers(),
         help="data loading processes (default: the CPU cores this process may use, at most 8)",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")

@@ -8,9 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from ..prediction import detection_line, predict
+from ..runtime import default_device
 from .common import add_num_classes_arg, positive_int, probability
 
 HELP = "print the top-k classes of images (detectors: their boxes, drawn with --out-dir)"
@@ -22,7 +21,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="weights file or folder for a registered name")
     add_num_classes_arg(parser)
     parser.add_argument("--top-k", type=positive_int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
         "--score-thr", type=probability, default=0.3, help="detectors: show detections scoring this or more (0-1)"
@@ -44,11 +43,13 @@ def run(args: argparse.Namespace) -> int:
     found = predict(args.images, args.model, **{k: getattr(args, k) for k in options})
     if args.json:
         print(json.dumps(found.results, indent=2))
-    for r in [] if args.json else found.results:
-        if "detections" in r:
-            print(detection_line(r, args.max_boxes))
-        else:
-            print(f"{Path(r['image']).name}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+    else:
+        for r in found.results:
+            if "detections" in r:
+                print(detection_line(r, args.max_boxes))
+            else:
+                top = ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
+                print(f"{Path(r['image']).name}: {top}")
     if found.drawn:
         print(f"drawn {found.drawn} images in {args.out_dir}", file=sys.stderr)
     if found.unreadable:

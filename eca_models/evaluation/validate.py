@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from .. import distributed
 from ..detection import list_detectors
 from ..detection.weights import is_detector_source
-from ..errors import ModelUnavailable, UsageError
+from ..errors import ModelUnavailable, UsageError, require_whole_number
 from ..files import check_output_file, write_text_atomic
 from ..runtime import default_device, default_workers
 from ..zoo import list_models
@@ -55,9 +55,7 @@ class ValidateOptions:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "limit", "img_size", "min_size", "max_size", "num_classes"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected a whole number of at least 1")
+            require_whole_number(name, getattr(self, name), 1)
         if self.on_error not in ("skip", "fail"):
             raise UsageError(f"--on-error {self.on_error!r}: choose skip or fail")
         if self.results_file and Path(self.results_file).suffix.lower() not in (".json", ".csv"):

@@ -28,7 +28,7 @@ from ..detection.coco import CocoData, CocoDataset, collate, find_coco_splits, r
 from ..detection.labels import LabelMap
 from ..detection.model_card import render_detector_card
 from ..detection.weights import read_detector_folder, write_detector_files
-from ..errors import ModelUnavailable, UsageError
+from ..errors import ModelUnavailable, UsageError, flag
 from ..evaluation.detection import coco_evaluate, predict_coco
 from ..factory import weights_usage_errors
 from ..plots import plot_curves
@@ -50,7 +50,7 @@ def read_splits(options: FinetuneOptions) -> Tuple[CocoData, CocoData]:
         missing = [f for f in SPLIT_OPTIONS if not getattr(options, f)]
         if missing:
             raise DataError(
-                f"explicit splits need all of --train-annotations, --train-images, --val-annotations, --val-images (missing --{missing[0].replace('_', '-')})"
+                f"explicit splits need all of --train-annotations, --train-images, --val-annotations, --val-images (missing {flag(missing[0])})"
             )
         return (
             read_coco(Path(options.train_annotations), Path(options.train_images)),

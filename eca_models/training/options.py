@@ -6,10 +6,10 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import UsageError
+from ..errors import UsageError, flag, require_whole_number
 from ..runtime import default_device, default_workers
 
-__all__ = ["CLASSIFIER", "DETECTOR", "FinetuneOptions", "flag"]
+__all__ = ["CLASSIFIER", "DETECTOR", "FinetuneOptions"]
 
 CLASSIFIER, DETECTOR = "classifier", "detector"
 RELEASE_EPOCHS, RELEASE_STEPS, RELEASE_LR, RELEASE_BATCH = 12, (8, 11), 0.02, 16  # mmdetection v1's 1x schedule
@@ -17,11 +17,6 @@ RELEASE_EPOCHS, RELEASE_STEPS, RELEASE_LR, RELEASE_BATCH = 12, (8, 11), 0.02, 16
 
 def _only(task: str, default: Any = None) -> Any:
     return dataclasses.field(default=default, metadata={"task": task})
-
-
-def flag(name: str) -> str:
-    """The command line's spelling of an option: ``batch_size`` -> ``--batch-size``."""
-    return "--" + name.replace("_", "-")
 
 
 @dataclasses.dataclass
@@ -80,13 +75,13 @@ class FinetuneOptions:
         self.model, self.output = str(self.model), str(self.output)
         self.data = None if self.data is None else str(self.data)
         for name in ("epochs", "batch_size", "img_size", "min_size", "max_size"):
-            _check(name, getattr(self, name), 1)
+            require_whole_number(name, getattr(self, name), 1)
         for name in ("workers", "save_every_steps", "warmup_epochs", "warmup_iters"):
-            _check(name, getattr(self, name), 0)
+            require_whole_number(name, getattr(self, name), 0)
         if self.lr_steps is not None:
             self.lr_steps = [int(s) for s in self.lr_steps]
             for step in self.lr_steps:
-                _check("lr_steps", step, 1)
+                require_whole_number("lr_steps", step, 1)
         if self.trainable_backbone_layers not in range(6):
             raise UsageError(f"--trainable-backbone-layers {self.trainable_backbone_layers}: choose 0 to 5")
         if not 0.0 <= self.hflip <= 1.0:
@@ -132,11 +127,6 @@ class FinetuneOptions:
     def to_json(self) -> Dict[str, Any]:
         """What ``args.json`` holds: every option, as the run used it."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def _check(name: str, value: Optional[int], minimum: int) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise UsageError(f"{flag(name)} {value!r}: expected a whole number of at least {minimum}")
 
 
 def _comparable(value: Any) -> Any:

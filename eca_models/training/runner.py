@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..errors import EcaModelsError
+from ..errors import EcaModelsError, flag
 from ..files import write_text_atomic
 from .options import FinetuneOptions
 from .state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
@@ -68,7 +68,7 @@ def check_resume_args(run_dir: Path, options: FinetuneOptions) -> None:
     now = json.loads(json.dumps(options.to_json(), default=str))
     saved.setdefault("weights_backbone", saved.get("backbone_checkpoint"))  # its name in runs of 0.1.0
     changed = [
-        f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}"
+        f"{flag(k)} {saved.get(k)!r} -> {now.get(k)!r}"
         for k in sorted(now)  # the options of this version (older runs also saved the command's name)
         if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
     ]
