@@ -1,12 +1,13 @@
 """torch.hub entrypoints for eca-models.
 
-    model = torch.hub.load('path/to/eca-models', 'eca_resnet50', source='local', pretrained=True)
-    model = torch.hub.load('ORG/eca-models', 'eca_resnet50_k3557', num_classes=10)
+    model = torch.hub.load('ORG/eca-models', 'eca_resnet50', pretrained=True)  # from GitHub
+    model = torch.hub.load('path/to/eca-models', 'eca_resnet50_k3557', source='local', num_classes=10)
 
 Every entrypoint takes the same ``pretrained=`` and keyword arguments as ``timm.create_model``.
 """
 
-dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors"]
+# what the entrypoints import, pretrained=True included (gdown fetches the authors' files until the Hub has them)
+dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors", "tqdm", "gdown"]
 
 import os as _os  # noqa: E402
 import sys as _sys  # noqa: E402

@@ -133,10 +133,10 @@ def test_publish_refuses_what_is_not_a_converted_folder(tmp_path, converted, cap
 def test_publish_without_a_network_is_one_line_and_records_nothing(converted, tmp_path):
     """No Hub to reach (a closed loopback port): one line, exit 2, the manifest untouched."""
     manifest = tmp_path / "manifest.json"
-    manifest.write_bytes((ROOT / "weights" / "manifest.json").read_bytes())
+    manifest.write_bytes((ROOT / "eca_models" / "weights" / "manifest.json").read_bytes())
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_test", "HF_HUB_OFFLINE": "0"}
     result = run_cli("publish", str(converted), "--repo", "someone/eca", "--manifest", str(manifest), env=env)
     assert result.returncode == 2
     assert result.stderr.startswith("eca-models publish: error: uploading to someone/eca failed (ConnectError")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-    assert manifest.read_bytes() == (ROOT / "weights" / "manifest.json").read_bytes()
+    assert manifest.read_bytes() == (ROOT / "eca_models" / "weights" / "manifest.json").read_bytes()

@@ -1,5 +1,8 @@
 import importlib.util
+import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +23,7 @@ def _hubconf():
 
 def test_entrypoints_as_torch_hub_list_and_help_see_them():
     hub = _hubconf()
-    assert hub.dependencies == ["torch", "torchvision", "timm", "huggingface_hub", "safetensors"]
+    assert hub.dependencies == ["torch", "torchvision", "timm", "huggingface_hub", "safetensors", "tqdm", "gdown"]
     listed = sorted(f for f in dir(hub) if callable(getattr(hub, f)) and not f.startswith("_"))  # as torch.hub.list
     assert listed == sorted(NAMES + DETECTORS)
     for name in NAMES + DETECTORS:
@@ -45,17 +48,83 @@ def test_torch_hub_load_local(name):
     assert model.num_classes == 3 and model.kernel_code.startswith("k")
 
 
-def test_torch_hub_load_from_a_checkout_that_is_not_installed(tmp_path):
-    copy = tmp_path / "eca-models"
-    copy.mkdir()
-    for item in ("eca_models", "weights", "hubconf.py"):
-        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, copy / item)
+def _git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def zipball(tmp_path_factory) -> Path:
+    """The repository as GitHub serves ``ORG/eca-models:main`` to torch.hub: ``git archive --format=zip`` of HEAD
+    (with this checkout's uncommitted edits to tracked files, so a developer tests what they will push) under one
+    ``eca-models-main/`` folder."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tree = _git("stash", "create") or "HEAD"
+    out = tmp_path_factory.mktemp("github") / "main.zip"
+    _git("archive", "--format=zip", "--prefix=eca-models-main/", "-o", str(out), tree)
+    return out
+
+
+# torch.hub's own download, extraction and import, with only the transfer served from the zipball above; run where
+# the installed eca_models would be found if torch.hub's extracted folder were not first on sys.path
+HUB_SCRIPT = """
+import json, shutil, sys
+import torch, torch.hub
+
+def transfer(url, dst, hash_prefix=None, progress=True):
+    assert url == "https://github.com/ORG/eca-models/zipball/main", url
+    shutil.copyfile(ZIP, dst)
+
+torch.hub.download_url_to_file = transfer
+repo = "ORG/eca-models:main"
+names = torch.hub.list(repo, trust_repo=True, skip_validation=True)
+out = {"names": names}
+with torch.device("meta"):
+    for name in names:
+        model = torch.hub.load(repo, name, trust_repo=True, skip_validation=True)
+        out[name] = type(model).__name__
+real = torch.hub.load(repo, "eca_mobilenetv2", num_classes=3, trust_repo=True, skip_validation=True)
+out["logits"] = list(real.eval()(torch.zeros(1, 3, 64, 64)).shape)
+try:
+    torch.hub.load(repo, "eca_resnet18", pretrained=True, trust_repo=True, skip_validation=True)
+except Exception as e:
+    import eca_models.errors
+    out["offline"] = [isinstance(e, eca_models.errors.EcaModelsError), str(e)]
+out["package"] = sys.modules["eca_models"].__file__
+out["hub_dir"] = torch.hub.get_dir()
+print(json.dumps(out))
+"""
+
+
+def test_torch_hub_from_github_builds_every_entrypoint(zipball, tmp_path):
+    """torch.hub.load('ORG/eca-models:main', ...) as a user runs it: torch.hub extracts GitHub's zipball with
+    zipfile (which writes a symbolic link as a text file), imports hubconf.py from it, and every entrypoint builds;
+    offline, with nothing cached, pretrained=True is the package's one-line error."""
+    env = {"TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    result = run_python(f"ZIP = {str(zipball)!r}\n{HUB_SCRIPT}", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(out["names"]) == sorted(NAMES + DETECTORS)
+    assert {out[n] for n in NAMES} == {"EcaResNet", "EcaMobileNetV2"}
+    assert {out[n] for n in DETECTORS} == {"FasterRCNN", "MaskRCNN", "RetinaNet"}
+    assert out["logits"] == [1, 3]
+    assert Path(out["package"]).is_relative_to(out["hub_dir"])  # the extracted code, not the installed package
+    is_ours, message = out["offline"]
+    assert is_ours and len(message.splitlines()) == 1 and "HF_HUB_OFFLINE" in message
+
+
+def test_a_checkout_without_symbolic_links_imports_and_lists(tmp_path):
+    """git for Windows' default (core.symlinks=false) writes links as text files: such a clone imports, lists the
+    models and reads the manifest."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "eca-models"
+    _git("clone", "-q", "-c", "core.symlinks=false", str(ROOT), str(clone), cwd=tmp_path)
     code = (
-        f"import torch; m = torch.hub.load({str(copy)!r}, 'eca_mobilenetv2', source='local', trust_repo=True);"
-        "import eca_models.weights as w; print(type(m).__name__, w.__file__)"
+        "import eca_models; from eca_models.weights import list_checkpoints;"
+        "print(len(eca_models.list_models()), len(list_checkpoints()), eca_models.__file__)"
     )
-    result = run_python(code, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (
-        "EcaMobileNetV2" in result.stdout and str(copy / "eca_models" / "weights") in result.stdout
-    )  # this checkout's
+    result = run_python(code, env={"PYTHONPATH": str(clone)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    models, checkpoints, where = result.stdout.split()
+    assert int(models) > 0 and int(checkpoints) == 12 and Path(where).is_relative_to(clone)

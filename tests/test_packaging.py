@@ -1,5 +1,5 @@
-"""What pyproject.toml installs is the whole package: every sub-package, and the manifest; the top-level weights/
-folder holds the manifest and no code."""
+"""What pyproject.toml installs is the whole package and its manifest, and the repository holds nothing that a
+zipball (torch.hub), a Windows checkout or an sdist turns into something else: no symbolic links."""
 
 import subprocess
 import sys
@@ -9,27 +9,36 @@ from importlib import resources
 import tomllib
 from conftest import ROOT
 
+MANIFEST = ROOT / "eca_models" / "weights" / "manifest.json"
 
-def test_every_subpackage_is_listed_and_the_manifest_ships():
+
+def _tracked() -> list:
+    """``git ls-files -s`` of the checkout: ``mode sha stage\tpath`` per file."""
+    result = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()
+
+
+def test_no_symbolic_links_are_tracked():
+    """zipfile (torch.hub), git with core.symlinks=false (Windows) and some archivers write a link as a text file
+    holding its target, so a tracked link breaks the package for those users."""
+    links = [line.split("\t", 1)[1] for line in _tracked() if line.startswith("120000 ")]
+    assert not links, f"symbolic links in the repository: {links}"
+
+
+def test_one_manifest_in_the_package_and_none_beside_it():
+    manifests = [line.split("\t", 1)[1] for line in _tracked() if line.endswith("manifest.json")]
+    assert manifests == ["eca_models/weights/manifest.json"]
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    on_disk = {
-        "eca_models." + ".".join(p.parent.relative_to(ROOT / "eca_models").parts)
-        for p in (ROOT / "eca_models").rglob("__init__.py")
-    }
-    assert set(config["packages"]) == {name.rstrip(".") for name in on_disk}
-    assert "package-dir" not in config  # every package is where it lies
     assert "manifest.json" in config["package-data"]["eca_models.weights"]
-    assert not list((ROOT / "weights").glob("*.py"))  # the top-level folder is data, not code
-    link = ROOT / "eca_models" / "weights" / "manifest.json"
-    assert link.resolve() == (ROOT / "weights" / "manifest.json").resolve()
+    assert {p.name for p in (ROOT / "weights").iterdir()} == {"README.md"}  # the maintainers' page, no copy
 
 
-def test_the_installed_package_reads_the_top_level_manifest():
+def test_the_installed_package_reads_the_manifest_maintainers_edit():
     from eca_models.weights.manifest import _manifest_path
 
     shipped = resources.files("eca_models.weights").joinpath("manifest.json").read_bytes()
-    assert shipped == (ROOT / "weights" / "manifest.json").read_bytes()
-    assert _manifest_path() == (ROOT / "weights" / "manifest.json").resolve()  # updates write the real file
+    assert shipped == MANIFEST.read_bytes()
+    assert _manifest_path() == MANIFEST.resolve()  # updates write the tracked file
 
 
 def test_a_wheel_carries_the_manifest_and_every_module(tmp_path):
@@ -41,7 +50,7 @@ def test_a_wheel_carries_the_manifest_and_every_module(tmp_path):
     (wheel,) = tmp_path.glob("eca_models-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        assert archive.read("eca_models/weights/manifest.json") == (ROOT / "weights" / "manifest.json").read_bytes()
+        assert archive.read("eca_models/weights/manifest.json") == MANIFEST.read_bytes()
     for module in ("fetch", "release", "loading", "manifest", "folders", "publish", "model_card"):
         assert f"eca_models/weights/{module}.py" in names
     modules = {str(p.relative_to(ROOT)) for p in (ROOT / "eca_models").rglob("*.py")}

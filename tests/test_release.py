@@ -126,7 +126,7 @@ def test_a_detector_from_the_authors_file(served, cache):
 
 
 def test_download_all_on_three_stand_in_entries(served, cache, tmp_path):
-    manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
+    manifest = json.loads((ROOT / "eca_models" / "weights" / "manifest.json").read_text())
     keep = (R18.name, MOBILE.name, FASTER.name)
     manifest["checkpoints"] = {k: v for k, v in manifest["checkpoints"].items() if k in keep}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -199,7 +199,7 @@ def test_every_failure_is_one_line_and_leaves_the_cache_as_it_was(served, cache,
 
 
 def test_a_file_other_than_the_pinned_one_is_refused(served, cache, tmp_path, monkeypatch, capsys):
-    manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
+    manifest = json.loads((ROOT / "eca_models" / "weights" / "manifest.json").read_text())
     manifest["checkpoints"][R18.name]["release"]["sha256"] = "0" * 64
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     env = {**os.environ, "ECA_MODELS_MANIFEST": str(tmp_path / "manifest.json")}
@@ -289,7 +289,7 @@ def test_publish_all_cached_records_the_hub_pin_and_the_original(served, cache, 
 
     fetch_weights(MOBILE)
     manifest = tmp_path / "manifest.json"
-    manifest.write_text((ROOT / "weights" / "manifest.json").read_text())
+    manifest.write_text((ROOT / "eca_models" / "weights" / "manifest.json").read_text())
     uploads = []
 
     def upload(folder, repo_id, message):  # stands in for the network step only

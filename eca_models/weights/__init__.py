@@ -1,6 +1,6 @@
 """Weights: the manifest of released checkpoints, and getting their files safely.
 
-``manifest.json`` (the checkout's top-level ``weights/manifest.json``) is the single source of every
+``manifest.json`` (beside this module; no other copy exists) is the single source of every
 checkpoint's figures; :mod:`.fetch` is the one path to a checkpoint's weights (a local folder, the cache, the
 Hub, the authors' file through :mod:`.release`); :mod:`.loading` reads and checks files; :mod:`.convert` and
 :mod:`.publish` turn the authors' ``.pth.tar`` files into Hub repos.

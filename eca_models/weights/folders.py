@@ -3,17 +3,22 @@ each written atomically, into a folder made whole beside its target and renamed 
 complete (and, for a conversion, checked)."""
 
 import contextlib
+import copy
+import json
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import torch
 from safetensors.torch import save_file
-from timm.models._hub import save_config_for_hf
 
 from ..files import OutputPathError, atomic_folder, atomic_path, check_new_folder, write_text_atomic
 from .loading import WEIGHTS_FILE, WeightsError
 
-__all__ = ["check_out_dir", "new_model_folder", "write_hub_files", "write_model_files"]
+__all__ = ["check_out_dir", "hub_config", "new_model_folder", "write_hub_files", "write_model_files"]
+
+# pretrained-cfg entries that say where the source weights were, not what they are
+_SOURCE_KEYS = ("architecture", "url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source")
+_DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
 def check_out_dir(out_dir: Union[str, Path], overwrite: bool) -> None:
@@ -53,6 +58,48 @@ def write_model_files(
     write_text_atomic(folder / "README.md", card)
 
 
+def hub_config(
+    model: torch.nn.Module, model_config: Optional[Dict[str, Any]] = None, data_config: Optional[Dict] = None
+) -> Dict[str, Any]:
+    """timm's Hub ``config.json`` for a classifier, from the model's public attributes: ``architecture``,
+    ``num_classes``, ``label_names``, ``model_args`` (what rebuilds it: kernel sizes, input channels, classes,
+    pooling) and ``pretrained_cfg`` (the preprocessing the weights expect, without the source's location).
+
+    Written here rather than by timm's private ``save_config_for_hf``, whose arguments change between releases;
+    ``timm.create_model('local-dir:...')`` and ``'hf-hub:...'`` read this format in every timm the package allows
+    (held by the tests that reload converted and fine-tuned folders).
+
+    Args:
+        model: An eca-models classifier (it has ``kernel_code`` and a timm ``pretrained_cfg``).
+        model_config: Top-level entries (``label_names``) and ``pretrained_cfg`` overrides (``tag``).
+        data_config: The preprocessing the weights expect, when not the model's pretrained cfg's.
+    """
+    extra = copy.deepcopy(model_config or {})
+    source = model.pretrained_cfg
+    in_chans = model.get_submodule(source["first_conv"]).in_channels
+    cfg = {k: v for k, v in source.items() if v is not None and k not in _SOURCE_KEYS}
+    cfg.update(extra.pop("pretrained_cfg", {}))
+    cfg.update({k: data_config[k] for k in _DATA_KEYS if data_config and data_config.get(k) is not None})
+    cfg["input_size"] = (in_chans, *cfg["input_size"][1:])
+    if tuple(cfg["input_size"][1:]) != tuple(source["input_size"][1:]):
+        for key in ("pool_size", "test_input_size", "test_crop_pct"):  # the source's sizes no longer apply
+            cfg.pop(key, None)
+    if model.num_classes != source.get("num_classes"):
+        for key in ("label_names", "label_descriptions"):
+            cfg.pop(key, None)
+    cfg.update(num_classes=model.num_classes, custom_load=False)
+    pool = getattr(getattr(model, "global_pool", None), "pool_type", None)
+    model_args = {"kernel_sizes": model.kernel_code, "in_chans": in_chans, "num_classes": model.num_classes}
+    config = {"architecture": source["architecture"], "num_classes": model.num_classes}
+    config["num_features"] = model.num_features
+    if isinstance(pool, str) and pool:
+        config["global_pool"] = model_args["global_pool"] = pool
+    if extra.get("label_names"):
+        config["label_names"] = list(extra.pop("label_names"))
+    config.update(model_args=model_args, pretrained_cfg=cfg, **extra)
+    return config
+
+
 def write_hub_files(
     model: torch.nn.Module,
     folder: Union[str, Path],
@@ -61,8 +108,8 @@ def write_hub_files(
     model_config: Optional[Dict] = None,
     data_config: Optional[Dict] = None,
 ) -> None:
-    """A classifier's folder: :func:`write_model_files` with timm's ``config.json`` (the architecture, its kernel
-    sizes, the preprocessing), so that ``timm.create_model('local-dir:...')`` and the Hub load it.
+    """A classifier's folder: :func:`write_model_files` with timm's ``config.json`` (:func:`hub_config`), so that
+    ``timm.create_model('local-dir:...')`` and the Hub load it.
 
     Args:
         model: The model whose weights and config to save.
@@ -72,9 +119,5 @@ def write_hub_files(
         model_config: Extra timm config entries (``label_names``, ``pretrained_cfg`` overrides).
         data_config: The preprocessing the weights expect, when not the model's pretrained cfg's.
     """
-
-    def write_config(path: Path) -> None:
-        model_args = {"kernel_sizes": model.kernel_code}
-        save_config_for_hf(model, str(path), model_config=model_config, model_args=model_args, data_config=data_config)
-
-    write_model_files(model, folder, card, metadata, write_config)
+    config = json.dumps(hub_config(model, model_config, data_config), indent=2) + "\n"
+    write_model_files(model, folder, card, metadata, lambda path: path.write_text(config, encoding="utf-8"))

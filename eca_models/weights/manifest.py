@@ -1,6 +1,6 @@
 """The weights manifest: every released checkpoint and the evidence that goes with it.
 
-``manifest.json`` (the top-level ``weights/manifest.json`` of a checkout, linked here) is the one
+``manifest.json`` (``eca_models/weights/manifest.json``, a plain file: no other copy exists) is the one
 place where a checkpoint's figures are written: hub id and pinned revision, sha256 and size, kernel
 code, exact parameters, GMACs, the reported Top-1/Top-5, and where the authors' own file lies. Pretrained cfgs, model cards, ``eca-models list``, the docs and the
 validation targets are all read from it. ``tests/test_manifest.py`` holds each entry against
@@ -122,7 +122,7 @@ MANIFEST_ENV = "ECA_MODELS_MANIFEST"
 
 def _manifest_path() -> Path:
     """The manifest in use: ``ECA_MODELS_MANIFEST`` (a maintainer's draft, a test's stand-in), else the package's
-    (in a checkout, a link to the top-level ``weights/manifest.json``: resolved, so that an update writes there)."""
+    (in a checkout, the file maintainers edit)."""
     return Path(os.environ.get(MANIFEST_ENV) or str(resources.files(__package__).joinpath(MANIFEST_NAME))).resolve()
 
 
