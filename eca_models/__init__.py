@@ -26,11 +26,14 @@ _JOBS = {
     "predict": "prediction",
     "validate": "evaluation.validate",
 }
+_MODULES = ("benchmark", "export")  # reached as eca_models.export.export(...), as the README writes them
 
 
 def __getattr__(name: str) -> Any:
     if name in _JOBS:
         return getattr(importlib.import_module(f".{_JOBS[name]}", __name__), name)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -45,9 +48,11 @@ __all__ = [
     "adaptive_kernel_size",
     "attention_figure",
     "attention_weights",
+    "benchmark",
     "capture_attention",
     "convert",
     "download_checkpoints",
+    "export",
     "finetune",
     "list_models",
     "load",

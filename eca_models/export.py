@@ -145,6 +145,7 @@ def export_model(
         diff = max(float((run(x).float() - model(x).float()).abs().max()) for x in checks)
         check = ExportCheck(out, diff, tolerance, CHECK_BATCH_SIZES, img_size)
         if not check.passed:
+            del run  # a runtime holding the file would keep it on Windows
             tmp.unlink()  # nothing is written
     return check
 

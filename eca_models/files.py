@@ -3,6 +3,12 @@
 Temporary files and folders are made beside their target under a name that says whose they are
 (``.NAME.eca-tmp.HOST.PID.XXXX``); a write killed outright (``kill -9``, a power cut) leaves one behind, and the
 next atomic write into the same folder removes those whose process on this host is gone.
+
+The same code runs on Windows, where three things differ from POSIX and are handled here, once: a process is
+probed through the Win32 API (``os.kill(pid, 0)`` there sends Ctrl-C, or terminates the process); a rename onto an
+existing folder fails, so the old folder is moved aside first; and a file that is open (a virus scanner, an
+indexer, a model memory-mapped from it) cannot be renamed or removed for a moment, so those are retried, and what
+stays held is left as a stale temporary for the next run to remove.
 """
 
 import errno
@@ -11,11 +17,13 @@ import os
 import re
 import shutil
 import socket
+import stat
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, Union
+from typing import Any, Callable, Dict, Iterator, Union
 
 from .errors import EcaModelsError
 
@@ -27,7 +35,10 @@ __all__ = [
     "check_new_folder",
     "check_output_folder",
     "default_mode",
+    "remove_file",
     "remove_stale_temporaries",
+    "remove_tree",
+    "replace_folder",
     "scratch_folder",
     "sha256_file",
     "write_bytes_atomic",
@@ -37,6 +48,8 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 TMP_MARK = ".eca-tmp."
 _TMP_NAME = re.compile(r"^\..*\.eca-tmp\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^/]*$")
+WINDOWS = os.name == "nt"  # the one platform check: tests patch it to run the Windows branches here
+_HELD_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # seconds to wait for a file held open on Windows
 
 
 class OutputPathError(EcaModelsError, OSError):
@@ -64,13 +77,89 @@ def _host() -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs."""
+    if WINDOWS:
+        return _alive_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
         return True
+    except OSError:
+        return False
     return True
+
+
+def _alive_windows(pid: int) -> bool:
+    """OpenProcess and GetExitCodeProcess: a process that cannot be opened is gone, unless access is denied (another
+    user's); one whose exit code is STILL_ACTIVE (259) runs."""
+    import ctypes  # the Win32 API: Windows only
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def _retry_held(operation: Callable[..., Any], *args: Any) -> Any:
+    """``operation(*args)``; on Windows, a ``PermissionError`` (the file or folder held open by another process, or
+    memory-mapped by this one) is retried for a few seconds before it is raised."""
+    for delay in _HELD_RETRIES if WINDOWS else ():
+        try:
+            return operation(*args)
+        except PermissionError:
+            time.sleep(delay)
+    return operation(*args)
+
+
+def remove_file(path: PathLike) -> bool:
+    """Remove a file if it exists; False if it is held open (Windows) and stays, for a later run to remove."""
+    try:
+        _retry_held(Path(path).unlink, True)
+    except PermissionError:
+        return False
+    return True
+
+
+def _writable_then_again(function: Callable[[str], Any], path: str, _error: Any) -> None:
+    os.chmod(path, stat.S_IWRITE)  # Windows refuses to remove a read-only file
+    function(path)
+
+
+def remove_tree(path: PathLike) -> bool:
+    """Remove a folder and everything in it (read-only files too); False if something stays, held open."""
+    handler = {"onexc" if sys.version_info >= (3, 12) else "onerror": _writable_then_again}
+    try:
+        _retry_held(lambda: shutil.rmtree(path, **handler))
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def replace_folder(src: PathLike, dst: PathLike) -> None:
+    """Rename folder ``src`` to ``dst``, replacing ``dst`` if it exists. The old ``dst`` is renamed aside first
+    (a folder cannot be renamed onto another), then removed; if it is held open it stays as a stale temporary."""
+    src, dst = Path(src), Path(dst)
+    if not dst.exists():
+        _retry_held(os.replace, src, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dst), dir=dst.parent))
+    old.rmdir()
+    _retry_held(os.replace, dst, old)
+    try:
+        _retry_held(os.replace, src, dst)
+    except OSError:
+        os.replace(old, dst)  # put the old one back: nothing lost
+        raise
+    remove_tree(old)
 
 
 _LAST_CLEANED: Dict[str, float] = {}  # folder -> when this process last looked through it
@@ -98,10 +187,9 @@ def remove_stale_temporaries(folder: PathLike, again: bool = False) -> int:
         if not match or match["host"] != host or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
             continue
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
+            removed += remove_tree(entry)
         else:
-            entry.unlink(missing_ok=True)
-        removed += 1
+            removed += remove_file(entry)
     return removed
 
 
@@ -198,7 +286,7 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
         if tmp.exists():
             os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else default_mode())  # mkstemp's is 0600
             try:
-                os.replace(tmp, path)
+                _retry_held(os.replace, tmp, path)
             except OSError as e:
                 raise _write_error(path, e) from None
     except OSError as e:
@@ -206,7 +294,7 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
             raise
         raise _write_error(path, e) from None  # e.g. a full disk while writing the temporary file
     finally:
-        tmp.unlink(missing_ok=True)
+        remove_file(tmp)
 
 
 @contextmanager
@@ -223,7 +311,7 @@ def scratch_folder(parent: PathLike, name: str) -> Iterator[Path]:
     try:
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
@@ -262,13 +350,6 @@ def atomic_folder(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
         tmp.chmod(default_mode(executable=True))  # mkdtemp's is 0700
         for item in tmp.iterdir():
             item.chmod(default_mode())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
-            old.rmdir()
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
+        replace_folder(tmp, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)

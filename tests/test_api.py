@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 from detection_helpers import write_coco_dataset
 from helpers import authors_file_for, ranking_checkpoint, write_image
 
@@ -37,6 +38,14 @@ def test_the_jobs_are_top_level_names():
     )
     assert eca_models.finetune.__module__ == "eca_models.training.finetune"
     assert eca_models.validate.__module__ == "eca_models.evaluation.validate"
+
+
+def test_the_readmes_module_calls_work_after_a_plain_import():
+    """``eca_models.export.export(...)`` and ``eca_models.benchmark.benchmark(...)``, as the README writes them, in a
+    fresh interpreter where nothing else imported those modules first."""
+    code = "import eca_models; print(eca_models.export.export.__name__, eca_models.benchmark.benchmark.__name__)"
+    result = run_python(code)
+    assert result.returncode == 0 and result.stdout.split() == ["export", "benchmark"], result.stderr[-2000:]
 
 
 def test_finetune_a_classifier(tmp_path):

@@ -94,6 +94,46 @@ def test_convert_download_load_then_offline_from_cache(world, tmp_path):
     assert torch.equal(logits["eca_mobilenetv2"], world["expected"]["eca_mobilenetv2_k13"])
 
 
+CARD = """
+import torch
+{pin}
+{snippet}
+with torch.no_grad():
+    torch.save(model(torch.load({x!r})), {out!r})
+"""
+
+
+def _card_snippet(folder) -> str:
+    """The first Python block of a model card: the one a user copies."""
+    card = (folder / "README.md").read_text()
+    return card.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_model_cards_hf_hub_snippet_loads_the_release_and_a_users_repo(world, tmp_path):
+    """timm.create_model('hf-hub:ORG/REPO') after import eca_models, exactly as the card writes it: for a release
+    checkpoint (pinned in the manifest) and for a folder under a user's own repo (known to nothing but its config)."""
+    folder = world["repos"][f"{ORG}/eca_resnet18_k3577.in1k"]
+    hub = LoopbackHub()
+    hub.repos.update(world["repos"])
+    hub.repos["someone/eca-r18-birds"] = folder
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
+    snippet = _card_snippet(folder)
+    assert "timm.create_model('hf-hub:eca-models/eca_resnet18_k3577.in1k', pretrained=True)" in snippet
+    try:
+        for tag, code in (
+            ("release", snippet),
+            ("user", snippet.replace(f"{ORG}/eca_resnet18_k3577.in1k", "someone/eca-r18-birds")),
+        ):
+            out = tmp_path / f"{tag}.pt"
+            result = run_python(
+                CARD.format(pin=world["pin"], snippet=code, x=str(world["root"] / "x.pt"), out=str(out)), env=env
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert torch.equal(torch.load(out), world["expected"]["eca_resnet18_k3577"]), tag
+    finally:
+        hub.stop()
+
+
 OFFLINE = """
 import os, time, timm, torch, eca_models
 start = time.perf_counter()

@@ -126,10 +126,13 @@ def _usage(repo_name: str, model_name: str, kernel_code: str, hf_hub_id: str) ->
         "transform = timm.data.create_transform(**config)",
         "```",
         "",
-        "or with torch.hub, from a checkout of eca-models:",
+        "or with torch.hub, from eca-models on GitHub (`ORG`: the account that hosts it) or a checkout of it "
+        "(`'path/to/eca-models', ..., source='local'`):",
         "",
         "```python",
-        f"model = torch.hub.load('path/to/eca-models', '{model_name}', source='local', "
+        "import torch",
+        "",
+        f"model = torch.hub.load('ORG/eca-models', '{model_name}', "
         f"pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='{hf_hub_id}'))",
         "```",
         "",

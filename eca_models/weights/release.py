@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -31,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from huggingface_hub import constants as hf_constants
 from tqdm import tqdm
 
-from ..files import scratch_folder, write_text_atomic
+from ..files import replace_folder, scratch_folder, write_text_atomic
 from ..version import __version__
 from .loading import WEIGHTS_FILE, WeightsError, sniff_format
 from .manifest import Checkpoint
@@ -198,9 +197,7 @@ def fetch_release(
             }
             _add_provenance(converted, provenance)
             final = root / sha256
-            if final.exists():
-                shutil.rmtree(final)
-            converted.rename(final)  # whole, verified, in one step
+            replace_folder(converted, final)  # whole, verified, in one step
             if keep_original:
                 original.rename(root / file_name)
                 log(f"kept the original file at {root / file_name}")
