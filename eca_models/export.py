@@ -38,17 +38,24 @@ CHECK_BATCH_SIZES = (1, 3)
 
 @dataclass
 class ExportCheck:
-    """What :func:`export_model` measured: the largest absolute difference from PyTorch's outputs."""
+    """What :func:`export_model` measured: the largest absolute difference from PyTorch's outputs, held against
+    ``tolerance`` relative to the outputs' scale (float32 rounding grows with the logits' size)."""
 
     path: Path
     max_abs_diff: float
     tolerance: float
     batch_sizes: Tuple[int, ...]
     img_size: int = 0
+    scale: float = 1.0  # the largest |output| of PyTorch, at least 1
+
+    @property
+    def allowed(self) -> float:
+        """The largest difference that passes: ``tolerance * max(1, largest |output|)``."""
+        return self.tolerance * self.scale
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        return self.max_abs_diff <= self.allowed
 
 
 def model_metadata(model: torch.nn.Module) -> Dict[str, str]:
@@ -128,7 +135,8 @@ def export_model(
         out: The file to write; it appears only once the check has passed.
         img_size: Height and width of the example and check inputs.
         opset: ONNX opset version.
-        tolerance: Largest absolute difference from PyTorch's outputs that passes.
+        tolerance: Largest difference from PyTorch's outputs that passes, relative to their scale: the allowed
+            difference is ``tolerance * max(1, largest |output|)``.
 
     Returns:
         The check; where it failed, ``out`` was not written.
@@ -142,8 +150,10 @@ def export_model(
     suffix = ".tmp.pt2" if fmt == "exported-program" else ".tmp"  # torch.export.save wants a .pt2 name
     with atomic_path(out, suffix) as tmp, torch.no_grad():
         run = _WRITERS[fmt](model, example, tmp, opset, model_metadata(model))
-        diff = max(float((run(x).float() - model(x).float()).abs().max()) for x in checks)
-        check = ExportCheck(out, diff, tolerance, CHECK_BATCH_SIZES, img_size)
+        pairs = [(run(x).float(), model(x).float()) for x in checks]
+        diff = max(float((got - want).abs().max()) for got, want in pairs)
+        scale = max([1.0] + [float(want.abs().max()) for _, want in pairs])
+        check = ExportCheck(out, diff, tolerance, CHECK_BATCH_SIZES, img_size, scale)
         if not check.passed:
             del run  # a runtime holding the file would keep it on Windows
             tmp.unlink()  # nothing is written
@@ -201,7 +211,8 @@ def export(
         pretrained: False: random weights (to try the export path).
         img_size: Input height and width (default: the model's).
         opset: ONNX opset version.
-        tolerance: Largest absolute difference allowed.
+        tolerance: Largest difference allowed, relative to the outputs' scale (``tolerance * max(1, largest
+            |output|)``).
 
     Returns:
         The check: ``passed``, ``max_abs_diff``.

@@ -137,6 +137,8 @@ def test_publish_without_a_network_is_one_line_and_records_nothing(converted, tm
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_test", "HF_HUB_OFFLINE": "0"}
     result = run_cli("publish", str(converted), "--repo", "someone/eca", "--manifest", str(manifest), env=env)
     assert result.returncode == 2
-    assert result.stderr.startswith("eca-models publish: error: uploading to someone/eca failed (Connect")  # httpx or requests
+    assert result.stderr.startswith(
+        "eca-models publish: error: uploading to someone/eca failed (Connect"
+    )  # httpx or requests
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert manifest.read_bytes() == (ROOT / "eca_models" / "weights" / "manifest.json").read_bytes()

@@ -75,3 +75,16 @@ def test_export_of_a_name_with_random_weights_and_bad_usage(tmp_path, capsys):
         assert main(["export", *bad, *args]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and len(err.splitlines()) == 1, err
+
+
+def test_the_tolerance_is_relative_to_the_outputs_scale(tmp_path):
+    """Large logits (a fine-tuned head around 1e4) differ from PyTorch by float32 rounding well over an absolute
+    1e-4; relative to their scale the file is right and is written."""
+    from eca_models.export import export_model
+
+    model = timm.create_model("eca_resnet18", num_classes=3).eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(1e4)
+    check = export_model(model, "onnx", tmp_path / "big.onnx", 64)
+    assert check.scale > 1e3 and check.max_abs_diff > 1e-4  # an absolute 1e-4 would refuse it
+    assert check.passed and check.allowed == pytest.approx(1e-4 * check.scale) and (tmp_path / "big.onnx").is_file()

@@ -23,7 +23,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the file to write (.onnx, .pt, .pt2)")
     parser.add_argument("--img-size", type=positive_int, help="input height and width (default: the model's)")
     parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset version (default 18)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest absolute difference allowed")
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest difference allowed, times max(1, largest |output|)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     sizes = " and ".join(str(n) for n in CHECK_BATCH_SIZES)
     status = f"largest difference from PyTorch {check.max_abs_diff:.3g} at batch sizes {sizes}, {check.img_size} px"
     if not check.passed:
-        print(f"eca-models export: FAIL: {status}, over the tolerance {args.tolerance:g}; {check.path} not written")
+        allowed = f"{check.allowed:.3g} (tolerance {args.tolerance:g} x largest output {check.scale:.3g})"
+        print(f"eca-models export: FAIL: {status}, over the tolerance: {allowed}; {check.path} not written")
         return 1
-    print(f"{check.path}: {args.format}, {status} (tolerance {args.tolerance:g})")
+    print(
+        f"{check.path}: {args.format}, {status} (allowed {check.allowed:.3g}: tolerance {args.tolerance:g} x {check.scale:.3g})"
+    )
     return 0
