@@ -144,6 +144,8 @@ def attention_figure(
     """
     device = device or default_device()
     out = check_output_file(out, "--out")
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
     net = load_model(model, checkpoint, num_classes=num_classes)
     if not attention_layers(net):
         raise UsageError(

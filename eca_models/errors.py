@@ -6,9 +6,17 @@ would expect (a weights problem is a ``RuntimeError``, bad data a ``ValueError``
 so ``except EcaModelsError`` catches them all and older ``except`` clauses keep working.
 """
 
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["EcaModelsError", "ModelUnavailable", "UsageError", "flag", "require_whole_number"]
+__all__ = [
+    "EcaModelsError",
+    "ModelUnavailable",
+    "UnknownModel",
+    "UsageError",
+    "flag",
+    "require_number",
+    "require_whole_number",
+]
 
 
 class EcaModelsError(Exception):
@@ -24,6 +32,13 @@ class ModelUnavailable(UsageError):
     it with one line."""
 
 
+class UnknownModel(ModelUnavailable, KeyError):
+    """A name that is neither a registered model nor a model folder (a ``KeyError`` too, as an unknown key is)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # the message, without KeyError's quotes
+
+
 def flag(name: str) -> str:
     """The command line's spelling of an option, as the one-line errors name it: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
@@ -34,3 +49,10 @@ def require_whole_number(name: str, value: Any, minimum: int) -> None:
     ``minimum`` (the check argparse makes on the command line, for a Python caller)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
         raise UsageError(f"{flag(name)} {value!r}: expected a whole number of at least {minimum}")
+
+
+def require_number(name: str, value: Any, allowed: Callable[[float], bool], expected: str) -> None:
+    """A :class:`UsageError` naming the option ``name`` unless ``value`` is None or a real number (not a bool)
+    that ``allowed`` accepts; ``expected`` says which numbers are, in words."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not allowed(value)):
+        raise UsageError(f"{flag(name)} {value!r}: expected {expected}")

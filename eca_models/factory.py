@@ -13,7 +13,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from .data.imagenet import imagenet_wnids
-from .errors import ModelUnavailable
+from .errors import ModelUnavailable, UnknownModel
 from .weights import WeightsError
 from .zoo import list_models
 
@@ -22,6 +22,7 @@ __all__ = [
     "load",
     "load_model",
     "read_classifier_config",
+    "require_model",
     "timm_weights_file",
     "weights_usage_errors",
 ]
@@ -44,7 +45,7 @@ def load(
         **kwargs: More ``timm.create_model`` arguments.
 
     Raises:
-        KeyError: ``source`` is neither a folder with a config.json nor a known model.
+        UnknownModel: ``source`` is neither a folder nor a known model (a ``KeyError``).
         WeightsError: The weights are missing, unreadable or for another model.
     """
     path = Path(source)
@@ -56,8 +57,7 @@ def load(
         read_classifier_config(path)
         return timm.create_model(f"local-dir:{path}", pretrained=pretrained, **kwargs).eval()
     name = str(source)
-    if not name.startswith("hf-hub:") and not timm.is_model(name):
-        raise KeyError(f"unknown model {name!r}: not a registered model nor a folder (see `eca-models list`)")
+    require_model(name)
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if ckpt.is_dir() and (ckpt / "config.json").is_file():
@@ -73,6 +73,14 @@ def load(
         if cached is not None:
             kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(cached))
     return timm.create_model(name, pretrained=pretrained, **kwargs).eval()
+
+
+def require_model(source: Union[str, Path]) -> None:
+    """Raise :class:`~eca_models.errors.UnknownModel` unless ``source`` is a folder, a registered timm name or an
+    ``hf-hub:`` id: the one message for a name that is nothing."""
+    name = str(source)
+    if not (Path(name).is_dir() or name.startswith("hf-hub:") or timm.is_model(name)):
+        raise UnknownModel(f"unknown model {name!r}: not a registered model nor a folder (see `eca-models list`)")
 
 
 def _our_models() -> List[str]:

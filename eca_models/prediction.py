@@ -21,13 +21,22 @@ from .data.images import IMAGE_ERRORS, find_images, open_rgb, reason
 from .detection import load_detector_model
 from .detection.coco import read_rgb
 from .detection.weights import is_detector_source
-from .errors import UsageError
+from .errors import UsageError, require_whole_number
 from .evaluation.detection import to_coco_results
 from .factory import load_model
 from .files import check_output_folder, write_bytes_atomic
 from .runtime import default_device
 
-__all__ = ["BAR_FROM", "Predictions", "classify_images", "detect_objects", "detection_line", "draw", "predict"]
+__all__ = [
+    "BAR_FROM",
+    "Predictions",
+    "classify_images",
+    "detect_objects",
+    "detection_line",
+    "draw",
+    "predict",
+    "short_names",
+]
 
 BAR_FROM = 20  # images: a progress bar (on stderr) from this many on
 
@@ -79,9 +88,10 @@ def predict(
         max_size: Detectors: and the longer side to at most this (1333 when None).
 
     Raises:
-        UsageError: No images found; ``out_dir`` with a classifier.
+        UsageError: No images found, or none could be read; ``top_k`` under 1; ``out_dir`` with a classifier.
         ModelUnavailable: The model cannot be loaded.
     """
+    require_whole_number("top_k", top_k, 1)
     device = device or default_device()
     given = [images] if isinstance(images, (str, Path)) else list(images)
     paths = find_images(given)
@@ -91,11 +101,15 @@ def predict(
         if out_dir:
             check_output_folder(out_dir, "--out-dir")
         detector = load_detector_model(model, checkpoint, min_size=min_size, max_size=max_size).to(device)
-        return detect_objects(detector, paths, device, score_thr, Path(out_dir) if out_dir else None)
-    if out_dir:
+        found = detect_objects(detector, paths, device, score_thr, Path(out_dir) if out_dir else None)
+    elif out_dir:
         raise UsageError("--out-dir draws detections: it goes with a detector (e.g. maskrcnn_eca_resnet50_fpn)")
-    classifier = load_model(model, checkpoint, num_classes=num_classes).to(device)
-    return classify_images(classifier, paths, top_k, device)
+    else:
+        classifier = load_model(model, checkpoint, num_classes=num_classes).to(device)
+        found = classify_images(classifier, paths, top_k, device)
+    if not found.results:
+        raise UsageError(f"none of the {found.images} images could be read (each is named above)")
+    return found
 
 
 def _readable(paths: List[Path], read, note: List[int]):
@@ -186,11 +200,26 @@ def draw(image: torch.Tensor, detection: Dict[str, torch.Tensor], label_map, sco
     return Image.fromarray(out.permute(1, 2, 0).numpy())
 
 
-def detection_line(result: Dict[str, Any], max_boxes: int) -> str:
-    """One image's text line: how many detections, the ``max_boxes`` best (label, score, box), how many more."""
+def short_names(paths: Sequence[str]) -> Dict[str, str]:
+    """Each path's shortest ending that tells it apart from the others: ``a/x.jpg`` and ``b/x.jpg`` stay so,
+    ``a/y.jpg`` beside them is ``y.jpg``."""
+    parts = {p: Path(p).parts for p in paths}
+    names = {}
+    for path, own in parts.items():
+        for n in range(1, len(own) + 1):
+            tail = own[-n:]
+            if all(other == own or other[-n:] != tail for other in parts.values()):
+                break
+        names[path] = Path(*tail).as_posix()
+    return names
+
+
+def detection_line(result: Dict[str, Any], max_boxes: int, name: Optional[str] = None) -> str:
+    """One image's text line (``name``: how to call the image; its file name by default): how many detections,
+    the ``max_boxes`` best (label, score, box), how many more."""
     found = sorted(result["detections"], key=lambda d: -d["score"])
     items = ", ".join(
         f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in found[:max_boxes]
     )
     more = f", +{len(found) - max_boxes} more (--json lists all)" if len(found) > max_boxes else ""
-    return f"{Path(result['image']).name}: {len(found)} detections" + (f": {items}{more}" if items else "")
+    return f"{name or Path(result['image']).name}: {len(found)} detections" + (f": {items}{more}" if items else "")

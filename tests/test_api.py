@@ -58,6 +58,7 @@ def test_finetune_a_classifier(tmp_path):
     result = eca_models.finetune("eca_resnet18", data, output=tmp_path / "run", **options)
     assert result.best["epoch"] == 1 and [h["epoch"] for h in result.history] == [1]
     assert 0 <= result.best["val_top1"] <= 100
+    assert "val_top5" not in result.best  # two classes: Top-5 is 100% by definition, so not recorded
     assert json.loads((result.run_dir / "args.json").read_text())["lr"] == 0.01  # the classifiers' default, recorded
     model = eca_models.load(result.run_dir)
     assert model.pretrained_cfg["label_names"] == ["cat", "dog"]
@@ -173,3 +174,82 @@ def test_api_page_documents_every_job():
         "eca_models.weights.fetch.download_checkpoints",
     ):
         assert f"::: {name}" in page, name
+
+
+def test_what_python_callers_met_raw_or_not_at_all(folders, tmp_path, monkeypatch):
+    """Issue 29's Python callers: one name given as a string, an image that cannot be read, top_k=0, categories
+    without names: each one line of the package's own, as the commands say it."""
+    from eca_models.detection import create_detector
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EcaModelsError, match="^eca_resnet18_k3577.in1k is not in the cache"):
+        eca_models.download_checkpoints("eca_resnet18")  # one name, not its letters
+    with pytest.raises(UsageError, match="--top-k 0: expected a whole number of at least 1"):
+        eca_models.predict(folders["val"], "eca_resnet18_k3577", checkpoint=folders["ckpt"], top_k=0)
+    with pytest.raises(UsageError, match="none of the 1 images could be read"):
+        eca_models.predict(tmp_path / "nope.jpg", "eca_resnet18_k3577", checkpoint=folders["ckpt"], device="cpu")
+    with pytest.raises(UsageError, match="each entry needs an integer 'id' and a 'name'"):
+        create_detector("retinanet_eca_resnet50_fpn", categories=[{"id": 1}])
+
+
+def test_predict_names_images_by_the_shortest_path_that_tells_them_apart():
+    from eca_models.prediction import short_names
+
+    names = short_names(["/d/a/x.jpg", "/d/b/x.jpg", "/d/a/y.jpg", "/e/a/x.jpg"])
+    assert names == {
+        "/d/a/x.jpg": "d/a/x.jpg",
+        "/d/b/x.jpg": "b/x.jpg",
+        "/d/a/y.jpg": "y.jpg",
+        "/e/a/x.jpg": "e/a/x.jpg",
+    }
+
+
+@pytest.mark.parametrize(
+    "keyword, value, argv",
+    [
+        ("lr", -5.0, ["--lr", "-5"]),
+        ("val_split", 1.5, ["--val-split", "1.5"]),
+        ("mixup", -1.0, ["--mixup", "-1"]),
+        ("smoothing", 1.0, ["--smoothing", "1"]),
+        ("scale", (1.0, 0.1), ["--scale", "1", "0.1"]),
+    ],
+)
+def test_a_bad_option_is_said_alike_by_the_function_and_the_command(folders, tmp_path, capsys, keyword, value, argv):
+    """Checked with the options, before a model is built or the run folder made, in the same words."""
+    from eca_models.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(UsageError) as raised:
+        eca_models.finetune("eca_resnet18", folders["val"], output=out, no_pretrained=True, **{keyword: value})
+    command = ["finetune", "--model", "eca_resnet18", "--data", str(folders["val"]), "--output", str(out)]
+    assert main([*command, "--no-pretrained", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"eca-models finetune: error: {raised.value}"] and not out.exists()
+
+
+def test_python_keywords_of_the_wrong_type_are_one_line(folders, tmp_path):
+    with pytest.raises(UsageError, match="^--lr '0.01': expected a number above 0$"):
+        eca_models.finetune("eca_resnet18", folders["val"], output=tmp_path / "r", lr="0.01")
+    with pytest.raises(UsageError, match="^--scale 0.5: expected two numbers MIN MAX"):
+        eca_models.finetune("eca_resnet18", folders["val"], output=tmp_path / "r", scale=0.5)
+    with pytest.raises(UsageError, match="^--top-k '2': expected a whole number"):
+        eca_models.predict(folders["val"], "eca_resnet18", top_k="2")
+    assert FinetuneOptions(model="m", output="o", img_size=None).img_size == 224  # None: the default
+
+
+def test_an_unknown_model_or_a_file_as_output_is_said_first(folders, tmp_path, capsys):
+    from eca_models.cli import main
+    from eca_models.detection import load_detector
+
+    data = ["--data", str(folders["val"])]
+    assert main(["finetune", "--model", "eca_resnt18", "--no-pretrained", *data, "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eca-models finetune: error: unknown model 'eca_resnt18'") and "warning" not in err
+    (tmp_path / "r18.pth.tar").write_bytes(b"x")
+    argv = ["finetune", "--model", "eca_resnet18", "--no-pretrained", *data, "--output", str(tmp_path / "r18.pth.tar")]
+    assert main(argv) == 2
+    assert "r18.pth.tar is a file, not a folder: --output names the folder" in capsys.readouterr().err
+    with pytest.raises(KeyError):  # an unknown name is a KeyError too, as before
+        eca_models.load("eca_resnt18")
+    with pytest.raises(UsageError, match="^unknown detector 'no_dir': not a registered detector nor a folder"):
+        load_detector("no_dir")

@@ -131,3 +131,13 @@ def test_attention_on_any_class_folders_labels_the_figure_with_their_names(tmp_p
     arrays = np.load(out.with_suffix(".npz"))
     assert arrays["ECA/layer4.1"].shape == (3, 512)
     assert not np.allclose(arrays["ECA/layer4.1"][2], arrays["ECA/layer4.1"][:2].mean(0))  # dogs count in "all"
+
+
+def test_a_figure_name_that_is_not_png_is_refused_before_the_work(tmp_path, capsys):
+    args = ["attention", "--model", "eca_resnet18", "--data", str(tmp_path), "--out", str(tmp_path / "a.txt")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"eca-models attention: error: --out {tmp_path / 'a.txt'}: the figure is a PNG; give a file name ending in .png"
+    ]
+    assert not (tmp_path / "a.txt").exists()

@@ -142,3 +142,23 @@ def test_publish_without_a_network_is_one_line_and_records_nothing(converted, tm
     )  # httpx or requests
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert manifest.read_bytes() == (ROOT / "eca_models" / "weights" / "manifest.json").read_bytes()
+
+
+def test_a_card_keeps_the_releases_figures_apart_from_what_was_measured():
+    """The model index (what the Hub reads as this model's results) holds only a measurement of these weights; the
+    release's reported figures are said in the text as the release's; MACs name the size they were counted at."""
+    from eca_models.weights import get_checkpoint
+    from eca_models.weights.model_card import render_model_card
+
+    ckpt = get_checkpoint("eca_resnet50_k3557.in1k")
+    common = dict(repo_name="r", model_name="eca_resnet50_k3557", kernel_code="k3557", num_params=1, gmacs=0.5)
+    converted = render_model_card(**common, hf_hub_id=ckpt.hf_hub_id, checkpoint=ckpt)
+    front = converted.split("\n---\n", 1)[0]
+    assert "model-index" not in front and "77.42" not in front
+    assert "Reported by the release for its eca_resnet50_k3557.pth.tar" in converted
+    assert "Top-1 77.42, Top-5 93.62. These are the release's figures, not a measurement of this file" in converted
+    tuned = render_model_card(
+        **common, hf_hub_id="ORG/r", measured={"acc@1": 90.0}, dataset="birds", input_size=(3, 64, 64)
+    )
+    assert "name: Top-1 accuracy (measured)" in tuned.split("\n---\n", 1)[0] and "value: 90.0" in tuned
+    assert "MACs at 64x64: 0.500G" in tuned and "224x224" not in tuned

@@ -229,3 +229,17 @@ def test_imagenet_trunk_weights_load_with_their_own_kernel_code(tmp_path):
         WeightsError, match="is an ECA-ResNet of kernel code k3377, not k5555: leave the kernel code out"
     ):
         create_detector("fasterrcnn_eca_resnet50_fpn", kernel_code="k5", trunk_weights=str(path))
+
+
+def test_a_folder_is_used_at_the_sizes_it_records(converted, tmp_path):
+    """A detector fine-tuned with --min-size 256 --max-size 384 records them in config.json: the one loader builds
+    it at those sizes (validate and predict then work at the training scale); an explicit size still wins."""
+    import shutil
+
+    folder = tmp_path / "small"
+    shutil.copytree(converted["retinanet"][2], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "min_size": 256, "max_size": 384}))
+    model, bigger = load_detector(folder), load_detector(folder, min_size=512)
+    assert (model.transform.min_size, model.transform.max_size) == ((256,), 384)
+    assert model.detector_cfg["min_size"] == 256 and bigger.transform.min_size == (512,)

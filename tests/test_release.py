@@ -193,6 +193,8 @@ def test_every_failure_is_one_line_and_leaves_the_cache_as_it_was(served, cache,
         assert says in err, err
         if case == "quota":
             assert "Baidu https://pan.baidu.com/s/1Bh9J7VY2tYj5oEvEEqvdhQ (extract code utsy)" in err
+        if case == "missing":  # the link that answered 404 is not offered again
+            assert "drive.google.com" not in err and "Baidu https://pan.baidu.com/" in err
         assert _files_under(cache) == []  # nothing half-written, not even an empty folder
     finally:
         _serve(served, R18, good)
@@ -314,3 +316,66 @@ def test_download_checkpoints_from_python(served, cache, tmp_path):
     assert (tmp_path / "weights" / R18.name / "model.safetensors").is_file()
     (again,) = download_checkpoints([R18.name])
     assert again.state == "cached"
+
+
+def test_a_damaged_cache_entry_is_fetched_again(served, cache):
+    """A truncated model.safetensors in the cache (a disk error, a copy cut short) is not used: the next call
+    fetches the file again and replaces the entry."""
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    timm.create_model("eca_resnet18", pretrained=True)
+    (folder,) = (cache / R18.name).iterdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    asked = len(served["drive"].requests)
+    model = timm.create_model("eca_resnet18", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), served["r18"](x), atol=1e-5)
+    assert served["drive"].requests[asked:] == [R18.release["drive_id"]]
+    assert [p.name for p in (cache / R18.name).iterdir()] == [folder.name]
+
+
+def test_two_fetches_of_one_checkpoint_take_turns(served, cache, monkeypatch):
+    """Two downloads of one checkpoint at once (two threads here; two processes alike): the second waits for the
+    first's lock, then finds its conversion and downloads nothing."""
+    import threading
+
+    from eca_models.weights import fetch_weights, release
+
+    real, start = release._download, threading.Barrier(2)
+
+    def slow_download(*args):
+        result = real(*args)
+        time.sleep(1.0)  # the other fetch has surely started by now
+        return result
+
+    monkeypatch.setattr(release, "_download", slow_download)
+    asked, found = len(served["drive"].requests), []
+
+    def fetch():
+        start.wait()
+        found.append(fetch_weights(R18, log=lambda _: None).folder)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert served["drive"].requests[asked:] == [R18.release["drive_id"]]
+    assert len(found) == 2 and found[0] == found[1]
+
+
+def test_a_cache_that_cannot_be_written_says_so(served, cache, monkeypatch):
+    """A read-only HF_HOME (root ignores permissions, so the refusal is injected) is named as such, not as a full
+    disk."""
+    import errno
+
+    from eca_models.weights import WeightsError, fetch_weights
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(WeightsError) as e:
+        fetch_weights(R18, log=lambda _: None)
+    assert "(Permission denied): set HF_HOME to a folder you can write" in str(e.value)
+    assert "free some space" not in str(e.value) and len(str(e.value).splitlines()) == 1

@@ -210,7 +210,9 @@ def test_verdict_rules():
     assert verdict({"acc@1": 77.0, "acc@5": 93.5}, reported, 50_000)[0] == "FAIL"
     assert verdict({"acc@1": 77.0, "acc@5": 93.5}, reported, 50_000, tolerance=0.5)[0] == "PASS"
     assert verdict({"acc@1": 76.0, "acc@5": 93.0}, reported, 1_000)[0] == "PASS"  # inside the interval
-    assert verdict({"acc@1": 70.0, "acc@5": 93.0}, reported, 1_000)[0] == "FAIL"
+    status, why = verdict({"acc@1": 70.0, "acc@5": 93.0}, reported, 1_000)
+    assert status == "FAIL" and why.startswith("subset of 1000 images, where each reported value must lie inside")
+    assert why.endswith(": acc@1 reported 77.42 is outside [67.09, 72.76]")  # the rule, then what broke it
     assert verdict({"acc@1": 70.0, "acc@5": 93.0}, None, 1_000)[0] == "MEASURED"
     low, high = wilson_interval(77.42, 50_000)
     assert 77.0 < low < 77.42 < high < 77.8

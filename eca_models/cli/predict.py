@@ -6,9 +6,8 @@ In Python: eca_models.predict(images, model, **options)."""
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from ..prediction import detection_line, predict
+from ..prediction import detection_line, predict, short_names
 from ..runtime import default_device
 from .common import add_num_classes_arg, positive_int, probability
 
@@ -44,12 +43,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.results, indent=2))
     else:
+        names = short_names([r["image"] for r in found.results])  # a/x.jpg and b/x.jpg told apart
         for r in found.results:
             if "detections" in r:
-                print(detection_line(r, args.max_boxes))
+                print(detection_line(r, args.max_boxes, names[r["image"]]))
             else:
                 top = ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
-                print(f"{Path(r['image']).name}: {top}")
+                print(f"{names[r['image']]}: {top}")
     if found.drawn:
         print(f"drawn {found.drawn} images in {args.out_dir}", file=sys.stderr)
     if found.unreadable:

@@ -42,13 +42,13 @@ def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tu
     Args:
         root: The folder with one sub-folder per class.
         class_names: The model's classes in index order; each sub-folder must be one of them.
-        what: How to call a class in errors ("ImageNet-1k WordNet id", "class of this model").
+        what: How to call a class in errors ("an ImageNet-1k WordNet id", "a class of this model").
     """
     index = {name: i for i, name in enumerate(class_names)}
     samples = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if sub.name not in index:
-            raise DataError(f"{sub} is not named by an {what}; each sub-folder of --data must be one")
+            raise DataError(f"{sub} is not named by {what}; each sub-folder of --data must be one")
         samples += [(path, index[sub.name]) for path in list_images(sub)]
     return samples
 
@@ -114,7 +114,7 @@ def imagenet_samples(
     if not data.is_dir():
         raise DataError(f"data folder not found: {data}")
     wnids = class_names or imagenet_wnids()
-    what = "ImageNet-1k WordNet id" if class_names is None else "class of this model"
+    what = "an ImageNet-1k WordNet id" if class_names is None else "a class of this model"
     subdirs = [p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if labels_file is None and subdirs:
         samples = folder_samples(data, wnids, what)

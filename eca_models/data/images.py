@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
 __all__ = [
@@ -32,13 +32,15 @@ _HIGH_DEPTH_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def open_rgb(path: Union[str, Path]) -> Image.Image:
-    """An image file as an 8-bit RGB PIL image: grayscale, palette, CMYK and alpha converted; 16-bit grayscale
-    (medical and scientific PNGs and TIFFs) scaled to 8 bits rather than clipped to white.
+    """An image file as an 8-bit RGB PIL image, upright: turned as its EXIF orientation says (a phone's photo is
+    stored sideways with a tag to turn it); grayscale, palette, CMYK and alpha converted; 16-bit grayscale (medical
+    and scientific PNGs and TIFFs) scaled to 8 bits rather than clipped to white.
 
     Raises:
         One of :data:`IMAGE_ERRORS` for a file that cannot be read.
     """
-    with Image.open(path) as img:
+    with Image.open(path) as opened:
+        img = ImageOps.exif_transpose(opened)
         if img.mode in _HIGH_DEPTH_GRAY:
             pixels = np.asarray(img, dtype=np.float64)
             return Image.fromarray(np.clip(np.rint(pixels * (255.0 / 65535.0)), 0, 255).astype(np.uint8)).convert("RGB")

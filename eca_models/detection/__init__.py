@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 from torch import nn
 
+from ..errors import UnknownModel
 from ..factory import weights_usage_errors
 from ._registry import current_names, get_builder, is_detector, list_detectors
 from .architectures import ARCHITECTURES, DetectorArchitecture, get_architecture
@@ -99,4 +100,8 @@ def load_detector(source: Union[str, Path], pretrained: bool = True, **kwargs: A
     if path.is_dir():
         config = read_detector_folder(path)
         return create_detector(config["architecture"], checkpoint=path, **kwargs)
+    if not is_detector(str(source)):
+        raise UnknownModel(
+            f"unknown detector {str(source)!r}: not a registered detector nor a folder (see `eca-models list`)"
+        )
     return create_detector(str(source), pretrained=pretrained, **kwargs)

@@ -53,7 +53,8 @@ def assemble_detector(
             trained with them (the release's, converted files).
         trunk: Another timm ResNet as the trunk instead of the ECA-ResNet (the benchmark's plain twin,
             ``resnet50``); kernel codes then do not apply.
-        **kwargs: More arguments of torchvision's class (``min_size``, ``box_score_thresh``, ...).
+        **kwargs: More arguments of torchvision's class (``min_size``, ``box_score_thresh``, ...); a folder's recorded
+            ``min_size`` / ``max_size`` (the sizes it was fine-tuned at) apply unless given here.
     """
     arch = get_architecture(architecture)
     weights = load_detector_weights(arch.name, pretrained, checkpoint)
@@ -66,7 +67,7 @@ def assemble_detector(
         code = None  # a plain ResNet has no kernel sizes
     label_map = _classes(arch, weights, num_classes, categories)
     backbone = _backbone(arch, trunk or arch.trunk, code, trainable_backbone_layers, weights_backbone)
-    model = make(backbone, label_map, **kwargs)
+    model = make(backbone, label_map, **{**(weights.sizes if weights is not None else {}), **kwargs})
     return _finish(model, arch, trunk or arch.trunk, backbone.body.kernel_code, label_map, weights, legacy_coordinates)
 
 

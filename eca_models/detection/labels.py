@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Sequence
 
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 
+from ..errors import UsageError
+
 __all__ = ["LabelMap", "coco_categories"]
 
 
@@ -42,7 +44,19 @@ class LabelMap:
 
     @classmethod
     def from_categories(cls, categories: Sequence[Dict[str, Any]], background: bool = True) -> "LabelMap":
-        """From COCO ``categories`` entries (``{"id", "name"}``), sorted by id as mmdetection and torchvision do."""
+        """From COCO ``categories`` entries (``{"id", "name"}``), sorted by id as mmdetection and torchvision do.
+
+        Raises:
+            UsageError: An entry that is not ``{"id": whole number, "name": ...}``.
+        """
+        for c in categories:
+            if (
+                not isinstance(c, dict)
+                or "name" not in c
+                or isinstance(c.get("id"), bool)
+                or not isinstance(c.get("id"), int)
+            ):
+                raise UsageError(f"categories: each entry needs an integer 'id' and a 'name', as COCO's do (got {c!r})")
         ordered = sorted(categories, key=lambda c: int(c["id"]))
         return cls(tuple(int(c["id"]) for c in ordered), tuple(str(c["name"]) for c in ordered), background)
 

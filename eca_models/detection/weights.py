@@ -49,7 +49,8 @@ def state_dict_mismatch(
 @dataclasses.dataclass
 class DetectorWeights:
     """A detector's state dict and what it was trained with (``legacy_coordinates``: mmdetection v1's box
-    conventions, see :mod:`.legacy`)."""
+    conventions, see :mod:`.legacy`; ``sizes``: the ``min_size`` / ``max_size`` its folder records, which a model
+    built from it uses unless told otherwise)."""
 
     architecture: str
     kernel_code: str
@@ -57,6 +58,7 @@ class DetectorWeights:
     state_dict: Dict[str, torch.Tensor]
     source: str
     legacy_coordinates: bool = False
+    sizes: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def load_into(self, model: nn.Module) -> None:
         """Load strictly; a missing, unexpected or mis-shaped tensor is a one-line :class:`WeightsError`."""
@@ -171,6 +173,7 @@ def load_detector_weights(
             read_safetensors(folder / WEIGHTS_FILE),
             str(folder),
             bool(config.get("legacy_coordinates", False)),
+            {k: int(config[k]) for k in ("min_size", "max_size") if isinstance(config.get(k), int)},
         )
     if not pretrained:
         return None

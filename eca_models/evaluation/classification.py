@@ -176,7 +176,7 @@ def verdict(
     rule = (
         f"full val set, tolerance {tolerance} points"
         if full
-        else f"subset of {images} images, reported value inside the 95% interval"
+        else f"subset of {images} images, where each reported value must lie inside the measured 95% interval"
     )
     return ("FAIL", f"{rule}: " + "; ".join(failures)) if failures else ("PASS", rule)
 

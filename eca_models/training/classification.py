@@ -154,7 +154,8 @@ def _task(
     def validate(epoch: int) -> Dict[str, float]:
         val = validate_classifier_run(model, recipe.val_set, options, device)
         note_unreadable(val.failed)
-        return dict(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+        metrics = dict(val_loss=val.loss, val_top1=val.top1)
+        return {**metrics, "val_top5": val.top5} if top5 else metrics  # not recorded where it means nothing
 
     def describe(h: Dict[str, Any], best: Dict[str, Any]) -> str:
         return (
@@ -257,11 +258,12 @@ def export_classifier(
         model_name=arch,
         kernel_code=model.kernel_code,
         num_params=count_params(model),
-        gmacs=count_macs(model) / 1e9,
+        gmacs=count_macs(model, tuple(data_config["input_size"])) / 1e9,
         hf_hub_id=f"ORG/{run_dir.name}",
         measured=measured,
         dataset=dataset,
         class_names=classes,
+        input_size=tuple(data_config["input_size"]),
     )
     metadata = {
         "architecture": arch,

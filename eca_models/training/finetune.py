@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from ..detection.weights import is_detector_source
+from ..factory import require_model
 from .classification import finetune_classifier
 from .detection import finetune_detector
 from .options import FinetuneOptions
@@ -57,7 +58,8 @@ def finetune(
         The run's folder, best metrics and history.
 
     Raises:
-        UsageError: Options that do not go with the model or each other; too little data.
+        UsageError: Options that do not go with the model or each other, or out of their range; too little data.
+        UnknownModel: ``model`` is neither a registered name nor a model folder.
         RunDirError: ``output`` holds another run (pass ``resume=True`` or ``overwrite=True``).
         RunInterrupted: Ctrl-C, after the position was saved (``resume=True`` continues it).
     """
@@ -67,6 +69,7 @@ def finetune(
         task = finetune_detector
     else:
         opts.use_classifier_defaults()
+        require_model(opts.model)  # before the run folder, the weights or a word about training from scratch
         task = finetune_classifier
     progress = run_in_folder(opts, RUN_FILES, lambda run_dir, device: task(opts, run_dir, device))
     return FinetuneResult(Path(opts.output), progress.best, progress.history)

@@ -6,12 +6,25 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import UsageError, flag, require_whole_number
+from ..errors import UsageError, flag, require_number, require_whole_number
 from ..runtime import default_device, default_workers
 
 __all__ = ["CLASSIFIER", "DETECTOR", "FinetuneOptions"]
 
 CLASSIFIER, DETECTOR = "classifier", "detector"
+_FRACTION = (lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")
+RANGES = {  # every real-valued option and the numbers it takes: one check for keywords and flags alike
+    "lr": (lambda v: v > 0, "a number above 0"),
+    "momentum": _FRACTION,
+    "weight_decay": (lambda v: v >= 0, "a number of at least 0"),
+    "hflip": (lambda v: 0 <= v <= 1, "a probability, from 0 to 1"),
+    "val_split": (lambda v: 0 < v < 1, "a fraction between 0 and 1"),
+    "smoothing": _FRACTION,
+    "mixup": (lambda v: v >= 0, "a number of at least 0 (mixup's alpha; 0: off)"),
+    "cutmix": (lambda v: v >= 0, "a number of at least 0 (cutmix's alpha; 0: off)"),
+    "drop_rate": _FRACTION,
+    "drop_path_rate": _FRACTION,
+}
 RELEASE_EPOCHS, RELEASE_STEPS, RELEASE_LR, RELEASE_BATCH = 12, (8, 11), 0.02, 16  # mmdetection v1's 1x schedule
 
 
@@ -74,6 +87,7 @@ class FinetuneOptions:
     def __post_init__(self) -> None:
         self.model, self.output = str(self.model), str(self.output)
         self.data = None if self.data is None else str(self.data)
+        self.img_size = 224 if self.img_size is None else self.img_size  # None: the default, as for the others
         for name in ("epochs", "batch_size", "img_size", "min_size", "max_size"):
             require_whole_number(name, getattr(self, name), 1)
         for name in ("workers", "save_every_steps", "warmup_epochs", "warmup_iters"):
@@ -84,8 +98,9 @@ class FinetuneOptions:
                 require_whole_number("lr_steps", step, 1)
         if self.trainable_backbone_layers not in range(6):
             raise UsageError(f"--trainable-backbone-layers {self.trainable_backbone_layers}: choose 0 to 5")
-        if not 0.0 <= self.hflip <= 1.0:
-            raise UsageError(f"--hflip {self.hflip}: a probability, from 0 to 1")
+        for name, (allowed, expected) in RANGES.items():
+            require_number(name, getattr(self, name), allowed, expected)
+        self.scale = _scale(self.scale)
         if sum((self.pretrained, self.checkpoint is not None, self.no_pretrained)) > 1:
             raise UsageError("--pretrained, --checkpoint and --no-pretrained exclude each other")
         if self.resume and self.overwrite:
@@ -127,6 +142,15 @@ class FinetuneOptions:
     def to_json(self) -> Dict[str, Any]:
         """What ``args.json`` holds: every option, as the run used it."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _scale(value: Any) -> Tuple[float, float]:
+    """``--scale MIN MAX``: the crop's share of the image, 0 < MIN <= MAX <= 1."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+    if len(pair) != 2 or not numbers or not 0 < pair[0] <= pair[1] <= 1:
+        raise UsageError(f"--scale {pair or value!r}: expected two numbers MIN MAX with 0 < MIN <= MAX <= 1")
+    return (float(pair[0]), float(pair[1]))
 
 
 def _comparable(value: Any) -> Any:

@@ -87,6 +87,8 @@ def prepare_run_dir(run_dir: Path, args: FinetuneOptions, run_files: Sequence[st
         args: The run's options (``resume``, ``overwrite``; all of them are compared on resume).
         run_files: What a run writes there: all that ``--overwrite`` removes (never anything else).
     """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a folder: --output names the folder the run is written into")
     used = run_dir.is_dir() and any(run_dir.iterdir())
     if args.resume and not (run_dir / CHECKPOINT).is_file():
         if not (run_dir / "args.json").is_file():

@@ -147,13 +147,14 @@ def download_checkpoints(
     ``to/<checkpoint>/`` (a folder ``ECA_MODELS_WEIGHTS_DIR`` can point at).
 
     Args:
-        names: Checkpoint or model names.
+        names: A checkpoint or model name, or several.
         all: Every checkpoint of the manifest instead.
         source: ``hub`` or ``release`` only.
         to: Also copy the converted folders here.
         keep_original: Keep the authors' downloaded files in the cache.
         log: Where progress lines go.
     """
+    names = [names] if isinstance(names, str) else list(names)  # one name, or several
     checkpoints = list_checkpoints() if all else [resolve(n) for n in names]
     if to is not None:
         check_output_folder(to, "--to")  # before fetching anything

@@ -1,6 +1,6 @@
 """Model cards: the ``README.md`` of a Hub repo, written from the manifest or a fine-tuning run."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from .manifest import Checkpoint, binary_units
 
@@ -42,6 +42,7 @@ def render_model_card(
     measured: Optional[Dict[str, float]] = None,
     dataset: str = "ImageNet-1K",
     class_names: Optional[List[str]] = None,
+    input_size: Sequence[int] = (3, 224, 224),
 ) -> str:
     """The model card text: Hub YAML front matter, then usage, kernel code, units note and citation.
 
@@ -50,7 +51,7 @@ def render_model_card(
         model_name: The timm entrypoint the weights need (``eca_resnet50_k3557``).
         kernel_code: The kernel code (``k3557``).
         num_params: Exact parameter count.
-        gmacs: MACs at 224x224 in units of 1e9.
+        gmacs: MACs at ``input_size`` in units of 1e9.
         hf_hub_id: Where the repo lives (or will).
         checkpoint: The manifest entry of a released checkpoint, for the reported figures.
         source_file: The file the weights were converted from.
@@ -58,10 +59,11 @@ def render_model_card(
         measured: Measured Top-1/Top-5 (``{"acc@1", "acc@5"}``), e.g. of a fine-tuning run.
         dataset: Name of the evaluation dataset.
         class_names: Class names of a fine-tuned model.
+        input_size: The input ``gmacs`` was measured at (a fine-tuned model's own size).
     """
-    front = _front_matter(repo_name, dataset, checkpoint, measured)
+    front = _front_matter(repo_name, dataset, measured)
     body = _usage(repo_name, model_name, kernel_code, hf_hub_id)
-    body += _complexity(num_params, gmacs, checkpoint)
+    body += _complexity(num_params, gmacs, checkpoint, input_size)
     body += _accuracy(checkpoint, measured, dataset, class_names)
     if source_file:
         body += [
@@ -74,15 +76,10 @@ def render_model_card(
     return "\n".join(front + [""] + body)
 
 
-def _front_matter(
-    repo_name: str, dataset: str, checkpoint: Optional[Checkpoint], measured: Optional[Dict[str, float]]
-) -> List[str]:
-    """The Hub's YAML: library, license, tags, datasets, and the model index of reported and measured figures."""
-    results: List[str] = []
-    if checkpoint is not None:
-        results += _yaml_results(checkpoint.dataset, checkpoint.metrics[checkpoint.dataset], "reported, release README")
-    if measured:
-        results += _yaml_results(dataset, measured, "measured")
+def _front_matter(repo_name: str, dataset: str, measured: Optional[Dict[str, float]]) -> List[str]:
+    """The Hub's YAML: library, license, tags, datasets, and the model index: what was measured for these weights
+    only (the release's reported figures are the release's, not a result of this file: the card's text gives them)."""
+    results = _yaml_results(dataset, measured, "measured") if measured else []
     front = [
         "---",
         "library_name: timm",
@@ -143,14 +140,17 @@ def _usage(repo_name: str, model_name: str, kernel_code: str, hf_hub_id: str) ->
     ]
 
 
-def _complexity(num_params: int, gmacs: float, checkpoint: Optional[Checkpoint]) -> List[str]:
+def _complexity(
+    num_params: int, gmacs: float, checkpoint: Optional[Checkpoint], input_size: Sequence[int]
+) -> List[str]:
     """Exact parameters and MACs, and the published figures in their binary units."""
     lines = [
         "",
         "## Complexity",
         "",
         f"- Parameters: {num_params:,} (exact); {num_params / 2**20:.2f}M in the binary unit (2^20) the paper uses.",
-        f"- MACs at 224x224: {gmacs:.3f}G (1e9), measured with torch.utils.flop_counter (convolutions and matmuls).",
+        f"- MACs at {input_size[-2]}x{input_size[-1]}: {gmacs:.3f}G (1e9), measured with torch.utils.flop_counter "
+        "(convolutions and matmuls).",
     ]
     if checkpoint is not None:
         p, f = checkpoint.published["params"], checkpoint.published["flops"]
@@ -175,7 +175,9 @@ def _accuracy(
             "",
             "## Accuracy",
             "",
-            f"Reported (release README, ImageNet-1k val): Top-1 {m['acc@1']}, Top-5 {m['acc@5']}.",
+            f"Reported by the release for its {checkpoint.source_file} (release README, ImageNet-1k val): Top-1 "
+            f"{m['acc@1']}, Top-5 {m['acc@5']}. These are the release's figures, not a measurement of this file: "
+            "`eca-models validate` measures it.",
         ]
         if checkpoint.paper_metrics:
             pm = checkpoint.paper_metrics[checkpoint.dataset]

@@ -19,6 +19,7 @@ copy is never fetched: its link and extract code are shown when nothing else wor
 
 import dataclasses
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -112,11 +113,12 @@ def drive_url(file_id: str) -> str:
     return f"{endpoint}/uc?id={file_id}"
 
 
-def ways_to_supply(ckpt: Checkpoint) -> str:
-    """The three ways to supply ``ckpt``'s weights by hand, in one sentence."""
+def ways_to_supply(ckpt: Checkpoint, drive: bool = True) -> str:
+    """The ways to supply ``ckpt``'s weights by hand, in one sentence (``drive=False``: not the Drive link, which
+    has just failed)."""
     release = ckpt.release or {}
     parts = [f"the Hub ({ckpt.hf_hub_id}{'' if ckpt.is_published else ', not published yet'})"]
-    if release.get("drive_id"):
+    if drive and release.get("drive_id"):
         parts.append(f"the authors' Google Drive file https://drive.google.com/uc?id={release['drive_id']}")
     if release.get("baidu_url"):
         parts.append(f"Baidu {release['baidu_url']} (extract code {release.get('baidu_code', '?')})")
@@ -145,13 +147,29 @@ def cached_conversion(ckpt: Checkpoint) -> Optional[CachedConversion]:
     pinned = (ckpt.release or {}).get("sha256")
     found = []
     for folder in root.iterdir():
-        if folder.name.startswith(".") or not (folder / WEIGHTS_FILE).is_file():
-            continue
+        if folder.name.startswith(".") or not intact_safetensors(folder / WEIGHTS_FILE):
+            continue  # a damaged entry is not cached: the next fetch replaces it
         provenance = _read_provenance(folder)
         if provenance is None or (pinned and provenance.get("sha256") != pinned):
             continue
         found.append(CachedConversion(folder, provenance))
     return max(found, key=lambda c: c.provenance.get("fetched", "")) if found else None
+
+
+def intact_safetensors(path: Path) -> bool:
+    """Whether ``path`` is a whole safetensors file: its header parses and ends where its tensors' data ends (a
+    truncated or overwritten file does not), read without loading the tensors."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 2 <= length <= size - 8:
+                return False
+            header = json.loads(f.read(length))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False
+    return 8 + length + max(ends, default=0) == size
 
 
 def fetch_release(
@@ -168,7 +186,11 @@ def fetch_release(
 
     Raises:
         ReleaseFetchError: One line: offline, Drive's refusal (quota, a removed or private file, a web page), a cut
-            or stalled download, a file of another checkpoint, pickled code, a full disk. Nothing is cached.
+            or stalled download, a file of another checkpoint, pickled code, a full disk or a cache that cannot be
+            written. Nothing is cached.
+
+    Processes fetching one checkpoint take turns (a lock file in ``$HF_HOME/.locks/eca-models/``, which the system
+    releases when its holder dies, however it dies): the later finds the earlier's conversion and downloads nothing.
     """
     release = ckpt.release or {}
     if not release.get("drive_id"):
@@ -177,6 +199,39 @@ def fetch_release(
         raise ReleaseFetchError(
             f"{ckpt.name} is not in the cache and HF_HUB_OFFLINE forbids downloading it; {ways_to_supply(ckpt)}"
         )
+    from filelock import FileLock  # huggingface_hub's own cache lock
+
+    lock_file = cache_root().parent / ".locks" / "eca-models" / f"{ckpt.name}.lock"  # beside huggingface_hub's
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_file))
+        lock.acquire()
+    except OSError as e:
+        raise ReleaseFetchError(_unwritable(ckpt, lock_file.parent, e)) from None
+    try:
+        cached = cached_conversion(ckpt)
+        if cached is not None and not keep_original:
+            log(f"{ckpt.name} was cached by another process meanwhile: {cached.folder}")
+            return cached
+        return _fetch_and_convert(ckpt, release, keep_original, log)
+    finally:
+        lock.release()
+
+
+def _unwritable(ckpt: Checkpoint, where: Path, e: OSError) -> str:
+    """The one line for a cache that cannot be written: a read-only or foreign folder, or a full disk."""
+    reason = e.strerror or str(e)
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "set HF_HOME to a folder you can write"
+    else:
+        fix = "free some space or set HF_HOME to a larger disk"
+    return f"could not write {ckpt.name} into the cache {where} ({reason}): {fix}, then run again; nothing was cached"
+
+
+def _fetch_and_convert(
+    ckpt: Checkpoint, release: Dict[str, Any], keep_original: bool, log: Callable[[str], None]
+) -> CachedConversion:
+    """:func:`fetch_release`'s work, under its lock."""
     root = cache_root() / ckpt.name
     file_name = release.get("file_name") or ckpt.source_file
     try:
@@ -211,11 +266,7 @@ def fetch_release(
         _remove_if_empty(root)
         if not isinstance(e, OSError):
             raise
-        reason = e.strerror or str(e)
-        raise ReleaseFetchError(
-            f"could not write {ckpt.name} into the cache {root} ({reason}): free some space or set HF_HOME to a "
-            "larger disk, then run again; nothing was cached"
-        ) from None
+        raise ReleaseFetchError(_unwritable(ckpt, root, e)) from None
     log(f"cached {ckpt.name} in {final} (from the authors' Google Drive file, sha256 {sha256[:12]}...)")
     return CachedConversion(final, provenance)
 
@@ -258,7 +309,7 @@ def _download(ckpt: Checkpoint, release: Dict[str, Any], path: Path, log: Callab
         what = "removed, or not public" if status in (403, 404) else "refused"
         raise ReleaseFetchError(
             f"Google Drive answered HTTP {status} for {ckpt.name}'s file (id {release['drive_id']}): {what}; "
-            f"{ways_to_supply(ckpt)}"
+            f"{ways_to_supply(ckpt, drive=status not in (403, 404))}"
         ) from None
     except (requests.Timeout, requests.ConnectionError) as e:
         if not isinstance(e, requests.Timeout) and "timed out" not in str(e).lower():
