@@ -23,6 +23,7 @@ from ..data.imagenet import imagenet_samples
 from ..data.images import ImageListDataset, ShardSampler, subset, unreadable
 from ..errors import EcaModelsError
 from ..factory import class_labels, load_model
+from ..runtime import loader_workers
 from ..weights import find_checkpoint, weights_location
 from ..weights.manifest import update_manifest
 
@@ -209,7 +210,11 @@ def validate_classifier(name: str, data: str, options: Any, device: torch.device
     dataset = ImageListDataset(samples, create_transform(**data_config, is_training=False), data_config["input_size"])
     sampler = ShardSampler(subset(len(samples), options.limit), distributed.rank(), distributed.world_size())
     loader = torch.utils.data.DataLoader(
-        dataset, options.batch_size, sampler=sampler, num_workers=options.workers, pin_memory=device.type == "cuda"
+        dataset,
+        options.batch_size,
+        sampler=sampler,
+        num_workers=loader_workers(options.workers),
+        pin_memory=device.type == "cuda",
     )
     model = model.to(device)
     if options.channels_last:

@@ -24,7 +24,7 @@ from ..detection import load_detector_model
 from ..detection.coco import CocoData, CocoDataset, check_categories, collate, find_coco_splits, quiet_coco, read_coco
 from ..detection.weights import released_checkpoint
 from ..files import write_text_atomic
-from ..runtime import autocast_for
+from ..runtime import autocast_for, loader_workers
 from ..weights import find_checkpoint, weights_location
 from ..weights.manifest import update_manifest
 from .classification import NOT_SCORED
@@ -105,7 +105,7 @@ def predict_coco(
     dataset = CocoDataset(data, model.label_map, image_ids)
     sampler = ShardSampler(range(len(dataset)), distributed.rank(), distributed.world_size())
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=loader_workers(workers), collate_fn=collate
     )
     model.eval()
     results: List[Dict[str, Any]] = []

@@ -24,6 +24,7 @@ from ..errors import ModelUnavailable, UsageError
 from ..evaluation.classification import evaluate
 from ..factory import load_model
 from ..plots import plot_curves
+from ..runtime import loader_workers
 from ..weights import find_checkpoint
 from ..weights.folders import write_hub_files
 from ..weights.model_card import render_model_card
@@ -231,7 +232,7 @@ def validate_classifier_run(
     """The run's validation: loss, Top-1 and Top-5 on ``val_set`` (each process its share under torchrun)."""
     sampler = ShardSampler(range(len(val_set)), distributed.rank(), distributed.world_size())
     loader = torch.utils.data.DataLoader(
-        val_set, batch_size=options.batch_size, sampler=sampler, num_workers=options.workers
+        val_set, batch_size=options.batch_size, sampler=sampler, num_workers=loader_workers(options.workers)
     )
     model.eval()
     return evaluate(

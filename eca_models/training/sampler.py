@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
+from ..runtime import loader_workers
+
 __all__ = ["EpochSampler", "SeededItems", "epoch_loader"]
 
 
@@ -89,7 +91,7 @@ def epoch_loader(
         SeededItems(dataset, seed, epoch),
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=loader_workers(workers),
         drop_last=True,
         pin_memory=pin_memory,
         collate_fn=collate_fn,
