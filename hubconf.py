@@ -63,8 +63,8 @@ def _detector_entrypoint(name: str):
         _detection.get_builder(name).__doc__.strip().splitlines()[0] + "\n\n"
         "Args:\n"
         "    pretrained: Load the release's COCO weights (from the Hugging Face Hub).\n"
-        "    **kwargs: Any create_detector argument: checkpoint, kernel_code, num_classes, categories,\n"
-        "        trunk_weights, and torchvision's (min_size, box_score_thresh, ...).\n"
+        "    **kwargs: Any create_detector argument: checkpoint, kernel_sizes, num_classes, categories,\n"
+        "        weights_backbone, trainable_backbone_layers, and torchvision's (min_size, box_score_thresh, ...).\n"
     )
     return create
 

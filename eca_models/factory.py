@@ -151,7 +151,7 @@ def read_classifier_config(folder: Union[str, Path]) -> Dict[str, Any]:
         raise WeightsError(
             f"{folder} is a detector ({config.get('architecture', 'unknown architecture')}), not a classifier: give it "
             "as --model to predict, validate or finetune (create_detector(..., checkpoint=) in Python); a trunk "
-            "(--backbone-checkpoint, weights_backbone=) takes an ImageNet classifier's weights"
+            "(--weights-backbone, weights_backbone=) takes an ImageNet classifier's weights"
         )
     return config
 

@@ -7,12 +7,14 @@ figures come from the weights manifest and from measuring the models, never type
 import dataclasses
 import fnmatch
 import os
+import pkgutil
 from typing import List, Optional
 
 import timm
 import torch
 from huggingface_hub import try_to_load_from_cache
 
+from . import models
 from .complexity import measure
 from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint, list_checkpoints, weights_location
 from .weights.loading import WEIGHTS_FILE
@@ -29,7 +31,8 @@ __all__ = [
     "zoo_rows",
 ]
 
-MODULES = ("eca_resnet", "eca_mobilenetv2")
+# the model families: every module of eca_models.models (timm registers a model under its module's name)
+MODULES = tuple(m.name for m in pkgutil.iter_modules(models.__path__) if not m.name.startswith("_"))
 
 
 def list_models(pattern: str = "") -> List[str]:

@@ -258,7 +258,7 @@ def test_trunk_only_start_and_unpublished_default(coco_root, tmp_path, capsys):
         "finetune",
         "--model",
         "retinanet_eca_resnet50_fpn",
-        "--backbone-checkpoint",
+        "--weights-backbone",
         str(trunk),
         "--data",
         str(coco_root),
@@ -285,7 +285,7 @@ def test_trunk_only_start_and_unpublished_default(coco_root, tmp_path, capsys):
         )
         == 2
     )
-    _one_error_line(capsys, "no COCO weights for retinanet_eca_resnet50_fpn here", "--backbone-checkpoint")
+    _one_error_line(capsys, "no COCO weights for retinanet_eca_resnet50_fpn here", "--weights-backbone")
     assert not (tmp_path / "r").exists()
 
 
@@ -368,7 +368,7 @@ def test_bad_weights_get_one_line(converted, coco_root, tmp_path, capsys):
         )
         == 2
     )
-    _one_error_line(capsys, "is a classification checkpoint", "--backbone-checkpoint")
+    _one_error_line(capsys, "is a classification checkpoint", "--weights-backbone")
     classifier = tmp_path / "classifier"
     classifier.mkdir()
     (classifier / "config.json").write_text(json.dumps({"architecture": "eca_resnet50", "num_classes": 1000}))

@@ -207,7 +207,7 @@ def test_eca_tensors_are_matched_by_structure_whatever_their_name(tmp_path):
     ckpt = read_mmdet_checkpoint(src)
     assert ckpt.kernel_code == "k3557" and ckpt.architecture == "retinanet_eca_resnet50_fpn"
     with torch.device("meta"):
-        model = create_detector("retinanet_eca_resnet50_fpn", kernel_code="k3557")
+        model = create_detector("retinanet_eca_resnet50_fpn", kernel_sizes="k3557")
     remapped = remap_state_dict(ckpt, model)
     assert torch.equal(
         remapped["backbone.body.layer4.2.eca.conv.weight"], state["backbone.layer4.2.eca_layer.conv.weight"]
@@ -221,14 +221,14 @@ def test_imagenet_trunk_weights_load_with_their_own_kernel_code(tmp_path):
 
     state = timm.create_model("eca_resnet50", kernel_sizes="k3377").state_dict()
     path = save_authors_checkpoint(state, tmp_path / "eca_resnet50_k3377.pth.tar")
-    model = create_detector("fasterrcnn_eca_resnet50_fpn", trunk_weights=str(path))  # the release's code is k5
+    model = create_detector("fasterrcnn_eca_resnet50_fpn", weights_backbone=str(path))  # the release's code is k5
     assert model.detector_cfg["kernel_code"] == "k3377"
     body = model.backbone.body.state_dict()
     assert all(torch.equal(body[k], v) for k, v in state.items() if k in body) and "layer4.2.eca.conv.weight" in body
     with pytest.raises(
         WeightsError, match="is an ECA-ResNet of kernel code k3377, not k5555: leave the kernel code out"
     ):
-        create_detector("fasterrcnn_eca_resnet50_fpn", kernel_code="k5", trunk_weights=str(path))
+        create_detector("fasterrcnn_eca_resnet50_fpn", kernel_sizes="k5", weights_backbone=str(path))
 
 
 def test_a_folder_is_used_at_the_sizes_it_records(converted, tmp_path):

@@ -189,7 +189,7 @@ def test_a_detector_folder_where_a_classifier_goes_is_named_as_one(converted, tw
         ["predict", image, "--model", "eca_resnet50_k3557", "--checkpoint", detector],
         ["finetune", "--model", "eca_resnet50", "--checkpoint", detector, "--data", str(two_class_run["data"])]
         + ["--output", str(tmp_path / "run"), "--batch-size", "2"],
-        ["finetune", "--model", "fasterrcnn_eca_resnet50_fpn", "--backbone-checkpoint", str(converted["maskrcnn"][2])]
+        ["finetune", "--model", "fasterrcnn_eca_resnet50_fpn", "--weights-backbone", str(converted["maskrcnn"][2])]
         + ["--data", str(tmp_path / "coco"), "--output", str(tmp_path / "run2"), "--batch-size", "1"],
     ):
         assert main(argv) == 2, argv

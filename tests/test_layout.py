@@ -51,28 +51,28 @@ def test_the_detectors_take_the_classifiers_and_torchvisions_names():
     trained = {n.split(".")[0] for n, p in model.backbone.body.named_parameters() if p.requires_grad}
     assert trained == {"layer3", "layer4"}
     with torch.device("meta"):
-        with pytest.warns(DeprecationWarning, match="kernel_code= is deprecated; pass kernel_sizes="):
-            old = fasterrcnn_eca_resnet50_fpn(kernel_code="k3357")
-        with pytest.warns(DeprecationWarning, match="trainable_layers= is deprecated"):
-            create_detector("fasterrcnn_eca_resnet50_fpn", trainable_layers=1)
-        with pytest.raises(TypeError, match="pass kernel_sizes= only"):
-            create_detector("fasterrcnn_eca_resnet50_fpn", kernel_sizes="k5", kernel_code="k5")
-    assert old.detector_cfg["kernel_code"] == "k3357"
+        new = fasterrcnn_eca_resnet50_fpn(kernel_sizes="k3357")
+        for old_name in ("kernel_code", "trunk_weights", "trainable_layers"):  # no release carried them: refused
+            with pytest.raises(TypeError, match=old_name):
+                create_detector("fasterrcnn_eca_resnet50_fpn", **{old_name: 1})
+    assert new.detector_cfg["kernel_code"] == "k3357"
 
 
-def test_the_command_line_flag_has_torchvisions_name_and_keeps_its_first():
+def test_the_command_line_flag_has_torchvisions_name_only(capsys):
     from eca_models.cli import build_parser
 
     parser = build_parser()
-    for flag in ("--weights-backbone", "--backbone-checkpoint"):
-        args = parser.parse_args(["finetune", "--model", "m", "--output", "o", flag, "trunk.pth.tar"])
-        assert args.backbone_checkpoint == "trunk.pth.tar"
+    args = parser.parse_args(["finetune", "--model", "m", "--output", "o", "--weights-backbone", "trunk.pth.tar"])
+    assert args.weights_backbone == "trunk.pth.tar"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["finetune", "--model", "m", "--output", "o", "--backbone-checkpoint", "trunk.pth.tar"])
+    assert "unrecognized arguments: --backbone-checkpoint" in capsys.readouterr().err
 
 
 def test_no_private_name_crosses_modules():
     """``from x import _name`` between the package's modules (and timm's private modules) would tie one module to
     another's internals."""
-    no_public_twin = {"from timm.models._hub import save_config_for_hf"}  # timm 1.0 exports it nowhere else
+    no_public_twin = set()  # none left: timm's Hub config is written by weights.folders.hub_config
     offenders = []
     for path in sorted((ROOT / "eca_models").rglob("*.py")) + sorted((ROOT / "benchmarks").rglob("*.py")):
         for n, line in enumerate(path.read_text().splitlines(), 1):

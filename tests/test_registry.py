@@ -41,3 +41,14 @@ def test_no_timm_name_is_overwritten():
     before = set(result.stdout.split())
     assert "resnet50" in before
     assert not (set(ARCHS + RELEASED) & before), "one of our names is timm's own"
+
+
+def test_every_model_the_package_registers_is_listed():
+    """The families are found from the package (every module of eca_models.models), not a hand-kept list: each
+    timm entrypoint defined by eca-models is in list_models (and so in `eca-models list` and MODEL_NAMES)."""
+    import timm
+
+    from eca_models import MODEL_NAMES, list_models
+
+    ours = {n for n in timm.list_models() if timm.models.model_entrypoint(n).__module__.startswith("eca_models.")}
+    assert ours == set(list_models()) == set(MODEL_NAMES) and len(ours) == 12

@@ -79,10 +79,8 @@ def _add_detector_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-images", help="its image folder")
     group.add_argument(
         "--weights-backbone",
-        "--backbone-checkpoint",  # its first name, kept
-        dest="backbone_checkpoint",
         metavar="FILE",
-        help="start the trunk from ImageNet weights (the authors' .pth.tar); torchvision's name (formerly --backbone-checkpoint)",
+        help="start the trunk from ImageNet weights (the authors' .pth.tar); torchvision's name",
     )
     group.add_argument(
         "--min-size", type=positive_int, help="resize the shorter side to this (default 800, as released)"
@@ -103,7 +101,6 @@ def _add_detector_args(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in DEFAULTS if hasattr(args, k) and k not in ("model", "data", "output")}
-    options["weights_backbone"] = args.backbone_checkpoint
     try:
         finetune(args.model, args.data, output=args.output, **options)
     except RunInterrupted:

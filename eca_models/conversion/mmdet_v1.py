@@ -87,7 +87,7 @@ def read_mmdet_checkpoint(path: Union[str, Path]) -> MmdetCheckpoint:
         if any(re.match(r"(backbone\.)?layer\d\.", k) for k in state):
             raise WeightsError(
                 f"{path} is a classification checkpoint (an ECA-ResNet trunk, no FPN or heads), not a detector: "
-                "convert it with --model eca_resnet50_k3557 (or its depth), or give it to finetune as --weights-backbone (formerly --backbone-checkpoint)"
+                "convert it with --model eca_resnet50_k3557 (or its depth), or give it to finetune as --weights-backbone"
             )
         raise WeightsError(f"{path} is not an mmdetection detector checkpoint (no neck.* or backbone.* tensors)")
     if any(k.startswith("mask_head.") for k in state):

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..errors import UnknownModel
 from ..factory import weights_usage_errors
-from ._registry import current_names, get_builder, is_detector, list_detectors
+from ._registry import get_builder, is_detector, list_detectors
 from .architectures import ARCHITECTURES, DetectorArchitecture, get_architecture
 from .assembly import assemble_detector
 from .backbone import LastLevelP6P7FromC5, eca_resnet_fpn_backbone, release_param_count
@@ -58,7 +58,7 @@ def create_detector(
     Args:
         name: ``fasterrcnn_eca_resnet50_fpn``, ``maskrcnn_eca_resnet101_fpn``, ...
         kernel_sizes: ECA kernel sizes per stage (a kernel code, as for the classifiers); None: the release's (or
-            the checkpoint's). ``kernel_code=`` is its deprecated name.
+            the checkpoint's).
         checkpoint: A detector folder written by ``eca-models convert`` or ``finetune``.
         pretrained: The release's COCO weights from the Hub.
         num_classes: torchvision's ``num_classes`` (background included for Faster / Mask R-CNN).
@@ -70,7 +70,8 @@ def create_detector(
         WeightsError: Unusable weights.
     """
     builder = get_builder(name)
-    kwargs = current_names({**kwargs, **({} if kernel_sizes is None else {"kernel_sizes": kernel_sizes})})
+    if kernel_sizes is not None:
+        kwargs["kernel_sizes"] = kernel_sizes
     return builder(
         checkpoint=None if checkpoint is None else str(checkpoint),
         pretrained=pretrained,

@@ -2,10 +2,13 @@
 backbone built, torchvision's class made by the builder's ``make``, the weights loaded and what predictions and
 exports need attached (``label_map``, ``detector_cfg``, mmdetection v1's box conventions where trained with them)."""
 
+import inspect
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from .architectures import DetectorArchitecture, get_architecture
 from .backbone import FPN_CHANNELS, LastLevelP6P7FromC5, eca_resnet_fpn_backbone, trunk_kernel_code
@@ -17,6 +20,18 @@ __all__ = ["assemble_detector", "resolve_label_map"]
 
 # the builder's part: torchvision's class on the backbone, with the head for ``label_map`` and its own arguments
 MakeModel = Callable[..., nn.Module]
+_TORCHVISION = {"fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN, "retinanet": RetinaNet}
+
+
+def _refuse_unknown(arch: DetectorArchitecture, kwargs: Dict[str, Any]) -> None:
+    """torchvision's detectors hand keywords they do not know to their transform, which ignores them: a misspelt
+    argument would change nothing, silently. Refused here, as a function refuses an unexpected keyword."""
+    accepted = set()
+    for fn in (_TORCHVISION[arch.kind], GeneralizedRCNNTransform):
+        accepted |= {n for n, p in inspect.signature(fn).parameters.items() if p.kind != p.VAR_KEYWORD}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(f"{arch.name}() got unexpected keyword arguments: {', '.join(unknown)}")
 
 
 def assemble_detector(
@@ -57,6 +72,7 @@ def assemble_detector(
             ``min_size`` / ``max_size`` (the sizes it was fine-tuned at) apply unless given here.
     """
     arch = get_architecture(architecture)
+    _refuse_unknown(arch, kwargs)
     weights = load_detector_weights(arch.name, pretrained, checkpoint)
     if trunk is None:
         code = kernel_sizes or (weights.kernel_code if weights is not None else None)
@@ -82,8 +98,8 @@ def _backbone(
         code,
         arch.returned_layers,
         extra_blocks=extra,
-        trainable_layers=trainable,
-        trunk_weights=weights_backbone,
+        trainable_backbone_layers=trainable,
+        weights_backbone=weights_backbone,
     )
 
 

@@ -46,42 +46,42 @@ class LastLevelP6P7FromC5(LastLevelP6P7):
 
 def eca_resnet_fpn_backbone(
     trunk: str,
-    kernel_code: Optional[str] = None,
+    kernel_sizes: Optional[str] = None,
     returned_layers: Sequence[int] = (1, 2, 3, 4),
     extra_blocks: Optional[ExtraFPNBlock] = None,
-    trainable_layers: int = 3,
-    trunk_weights: Optional[str] = None,
+    trainable_backbone_layers: int = 3,
+    weights_backbone: Optional[str] = None,
 ) -> BackboneWithFPN:
     """An ECA-ResNet trunk and a 256-channel FPN over the stages in ``returned_layers``.
 
     Args:
         trunk: The classification architecture, ``eca_resnet50`` or ``eca_resnet101`` (timm's ``resnet50`` for the
             plain baseline).
-        kernel_code: ECA kernel sizes per stage (``'k3377'``, ``'k5'``); None: the trunk's default.
+        kernel_sizes: ECA kernel sizes per stage, a kernel code (``'k3377'``, ``'k5'``); None: the trunk's default.
         returned_layers: Stages (1-4) fed to the FPN: 1-4 for the two-stage detectors, 2-4 for RetinaNet.
         extra_blocks: The FPN's extra levels; default P6 by max-pooling P5.
-        trainable_layers: Stages trained, counted from ``layer4`` (3: the stem and ``layer1`` frozen).
-        trunk_weights: An ImageNet classification checkpoint for the trunk (the authors' ``.pth.tar``, a
+        trainable_backbone_layers: Stages trained, counted from ``layer4`` (3: the stem and ``layer1`` frozen).
+        weights_backbone: An ImageNet classification checkpoint for the trunk (the authors' ``.pth.tar``, a
             ``model.safetensors`` or a converted folder); None leaves it randomly initialised.
     """
-    if not 0 <= trainable_layers <= 5:
-        raise ValueError(f"trainable_layers must be 0-5, got {trainable_layers}")
+    if not 0 <= trainable_backbone_layers <= 5:
+        raise ValueError(f"trainable_backbone_layers must be 0-5, got {trainable_backbone_layers}")
     kwargs = dict(num_classes=0, global_pool="", norm_layer=FrozenBatchNorm)
-    if kernel_code is not None:
-        kwargs["kernel_sizes"] = kernel_code
-    if trunk_weights is not None:
-        file_code = trunk_kernel_code(trunk_weights)
-        if file_code and kernel_code and parse_kernel_code(file_code, 4) != parse_kernel_code(kernel_code, 4):
-            asked = format_kernel_code(parse_kernel_code(kernel_code, 4))
+    if kernel_sizes is not None:
+        kwargs["kernel_sizes"] = kernel_sizes
+    if weights_backbone is not None:
+        file_code = trunk_kernel_code(weights_backbone)
+        if file_code and kernel_sizes and parse_kernel_code(file_code, 4) != parse_kernel_code(kernel_sizes, 4):
+            asked = format_kernel_code(parse_kernel_code(kernel_sizes, 4))
             raise WeightsError(
-                f"{trunk_weights} is an ECA-ResNet of kernel code {file_code}, not {asked}: leave the kernel code "
+                f"{weights_backbone} is an ECA-ResNet of kernel code {file_code}, not {asked}: leave the kernel code "
                 f"out (the file's own is taken) or ask for {file_code}"
             )
 
-        body = load(trunk, checkpoint=trunk_weights, **kwargs)
+        body = load(trunk, checkpoint=weights_backbone, **kwargs)
     else:
         body = timm.create_model(trunk, pretrained=False, **kwargs)
-    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_backbone_layers]
     for name, parameter in body.named_parameters():
         if not any(name.startswith(layer) for layer in trainable):
             parameter.requires_grad_(False)

@@ -49,8 +49,7 @@ def fasterrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> F
     Args:
         pretrained: Load the release's COCO weights.
         **kwargs: :func:`~eca_models.detection.assembly.assemble_detector`'s (``kernel_sizes``, ``checkpoint``, ``num_classes``, ``categories``,
-            ``weights_backbone``, ``trainable_backbone_layers``; the first names ``kernel_code``, ``trunk_weights``,
-            ``trainable_layers`` still work, deprecated) and torchvision's ``FasterRCNN``'s.
+            ``weights_backbone``, ``trainable_backbone_layers``) and torchvision's ``FasterRCNN``'s.
     """
     return assemble_detector(
         architecture="fasterrcnn_eca_resnet50_fpn", make=make_faster_rcnn, pretrained=pretrained, **kwargs

@@ -52,8 +52,7 @@ def retinanet_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> Re
     Args:
         pretrained: Load the release's COCO weights.
         **kwargs: :func:`~eca_models.detection.assembly.assemble_detector`'s (``kernel_sizes``, ``checkpoint``, ``num_classes`` without background,
-            ``categories``, ``weights_backbone``, ``trainable_backbone_layers``; the first names ``kernel_code``,
-            ``trunk_weights``, ``trainable_layers`` still work, deprecated) and torchvision's ``RetinaNet``'s.
+            ``categories``, ``weights_backbone``, ``trainable_backbone_layers``) and torchvision's ``RetinaNet``'s.
     """
     return assemble_detector(
         architecture="retinanet_eca_resnet50_fpn", make=make_retinanet, pretrained=pretrained, **kwargs

@@ -126,7 +126,7 @@ def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Mo
         return load_detector_model(arch, pretrained=False, categories=categories, **kwargs)
     else:
         advice = (
-            "pass --checkpoint DIR (a folder from `eca-models convert`), --weights-backbone FILE (formerly --backbone-checkpoint: the authors' "
+            "pass --checkpoint DIR (a folder from `eca-models convert`), --weights-backbone FILE (the authors' "
             "ImageNet .pth.tar), or --no-pretrained to train from scratch"
         )
         if not (options.pretrained or weights_state(find_checkpoint(arch)) in AVAILABLE):

@@ -66,7 +66,6 @@ def check_resume_args(run_dir: Path, options: FinetuneOptions) -> None:
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
     now = json.loads(json.dumps(options.to_json(), default=str))
-    saved.setdefault("weights_backbone", saved.get("backbone_checkpoint"))  # its name in runs of 0.1.0
     changed = [
         f"{flag(k)} {saved.get(k)!r} -> {now.get(k)!r}"
         for k in sorted(now)  # the options of this version (older runs also saved the command's name)

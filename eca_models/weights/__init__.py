@@ -2,8 +2,8 @@
 
 ``manifest.json`` (beside this module; no other copy exists) is the single source of every
 checkpoint's figures; :mod:`.fetch` is the one path to a checkpoint's weights (a local folder, the cache, the
-Hub, the authors' file through :mod:`.release`); :mod:`.loading` reads and checks files; :mod:`.convert` and
-:mod:`.publish` turn the authors' ``.pth.tar`` files into Hub repos.
+Hub, the authors' file through :mod:`.release`); :mod:`.loading` reads and checks files; :mod:`.folders` writes model folders and :mod:`.publish` uploads them
+(the authors' files are converted by :mod:`eca_models.conversion`).
 """
 
 from .fetch import Fetched, download_checkpoints, fetch_from_hub, fetch_weights, load_pretrained_weights
