@@ -6,19 +6,17 @@ figures come from the weights manifest and from measuring the models, never type
 
 import dataclasses
 import fnmatch
-import os
 import pkgutil
 from typing import List, Optional
 
 import timm
 import torch
-from huggingface_hub import try_to_load_from_cache
 
 from . import models
 from .complexity import measure
-from .weights import WEIGHTS_DIR_ENV, Checkpoint, find_checkpoint, list_checkpoints, weights_location
-from .weights.loading import WEIGHTS_FILE
-from .weights.release import allowed_sources, cached_conversion
+from .weights import Checkpoint, find_checkpoint, list_checkpoints
+from .weights.fetch import locate
+from .weights.release import cached_conversion
 
 __all__ = [
     "AVAILABLE",
@@ -68,23 +66,15 @@ AVAILABLE = ("local", "cached", "on the Hub", "authors' file")  # states pretrai
 
 
 def weights_state(ckpt: Optional[Checkpoint]) -> str:
-    """Where ``pretrained=True`` would take ``ckpt``'s weights from, in the order it looks: ``local`` (a folder of
-    ECA_MODELS_WEIGHTS_DIR), ``cached`` (a converted release file, or the Hub file, in the cache), ``on the Hub``
-    (published), ``authors' file`` (fetched from the authors' Google Drive file on first use), ``not published``
+    """:func:`~eca_models.weights.fetch.locate` in the zoo's words: ``local``, ``cached`` (a converted release file,
+    or the Hub file, in the cache), ``on the Hub``, ``authors' file`` (fetched on first use), ``not published``
     (none of these, or left out by ECA_MODELS_SOURCES), or ``none`` (no checkpoint)."""
     if ckpt is None:
         return "none"
-    if os.environ.get(WEIGHTS_DIR_ENV) and weights_location(ckpt.hf_hub_id):
-        return "local"
-    sources = allowed_sources()
-    if "release" in sources and cached_conversion(ckpt) is not None:
-        return "cached"
-    if "hub" in sources and ckpt.is_published:
-        cached = try_to_load_from_cache(ckpt.hf_hub_id, WEIGHTS_FILE, revision=ckpt.revision or None)
-        return "cached" if isinstance(cached, str) else "on the Hub"
-    if "release" in sources and (ckpt.release or {}).get("drive_id"):
-        return "authors' file"
-    return "not published"
+    where, found = locate(ckpt)
+    if where == "hub":
+        return "cached" if found is not None else "on the Hub"
+    return {"release": "authors' file", "missing": "not published"}.get(where, where)
 
 
 def weights_detail(ckpt: Optional[Checkpoint]) -> Optional[str]:

@@ -11,7 +11,9 @@ import dataclasses
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from huggingface_hub import try_to_load_from_cache
 
 from ..files import atomic_folder, check_output_folder
 from .loading import (
@@ -26,7 +28,15 @@ from .loading import (
 from .manifest import Checkpoint, find_checkpoint, get_checkpoint, list_checkpoints
 from .release import allowed_sources, cached_conversion, fetch_release, ways_to_supply
 
-__all__ = ["Fetched", "download_checkpoints", "fetch_from_hub", "fetch_weights", "load_pretrained_weights", "resolve"]
+__all__ = [
+    "Fetched",
+    "download_checkpoints",
+    "fetch_from_hub",
+    "fetch_weights",
+    "load_pretrained_weights",
+    "locate",
+    "resolve",
+]
 
 
 POLICY = "ECA_MODELS_SOURCES / --source"  # what leaves a source out
@@ -52,6 +62,31 @@ class Fetched:
         return self.weights.parent
 
 
+def locate(ckpt: Checkpoint, source: Optional[str] = None) -> Tuple[str, Optional[Path]]:
+    """Where ``ckpt``'s weights would come from, in the order of this module's docstring, without fetching: the rule
+    that :func:`fetch_weights`, ``eca-models list`` and fine-tuning's "are there weights" all follow.
+
+    Returns:
+        ``(where, file)``: ``("local", file)``, ``("cached", file)`` (a converted release file),
+        ``("hub", file or None)`` (published; the file where huggingface_hub's cache already has it),
+        ``("release", None)`` (the authors' file, fetched on first use) or ``("missing", None)``.
+    """
+    local = weights_location(ckpt.hf_hub_id)
+    if local is not None:
+        return "local", local / WEIGHTS_FILE
+    sources = allowed_sources(source)
+    if "release" in sources:
+        cached = cached_conversion(ckpt)
+        if cached is not None:
+            return "cached", cached.weights
+    if "hub" in sources and ckpt.is_published:
+        in_cache = try_to_load_from_cache(ckpt.hf_hub_id, WEIGHTS_FILE, revision=ckpt.revision or None)
+        return "hub", Path(in_cache) if isinstance(in_cache, str) else None
+    if "release" in sources and (ckpt.release or {}).get("drive_id"):
+        return "release", None
+    return "missing", None
+
+
 def fetch_weights(
     ckpt: Checkpoint,
     source: Optional[str] = None,
@@ -69,19 +104,15 @@ def fetch_weights(
     Raises:
         WeightsError: One line naming what is missing and the ways to supply it.
     """
-    local = weights_location(ckpt.hf_hub_id)
-    if local is not None:
-        return Fetched(ckpt.name, "local", local / WEIGHTS_FILE)
-    sources = allowed_sources(source)
-    if "release" in sources:
-        cached = cached_conversion(ckpt)
-        if cached is not None:
-            return Fetched(ckpt.name, "cached", cached.weights)
-    if "hub" in sources and ckpt.is_published:
+    where, found = locate(ckpt, source)
+    if where in ("local", "cached"):
+        return Fetched(ckpt.name, where, found)
+    if where == "hub":  # pinned and checked, from huggingface_hub's cache where it has the file
         return Fetched(ckpt.name, "hub", download_from_hub(ckpt.hf_hub_id, WEIGHTS_FILE, ckpt.revision, ckpt))
-    if "release" in sources and (ckpt.release or {}).get("drive_id"):
+    if where == "release":
         fetched = fetch_release(ckpt, keep_original=keep_original, log=log)
         return Fetched(ckpt.name, "fetched", fetched.weights)
+    sources = allowed_sources(source)
     if "hub" in sources and not ckpt.is_published:
         raise WeightsNotPublished(
             ckpt.hf_hub_id, ckpt, f"and {POLICY} leaves out the authors' file; {ways_to_supply(ckpt)}"

@@ -1,9 +1,9 @@
 """Where pretrained weights come from, and the checks on the way.
 
-Sources, in order: an in-memory state dict; a local ``file`` (a ``model.safetensors``, a folder
-holding one, or the authors' ``.pth.tar``); the folder named by ``ECA_MODELS_WEIGHTS_DIR``; the
-Hugging Face Hub through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``
-and ``HF_ENDPOINT`` all apply), pinned to the manifest's revision and checked against its sha256.
+What timm's pretrained cfg names is read here: an in-memory state dict, or a local ``file`` (a
+``model.safetensors``, a folder holding one, or the authors' ``.pth.tar``); a released checkpoint's weights are
+found in :mod:`.fetch`'s order. Hub downloads go through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``,
+``HF_HUB_CACHE`` and ``HF_ENDPOINT`` all apply), pinned to the manifest's revision and checked against its sha256.
 Nothing pickled is ever executed: PyTorch files are read with ``weights_only=True``.
 """
 

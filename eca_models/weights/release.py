@@ -1,17 +1,13 @@
 """The authors' own release files as a weights source: fetched from Google Drive, checked, converted, cached.
 
 Until a checkpoint is published on the Hugging Face Hub, its weights come from the file the authors put on Google
-Drive (its id is in the manifest). :func:`fetch_weights` is the one path every entry point takes
-(``pretrained=True`` in timm, torch.hub and ``create_detector``, every command, ``eca-models download``):
-
-1. a folder ``ECA_MODELS_WEIGHTS_DIR`` supplies;
-2. the converted cache (``$HF_HOME/eca-models/<checkpoint>/<sha256 of the original>/``): no request at all;
-3. the Hub, where the manifest pins a published revision;
-4. the authors' file: downloaded with gdown (it follows Drive's confirmation pages), its sha256 taken on the way
-   and held against the manifest's where pinned, read with ``weights_only=True`` (never running pickled code),
-   checked strictly (every tensor used, the kernel code read from its ECA tensors, the class count), converted
-   by exactly the code of ``eca-models convert``, its outputs checked against the source's, and renamed into the
-   cache only then, with its provenance in ``config.json``. The pickle is deleted unless kept.
+Drive (its id is in the manifest): the last source of :mod:`.fetch`'s order, whose converted cache
+(``$HF_HOME/eca-models/<checkpoint>/<sha256 of the original>/``) is its second. The file is downloaded with gdown
+(it follows Drive's confirmation pages), its sha256 taken on the way and held against the manifest's where pinned,
+read with ``weights_only=True`` (never running pickled code), checked strictly (every tensor used, the kernel code
+read from its ECA tensors, the class count), converted by exactly the code of ``eca-models convert``, its outputs
+checked against the source's, and renamed into the cache only then, with its provenance in ``config.json``. The
+pickle is deleted unless kept.
 
 ``ECA_MODELS_SOURCES=hub`` restricts fetching to pinned Hub files; ``HF_HUB_OFFLINE=1`` fetches nothing. The Baidu
 copy is never fetched: its link and extract code are shown when nothing else works.
