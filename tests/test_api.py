@@ -40,6 +40,7 @@ def test_the_jobs_are_top_level_names():
     assert eca_models.validate.__module__ == "eca_models.evaluation.validate"
 
 
+@pytest.mark.slow
 def test_the_readmes_module_calls_work_after_a_plain_import():
     """``eca_models.export.export(...)`` and ``eca_models.benchmark.benchmark(...)``, as the README writes them, in a
     fresh interpreter where nothing else imported those modules first."""

@@ -61,6 +61,7 @@ def test_mobilenetv2_backbone_and_paper_ratios():
     assert results[1].paper_infer_ratio == 2010 / 2086
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_memory_stops_page_faults_on_reallocation():
     """In a fresh process (the setting lasts for the process): allocating and filling a 64 MiB block again and
@@ -109,6 +110,7 @@ def test_gate_cost_variants_are_what_they_claim():
     assert all(torch.equal(p, eca.state_dict()[k]) for k, p in plain.state_dict().items())
 
 
+@pytest.mark.slow
 def test_gate_cost_script_writes_its_results(tmp_path):
     out = tmp_path / "gate.json"
     args = ["--batch-size", "1", "--img-size", "32", "--reps", "2", "--results-file", str(out)]

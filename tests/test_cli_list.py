@@ -1,11 +1,13 @@
 import json
 
+import pytest
 from conftest import run_cli
 
 from eca_models.cli import main
 from eca_models.weights import CLASSIFICATION, list_checkpoints
 
 
+@pytest.mark.slow
 def test_list_prints_the_zoo_with_units():
     result = run_cli("list")  # the installed command, as a user runs it
     assert result.returncode == 0, result.stderr

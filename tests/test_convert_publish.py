@@ -130,6 +130,7 @@ def test_publish_refuses_what_is_not_a_converted_folder(tmp_path, converted, cap
     assert "--repo must look like ORG/NAME" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_publish_without_a_network_is_one_line_and_records_nothing(converted, tmp_path):
     """No Hub to reach (a closed loopback port): one line, exit 2, the manifest untouched."""
     manifest = tmp_path / "manifest.json"

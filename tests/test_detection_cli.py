@@ -220,6 +220,7 @@ def test_finetune_rebuilds_heads_for_the_dataset_and_exports(straight_run, coco_
     assert labels <= {"car", "dog"} and labels
 
 
+@pytest.mark.slow
 def test_killed_detector_run_resumes_to_the_same_weights(straight_run, converted, coco_root, tmp_path):
     run_dir = tmp_path / "killed"
     args = [*_finetune_args(converted["maskrcnn"][2], coco_root, run_dir), "--save-every-steps", "1"]

@@ -74,6 +74,7 @@ def test_command_lines_parse(page):
         parser.parse_args(words)  # exits (fails the test) on a flag or command that does not exist
 
 
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],

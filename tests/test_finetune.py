@@ -160,6 +160,7 @@ def _kill_when(proc, path, predicate, timeout=120):
     raise AssertionError("the run never reached the point to kill it at")
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(small_digits, tmp_path):
     args = ["--data", str(small_digits), "--epochs", "2", "--save-every-steps", "1", *FAST, "--batch-size", "16"]
     assert main(["finetune", "--model", "eca_resnet18", "--output", str(tmp_path / "straight"), *args]) == 0
@@ -193,6 +194,7 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(small_digits
     assert straight["history"] == resumed["history"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
     """Ctrl-C once the first checkpoint is written; where the run stops does not matter, that it saves a
     resumable state there does. A shell that starts the test suite in the background leaves SIGINT ignored,
@@ -217,6 +219,7 @@ def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
     assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun(small_digits, tmp_path):
     run_dir = tmp_path / "ddp"
     torchrun = ["--standalone", "--nproc-per-node", "2", "-m", "eca_models.cli", "finetune"]

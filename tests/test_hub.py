@@ -72,6 +72,7 @@ def _load_all(world, env, names=tuple(ARCHS), tag="out", extra=False):
     return torch.load(out)
 
 
+@pytest.mark.slow
 def test_convert_download_load_then_offline_from_cache(world, tmp_path):
     hub = LoopbackHub()
     hub.repos.update(world["repos"])
@@ -109,6 +110,7 @@ def _card_snippet(folder) -> str:
     return card.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_the_model_cards_hf_hub_snippet_loads_the_release_and_a_users_repo(world, tmp_path):
     """timm.create_model('hf-hub:ORG/REPO') after import eca_models, exactly as the card writes it: for a release
     checkpoint (pinned in the manifest) and for a folder under a user's own repo (known to nothing but its config)."""
@@ -153,6 +155,7 @@ with torch.no_grad():
 """
 
 
+@pytest.mark.slow
 def test_offline_nothing_cached_then_the_weights_dir_variable(world, tmp_path):
     repos, x, out = str(world["root"] / "repos"), str(world["root"] / "x.pt"), str(tmp_path / "o.pt")
     code = OFFLINE.format(pin=world["pin"], repos=repos, x=x, out=out)
@@ -305,6 +308,7 @@ print("ok", model.detector_cfg["kernel_code"])
 """
 
 
+@pytest.mark.slow
 def test_detector_weights_from_the_hub_pinned_and_checked(converted, tmp_path, capsys):
     from eca_models.cli import main
 

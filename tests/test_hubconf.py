@@ -96,6 +96,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_torch_hub_from_github_builds_every_entrypoint(zipball, tmp_path):
     """torch.hub.load('ORG/eca-models:main', ...) as a user runs it: torch.hub extracts GitHub's zipball with
     zipfile (which writes a symbolic link as a text file), imports hubconf.py from it, and every entrypoint builds;
@@ -113,6 +114,7 @@ def test_torch_hub_from_github_builds_every_entrypoint(zipball, tmp_path):
     assert is_ours and len(message.splitlines()) == 1 and "HF_HUB_OFFLINE" in message
 
 
+@pytest.mark.slow
 def test_a_checkout_without_symbolic_links_imports_and_lists(tmp_path):
     """git for Windows' default (core.symlinks=false) writes links as text files: such a clone imports, lists the
     models and reads the manifest."""

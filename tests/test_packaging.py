@@ -6,6 +6,7 @@ import sys
 import zipfile
 from importlib import metadata, resources
 
+import pytest
 from conftest import ROOT
 
 MANIFEST = ROOT / "eca_models" / "weights" / "manifest.json"
@@ -38,6 +39,7 @@ def test_the_installed_package_reads_the_manifest_maintainers_edit():
     assert _manifest_path() == MANIFEST.resolve()  # updates write the tracked file
 
 
+@pytest.mark.slow
 def test_a_wheel_carries_the_manifest_and_every_module(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],

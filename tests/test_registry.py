@@ -1,3 +1,4 @@
+import pytest
 import timm
 from conftest import run_python
 
@@ -31,6 +32,7 @@ def test_architectures_default_to_the_released_kernel_codes():
         assert timm.create_model(arch, num_classes=0).kernel_code == released.split("_")[-1]
 
 
+@pytest.mark.slow
 def test_no_timm_name_is_overwritten():
     code = (
         "import timm, warnings; before = set(timm.list_models(pretrained=False)); "

@@ -125,6 +125,7 @@ def test_a_detector_from_the_authors_file(served, cache):
     assert json.loads((folder / "config.json").read_text())["provenance"]["file_name"] == FASTER.release["file_name"]
 
 
+@pytest.mark.slow
 def test_download_all_on_three_stand_in_entries(served, cache, tmp_path):
     manifest = json.loads((ROOT / "eca_models" / "weights" / "manifest.json").read_text())
     keep = (R18.name, MOBILE.name, FASTER.name)
@@ -200,6 +201,7 @@ def test_every_failure_is_one_line_and_leaves_the_cache_as_it_was(served, cache,
         _serve(served, R18, good)
 
 
+@pytest.mark.slow
 def test_a_file_other_than_the_pinned_one_is_refused(served, cache, tmp_path, monkeypatch, capsys):
     manifest = json.loads((ROOT / "eca_models" / "weights" / "manifest.json").read_text())
     manifest["checkpoints"][R18.name]["release"]["sha256"] = "0" * 64
@@ -266,6 +268,7 @@ def test_ctrl_c_during_download_or_conversion_exits_130_and_the_next_call_starts
     assert len(list((cache / R18.name).iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_leaves_the_cache_as_it_was(served, cache):
     """A write the file system refuses (here a file-size limit of 1 MiB on the process: EFBIG, as ENOSPC would be)."""
     import resource

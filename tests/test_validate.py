@@ -218,6 +218,7 @@ def test_verdict_rules():
     assert 77.0 < low < 77.42 < high < 77.8
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_count_every_image_once(data, tmp_path):
     single, double = tmp_path / "one.json", tmp_path / "two.json"
     args = [

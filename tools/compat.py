@@ -12,7 +12,8 @@ tests that touch each dependency there (``TESTS``; anything after ``--`` goes to
 
 ``oldest`` and ``newest`` install with uv (it downloads what it needs from the package index); ``upgrade`` uses pip,
 since what pip keeps is the question, with CI's own torch (``--system-site-packages``). The interpreters come from
-pyenv (``~/.pyenv/versions/3.10.*``) or ``PATH``. Exits with pytest's status.
+pyenv (``~/.pyenv/versions/3.10.*``) or ``PATH``. The environment (several GB with torch) is removed after its
+tests unless ``--keep``. Exits with pytest's status.
 """
 
 import argparse
@@ -84,12 +85,17 @@ def make_env(leg: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("leg", choices=sorted(LEGS))
+    parser.add_argument("--keep", action="store_true", help="keep build/compat/LEG after the tests")
     parser.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments (default: every test)")
     args = parser.parse_args(argv)
     python = make_env(args.leg)
-    _versions(python)
-    tests = args.pytest_args or (UPGRADE_TESTS if args.leg == "upgrade" else TESTS)
-    return subprocess.run([python, "-m", "pytest", "-p", "no:cacheprovider", *tests], cwd=ROOT).returncode
+    try:
+        _versions(python)
+        tests = args.pytest_args or (UPGRADE_TESTS if args.leg == "upgrade" else TESTS)
+        return subprocess.run([python, "-m", "pytest", "-p", "no:cacheprovider", *tests], cwd=ROOT).returncode
+    finally:
+        if not args.keep:
+            shutil.rmtree(ROOT / "build" / "compat" / args.leg, ignore_errors=True)
 
 
 if __name__ == "__main__":
