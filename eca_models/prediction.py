@@ -7,6 +7,7 @@ An image that cannot be read is named on stderr, counted, and the rest are still
 import dataclasses
 import io
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -204,13 +205,14 @@ def short_names(paths: Sequence[str]) -> Dict[str, str]:
     """Each path's shortest ending that tells it apart from the others: ``a/x.jpg`` and ``b/x.jpg`` stay so,
     ``a/y.jpg`` beside them is ``y.jpg``."""
     parts = {p: Path(p).parts for p in paths}
-    names = {}
-    for path, own in parts.items():
-        for n in range(1, len(own) + 1):
-            tail = own[-n:]
-            if all(other == own or other[-n:] != tail for other in parts.values()):
-                break
-        names[path] = Path(*tail).as_posix()
+    names: Dict[str, str] = {}
+    depth = 1
+    while len(names) < len(parts):  # one count per depth: linear in the images, not quadratic
+        tails = Counter(own[-depth:] for own in parts.values())
+        for path, own in parts.items():
+            if path not in names and (tails[own[-depth:]] == 1 or depth >= len(own)):
+                names[path] = Path(*own[-depth:]).as_posix()
+        depth += 1
     return names
 
 

@@ -94,8 +94,9 @@ def hub_config(
     config["num_features"] = model.num_features
     if isinstance(pool, str) and pool:
         config["global_pool"] = model_args["global_pool"] = pool
-    if extra.get("label_names"):
-        config["label_names"] = list(extra.pop("label_names"))
+    names = extra.pop("label_names", None)
+    if names:
+        config["label_names"] = list(names)
     config.update(model_args=model_args, pretrained_cfg=cfg, **extra)
     return config
 

@@ -8,6 +8,7 @@ Nothing pickled is ever executed: PyTorch files are read with ``weights_only=Tru
 """
 
 import io
+import json
 import os
 import pickletools
 import re
@@ -37,6 +38,7 @@ __all__ = [
     "WeightsError",
     "WeightsNotPublished",
     "download_from_hub",
+    "intact_safetensors",
     "read_safetensors",
     "read_weights_file",
     "sniff_format",
@@ -126,6 +128,22 @@ def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     return {
         k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k: v for k, v in state_dict.items()
     }
+
+
+def intact_safetensors(path: Path) -> bool:
+    """Whether ``path`` is a whole safetensors file: its header parses and ends where its tensors' data ends (a
+    truncated or overwritten file does not), read without loading the tensors."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 2 <= length <= size - 8:
+                return False
+            header = json.loads(f.read(length))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False
+    return 8 + length + max(ends, default=0) == size
 
 
 def read_safetensors(path: Union[str, Path]) -> Dict[str, Any]:

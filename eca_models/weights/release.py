@@ -24,12 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from filelock import FileLock
 from huggingface_hub import constants as hf_constants
 from tqdm import tqdm
 
 from ..files import replace_folder, scratch_folder, write_text_atomic
 from ..version import __version__
-from .loading import WEIGHTS_FILE, WeightsError, sniff_format
+from .loading import WEIGHTS_FILE, WeightsError, intact_safetensors, sniff_format
 from .manifest import Checkpoint
 
 __all__ = [
@@ -152,22 +153,6 @@ def cached_conversion(ckpt: Checkpoint) -> Optional[CachedConversion]:
     return max(found, key=lambda c: c.provenance.get("fetched", "")) if found else None
 
 
-def intact_safetensors(path: Path) -> bool:
-    """Whether ``path`` is a whole safetensors file: its header parses and ends where its tensors' data ends (a
-    truncated or overwritten file does not), read without loading the tensors."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            length = int.from_bytes(f.read(8), "little")
-            if not 2 <= length <= size - 8:
-                return False
-            header = json.loads(f.read(length))
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return False
-    return 8 + length + max(ends, default=0) == size
-
-
 def fetch_release(
     ckpt: Checkpoint,
     keep_original: bool = False,
@@ -195,8 +180,6 @@ def fetch_release(
         raise ReleaseFetchError(
             f"{ckpt.name} is not in the cache and HF_HUB_OFFLINE forbids downloading it; {ways_to_supply(ckpt)}"
         )
-    from filelock import FileLock  # huggingface_hub's own cache lock
-
     lock_file = cache_root().parent / ".locks" / "eca-models" / f"{ckpt.name}.lock"  # beside huggingface_hub's
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
