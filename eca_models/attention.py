@@ -92,7 +92,7 @@ def attention_weights(model: torch.nn.Module, images: torch.Tensor) -> Dict[str,
 
 @dataclasses.dataclass
 class AttentionFigure:
-    """What :func:`attention_figure` wrote and measured.
+    """What `attention_figure` wrote and measured.
 
     Attributes:
         figure: The PNG; ``.npz`` (the arrays) and ``.json`` (their rows and blocks) lie beside it.

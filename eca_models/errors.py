@@ -1,6 +1,6 @@
 """The one base of every error eca-models explains itself.
 
-An :class:`EcaModelsError` says in one line what was wrong and what to do; the commands print that line and exit
+An `EcaModelsError` says in one line what was wrong and what to do; the commands print that line and exit
 with status 2 (``--debug`` shows the traceback). Each kind also derives from the built-in exception a caller
 would expect (a weights problem is a ``RuntimeError``, bad data a ``ValueError``, an output path an ``OSError``),
 so ``except EcaModelsError`` catches them all and older ``except`` clauses keep working.
@@ -45,14 +45,14 @@ def flag(name: str) -> str:
 
 
 def require_whole_number(name: str, value: Any, minimum: int) -> None:
-    """A :class:`UsageError` naming the option ``name`` unless ``value`` is None or a whole number of at least
+    """A `UsageError` naming the option ``name`` unless ``value`` is None or a whole number of at least
     ``minimum`` (the check argparse makes on the command line, for a Python caller)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
         raise UsageError(f"{flag(name)} {value!r}: expected a whole number of at least {minimum}")
 
 
 def require_number(name: str, value: Any, allowed: Callable[[float], bool], expected: str) -> None:
-    """A :class:`UsageError` naming the option ``name`` unless ``value`` is None or a real number (not a bool)
+    """A `UsageError` naming the option ``name`` unless ``value`` is None or a real number (not a bool)
     that ``allowed`` accepts; ``expected`` says which numbers are, in words."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not allowed(value)):
         raise UsageError(f"{flag(name)} {value!r}: expected {expected}")

@@ -38,7 +38,7 @@ CHECK_BATCH_SIZES = (1, 3)
 
 @dataclass
 class ExportCheck:
-    """What :func:`export_model` measured: the largest absolute difference from PyTorch's outputs, held against
+    """What `export_model` measured: the largest absolute difference from PyTorch's outputs, held against
     ``tolerance`` relative to the outputs' scale (float32 rounding grows with the logits' size)."""
 
     path: Path
@@ -131,7 +131,7 @@ def export_model(
 
     Args:
         model: A model built exportable (``timm.layers.set_layer_config(exportable=True)``).
-        fmt: One of :data:`FORMATS`.
+        fmt: One of `FORMATS`.
         out: The file to write; it appears only once the check has passed.
         img_size: Height and width of the example and check inputs.
         opset: ONNX opset version.
@@ -161,7 +161,7 @@ def export_model(
 
 
 def read_metadata(path: Union[str, Path], fmt: str) -> Dict[str, Any]:
-    """The metadata :func:`export_model` stored in a file, decoded."""
+    """The metadata `export_model` stored in a file, decoded."""
     if fmt == "onnx":
         import onnx
 

@@ -76,7 +76,7 @@ def load(
 
 
 def require_model(source: Union[str, Path]) -> None:
-    """Raise :class:`~eca_models.errors.UnknownModel` unless ``source`` is a folder, a registered timm name or an
+    """Raise `UnknownModel` unless ``source`` is a folder, a registered timm name or an
     ``hf-hub:`` id: the one message for a name that is nothing."""
     name = str(source)
     if not (Path(name).is_dir() or name.startswith("hf-hub:") or timm.is_model(name)):
@@ -170,7 +170,7 @@ def class_labels(model: torch.nn.Module) -> Optional[List[str]]:
 
 @contextlib.contextmanager
 def weights_usage_errors(name: str) -> Iterator[None]:
-    """An unknown model or unusable weights, raised inside, as a one-line :class:`ModelUnavailable` naming
+    """An unknown model or unusable weights, raised inside, as a one-line `ModelUnavailable` naming
     ``name``."""
     try:
         yield
@@ -181,7 +181,7 @@ def weights_usage_errors(name: str) -> Iterator[None]:
 def load_model(
     name: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
 ) -> torch.nn.Module:
-    """:func:`load` for the jobs: an unknown model or unusable weights is one :class:`ModelUnavailable` line
+    """`load` for the jobs: an unknown model or unusable weights is one `ModelUnavailable` line
     (``num_classes=None`` is left out: the model's or the folder's own)."""
     if kwargs.get("num_classes", 0) is None:
         kwargs.pop("num_classes")

@@ -238,7 +238,7 @@ def check_output_folder(path: PathLike, what: str = "") -> Path:
 
 
 def check_new_folder(path: PathLike, overwrite: bool = False, what: str = "") -> Path:
-    """Check, before any work, that :func:`atomic_folder` may write ``path``: :func:`check_output_folder`, and an
+    """Check, before any work, that `atomic_folder` may write ``path``: `check_output_folder`, and an
     existing, non-empty ``path`` only with ``overwrite``. Makes nothing.
 
     Raises:
@@ -315,7 +315,7 @@ def scratch_folder(parent: PathLike, name: str) -> Iterator[Path]:
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_path`, flushed to disk before the rename."""
+    """Write ``data`` to ``path`` through `atomic_path`, flushed to disk before the rename."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -323,7 +323,7 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:
-    """:func:`write_bytes_atomic` for UTF-8 text."""
+    """`write_bytes_atomic` for UTF-8 text."""
     write_bytes_atomic(path, text.encode("utf-8"))
 
 

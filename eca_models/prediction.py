@@ -1,4 +1,4 @@
-"""Prediction as one call: :func:`predict` gives each image's top-k classes (classifiers) or its boxes, scores,
+"""Prediction as one call: `predict` gives each image's top-k classes (classifiers) or its boxes, scores,
 class names and masks (detectors), and draws the detections into a folder if asked.
 
 An image that cannot be read is named on stderr, counted, and the rest are still predicted.
@@ -44,7 +44,7 @@ BAR_FROM = 20  # images: a progress bar (on stderr) from this many on
 
 @dataclasses.dataclass
 class Predictions:
-    """What :func:`predict` found.
+    """What `predict` found.
 
     Attributes:
         results: One entry per readable image: ``image`` and ``top`` (``class``, ``index``, ``prob``) for a

@@ -66,7 +66,7 @@ AVAILABLE = ("local", "cached", "on the Hub", "authors' file")  # states pretrai
 
 
 def weights_state(ckpt: Optional[Checkpoint]) -> str:
-    """:func:`~eca_models.weights.fetch.locate` in the zoo's words: ``local``, ``cached`` (a converted release file,
+    """`locate` in the zoo's words: ``local``, ``cached`` (a converted release file,
     or the Hub file, in the cache), ``on the Hub``, ``authors' file`` (fetched on first use), ``not published``
     (none of these, or left out by ECA_MODELS_SOURCES), or ``none`` (no checkpoint)."""
     if ckpt is None:

@@ -83,7 +83,10 @@ def test_mkdocs_build_strict(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     zoo = (tmp_path / "site" / "zoo" / "index.html").read_text()
     assert "25,557,112" in zoo and "eca_mobilenetv2_k13.in1k" in zoo and "not published yet" in zoo
-    assert "EcaResNet" in (tmp_path / "site" / "api" / "index.html").read_text()
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    assert "EcaResNet" in api
+    for markup in (":class:", ":func:", ":mod:", ":data:", "Example::"):  # reST the Markdown pages would print raw
+        assert markup not in api, markup
 
 
 def _table_rows(text: str, first_cell: str):

@@ -587,7 +587,7 @@ def test_help_texts_have_no_markup(capsys):
         with pytest.raises(SystemExit):
             main([name, "--help"])
         text = capsys.readouterr().out
-        assert "``" not in text and ":mod:" not in text and ":func:" not in text, name
+        assert "`" not in text and ":mod:" not in text and ":func:" not in text, name
         if name == "finetune":
             assert "COCO" in text
     with pytest.raises(SystemExit):

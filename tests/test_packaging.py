@@ -55,8 +55,19 @@ def test_a_wheel_carries_the_manifest_and_every_module(tmp_path):
     modules = {str(p.relative_to(ROOT)) for p in (ROOT / "eca_models").rglob("*.py")}
     assert modules <= names, sorted(modules - names)  # every module of the package, in every room
     assert not any(name.startswith("weights/") for name in names)
+    assert "eca_models_cli.py" in names  # the console script's entry
 
 
 def test_console_script():
     (script,) = metadata.distribution("eca-models").entry_points.select(group="console_scripts")
-    assert (script.name, script.value) == ("eca-models", "eca_models.cli:main")
+    assert (script.name, script.value) == ("eca-models", "eca_models_cli:main")
+
+
+@pytest.mark.slow
+def test_version_answers_without_importing_torch():
+    """``eca-models --version`` answers in a fraction of a second: torch (2-3 s to import) is not loaded."""
+    probe = "import sys, eca_models_cli; code = eca_models_cli.main(['--version']); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'eca_models')))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    import eca_models
+
+    assert result.stdout.splitlines() == [f"eca-models {eca_models.__version__}", "[]"]

@@ -1,5 +1,5 @@
-"""Speed and size against the paper's Table 3: classifiers (:mod:`.classification`: plain, SE, CBAM and ECA
-models side by side) and detectors (:mod:`.detection`: each against its plain ResNet twin), timed interleaved
+"""Speed and size against the paper's Table 3: classifiers (`classification`: plain, SE, CBAM and ECA
+models side by side) and detectors (`detection`: each against its plain ResNet twin), timed interleaved
 on the user's hardware."""
 
 from .classification import (

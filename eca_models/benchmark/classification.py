@@ -181,7 +181,7 @@ def run_benchmark(
     afresh each repetition (the same sequence of orders in every run).
 
     Args:
-        backbone: One of :data:`BACKBONES`.
+        backbone: One of `BACKBONES`.
         device: 'cpu' or 'cuda'.
         batch_size: Images per step.
         img_size: Input size.
@@ -387,19 +387,19 @@ def benchmark(
     announce: Callable[[Dict[str, Any]], None] = lambda settings: None,
     **timing: Any,
 ) -> Dict[str, Any]:
-    """The paper's Table 3 on this machine: :func:`run_benchmark` on ``backbone``'s models, and the time to load
+    """The paper's Table 3 on this machine: `run_benchmark` on ``backbone``'s models, and the time to load
     our checkpoint from safetensors against the authors' pickle.
 
     Args:
-        backbone: One of :data:`BACKBONES`.
+        backbone: One of `BACKBONES`.
         keep_memory: glibc: reuse freed memory instead of faulting fresh pages in every step (less noise).
         results_file: Also write the report here as JSON.
         plot: Also draw the images/s ratios here as a bar chart (PNG).
         announce: Called with the settings before the timing starts.
-        **timing: :func:`run_benchmark`'s arguments (``device``, ``batch_size``, ``img_size``, ``reps``, ...).
+        **timing: `run_benchmark`'s arguments (``device``, ``batch_size``, ``img_size``, ``reps``, ...).
 
     Returns:
-        The report: ``settings``, ``machine``, ``models`` (one :class:`Result` each, as a dict), ``loading``,
+        The report: ``settings``, ``machine``, ``models`` (one `Result` each, as a dict), ``loading``,
         ``paper_table3``.
     """
     check_outputs(results_file, plot)

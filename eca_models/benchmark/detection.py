@@ -2,7 +2,7 @@
 
 Both are built here with the same FPN, heads and settings, differing only in the trunk (timm's ``resnet50`` /
 ``resnet101`` with frozen BatchNorm against ours), so the difference is ECA's. Reported: exact parameters, the
-release's count, MACs of the release's dummy forward at 1280 x 800 (:func:`~eca_models.complexity.detector_macs`), and
+release's count, MACs of the release's dummy forward at 1280 x 800 (`detector_macs`), and
 measured inference images/s, timed interleaved with the ratio's median and 95% interval as for the classifiers.
 """
 
@@ -110,7 +110,7 @@ def benchmark_detector(
     results_file: Optional[Union[str, Path]] = None,
     announce: Callable[[Dict[str, Any]], None] = lambda settings: None,
 ) -> Dict[str, Any]:
-    """Time the detector ``name`` against its plain ResNet twin (:func:`run_detector_benchmark`).
+    """Time the detector ``name`` against its plain ResNet twin (`run_detector_benchmark`).
 
     Args:
         name: A registered detector.
@@ -119,7 +119,7 @@ def benchmark_detector(
         announce: Called with the settings before the timing starts.
 
     Returns:
-        The report: ``settings``, ``machine``, ``detectors`` (one :class:`DetectorResult` each, as a dict).
+        The report: ``settings``, ``machine``, ``detectors`` (one `DetectorResult` each, as a dict).
     """
     check_outputs(results_file, None)
     if not is_detector(name):

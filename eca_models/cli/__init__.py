@@ -47,11 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plain_text(doc: Optional[str]) -> Optional[str]:
-    """A docstring as a help text: reST roles (``:mod:`x```) and literals (double backquotes) as plain words."""
-    if not doc:
-        return doc
-    doc = re.sub(r":\w+:`~?\.?([^`]+)`", r"\1", doc)
-    return re.sub(r"``([^`]+)``", r"\1", doc)
+    """A docstring as a help text: its code spans (single or double backquotes) as plain words."""
+    return re.sub(r"``?([^`]+)``?", r"\1", doc) if doc else doc
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -56,7 +56,7 @@ def probability(text: str) -> float:
 
 
 def check_device(name: str) -> torch.device:
-    """The device ``--device`` names, checked before any work: a one-line :class:`UsageError` for a name torch does
+    """The device ``--device`` names, checked before any work: a one-line `UsageError` for a name torch does
     not know or a device this machine lacks (``cuda`` without a GPU, ``cuda:3`` on a machine with two)."""
     try:
         device = torch.device(name)

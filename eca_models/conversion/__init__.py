@@ -1,5 +1,5 @@
-"""The authors' files into Hub folders: their ImageNet ``.pth.tar`` files (:mod:`.imagenet`) and their mmdetection v1
-detectors (:mod:`.mmdet_v1`), each read safely, remapped, written, reloaded and compared; :func:`convert` is the
+"""The authors' files into Hub folders: their ImageNet ``.pth.tar`` files (`imagenet`) and their mmdetection v1
+detectors (`mmdet_v1`), each read safely, remapped, written, reloaded and compared; `convert` is the
 one call for both."""
 
 from pathlib import Path

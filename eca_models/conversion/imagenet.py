@@ -97,8 +97,8 @@ def convert_checkpoint(
 ) -> ConversionReport:
     """Convert an authors'-format checkpoint to a Hub folder and check it reloads to identical logits.
 
-    Four steps: read (``weights_only=True``), remap (:func:`remap_checkpoint`), save (:func:`write_hub_files`, into
-    a folder beside ``out_dir``) and verify (:func:`verify_hub_folder`); the folder is renamed into place only once
+    Four steps: read (``weights_only=True``), remap (`remap_checkpoint`), save (`write_hub_files`, into
+    a folder beside ``out_dir``) and verify (`verify_hub_folder`); the folder is renamed into place only once
     it reloads to the source's logits.
 
     Args:

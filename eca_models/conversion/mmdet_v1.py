@@ -1,9 +1,9 @@
 """The release's detector files (mmdetection v1 ``save_checkpoint``) to torchvision's detectors and Hub folders.
 
-Four steps, each a function: :func:`read_mmdet_checkpoint` (``weights_only=True``), :func:`remap_state_dict`
-(every key consumed or named in a one-line error), :func:`~eca_models.detection.weights.write_detector_files` (``model.safetensors``,
-``config.json``, ``README.md``, written atomically) and :func:`verify_detector_folder` (the folder reloads to the
-same outputs). :func:`convert_mmdet_checkpoint` runs them in order.
+Four steps, each a function: `read_mmdet_checkpoint` (``weights_only=True``), `remap_state_dict`
+(every key consumed or named in a one-line error), `write_detector_files` (``model.safetensors``,
+``config.json``, ``README.md``, written atomically) and `verify_detector_folder` (the folder reloads to the
+same outputs). `convert_mmdet_checkpoint` runs them in order.
 """
 
 import dataclasses
@@ -275,7 +275,7 @@ def verify_detector_folder(model: nn.Module, folder: Union[str, Path], size: int
 
 @dataclasses.dataclass
 class DetectorConversion:
-    """What :func:`convert_mmdet_checkpoint` did and found."""
+    """What `convert_mmdet_checkpoint` did and found."""
 
     out_dir: Path
     architecture: str

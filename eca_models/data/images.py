@@ -37,7 +37,7 @@ def open_rgb(path: Union[str, Path]) -> Image.Image:
     and scientific PNGs and TIFFs) scaled to 8 bits rather than clipped to white.
 
     Raises:
-        One of :data:`IMAGE_ERRORS` for a file that cannot be read.
+        One of `IMAGE_ERRORS` for a file that cannot be read.
     """
     with Image.open(path) as opened:
         img = ImageOps.exif_transpose(opened)

@@ -53,7 +53,7 @@ def create_detector(
     categories: Optional[Sequence[Dict[str, Any]]] = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered detector (see :func:`list_detectors`), in eval mode.
+    """Build a registered detector (see `list_detectors`), in eval mode.
 
     Args:
         name: ``fasterrcnn_eca_resnet50_fpn``, ``maskrcnn_eca_resnet101_fpn``, ...
@@ -84,9 +84,9 @@ def create_detector(
 def load_detector_model(
     name: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
 ) -> nn.Module:
-    """:func:`create_detector` / :func:`load_detector` for the jobs: a registered name (its release weights, or
+    """`create_detector` / `load_detector` for the jobs: a registered name (its release weights, or
     ``checkpoint``) or a detector folder; an unknown name or unusable weights is one
-    :class:`~eca_models.errors.ModelUnavailable` line. ``min_size=None`` / ``max_size=None`` are left out (the
+    `ModelUnavailable` line. ``min_size=None`` / ``max_size=None`` are left out (the
     release's sizes)."""
     kwargs = {k: v for k, v in kwargs.items() if not (k in ("min_size", "max_size") and v is None)}
     with weights_usage_errors(str(name)):

@@ -12,7 +12,7 @@ _BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_detector(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Add a builder to the registry under its function name (a row of :mod:`.architectures`: its facts)."""
+    """Add a builder to the registry under its function name (a row of `architectures`: its facts)."""
     get_architecture(fn.__name__)
     _BUILDERS[fn.__name__] = fn
     return fn

@@ -52,7 +52,7 @@ def assemble_detector(
     """Build the detector ``architecture`` and load its weights.
 
     Args:
-        architecture: A registered detector, e.g. ``maskrcnn_eca_resnet50_fpn`` (its facts: :mod:`.architectures`).
+        architecture: A registered detector, e.g. ``maskrcnn_eca_resnet50_fpn`` (its facts: `architectures`).
         make: ``(backbone, label_map, **kwargs) -> model``: torchvision's class with the builder's settings.
         pretrained: Load the release's COCO weights (from the Hub, pinned and checked, or the authors' file).
         kernel_sizes: ECA kernel sizes per stage, a kernel code (``'k3377'``, ``'k5'``) as for the classifiers;
@@ -64,7 +64,7 @@ def assemble_detector(
         weights_backbone: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector).
         trainable_backbone_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as
             released).
-        legacy_coordinates: mmdetection v1's box conventions (:mod:`.legacy`); None: where the weights were
+        legacy_coordinates: mmdetection v1's box conventions (`legacy`); None: where the weights were
             trained with them (the release's, converted files).
         trunk: Another timm ResNet as the trunk instead of the ECA-ResNet (the benchmark's plain twin,
             ``resnet50``); kernel codes then do not apply.

@@ -1,9 +1,9 @@
 """COCO-format data: annotation files checked up front, images read as RGB, targets in torchvision's form.
 
-:func:`read_coco` reads an ``instances_*.json`` and its image folder and refuses, in one line, what would fail
+`read_coco` reads an ``instances_*.json`` and its image folder and refuses, in one line, what would fail
 later or silently: JSON that is unreadable or truncated, missing sections, annotations whose image is not listed,
 listed images whose file is missing (named). Boxes with no area are dropped and counted (``CocoData.dropped``);
-crowd boxes are kept for evaluation and left out of training losses. :func:`find_coco_splits` finds the splits of
+crowd boxes are kept for evaluation and left out of training losses. `find_coco_splits` finds the splits of
 a COCO-layout root by their ``annotations/instances_<split>.json`` names.
 """
 
@@ -228,7 +228,7 @@ def _decode_outline(seg: Any, height: int, width: int) -> Optional[np.ndarray]:
 
 
 class CocoDataset(Dataset):
-    """Images and torchvision targets of a :class:`CocoData`.
+    """Images and torchvision targets of a `CocoData`.
 
     Items are ``(image, target, ok)``: ``image`` a float RGB tensor in 0-1 (grayscale, palette and CMYK images
     converted), ``target`` torchvision's dict (``boxes`` x1y1x2y2 in pixels, ``labels`` head indices, ``masks``
@@ -306,10 +306,10 @@ class CocoDataset(Dataset):
 
 
 def read_rgb(path) -> torch.Tensor:
-    """An image file as a uint8 RGB tensor (3, H, W), read by :func:`~eca_models.data.images.open_rgb`.
+    """An image file as a uint8 RGB tensor (3, H, W), read by `open_rgb`.
 
     Raises:
-        One of :data:`~eca_models.data.images.IMAGE_ERRORS` for a file that cannot be read.
+        One of `IMAGE_ERRORS` for a file that cannot be read.
     """
     return torch.from_numpy(np.asarray(open_rgb(path), dtype=np.uint8).copy()).permute(2, 0, 1)
 

@@ -48,7 +48,7 @@ def fasterrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> F
 
     Args:
         pretrained: Load the release's COCO weights.
-        **kwargs: :func:`~eca_models.detection.assembly.assemble_detector`'s (``kernel_sizes``, ``checkpoint``, ``num_classes``, ``categories``,
+        **kwargs: `assemble_detector`'s (``kernel_sizes``, ``checkpoint``, ``num_classes``, ``categories``,
             ``weights_backbone``, ``trainable_backbone_layers``) and torchvision's ``FasterRCNN``'s.
     """
     return assemble_detector(
@@ -60,7 +60,7 @@ def fasterrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> F
 def fasterrcnn_eca_resnet101_fpn(*, pretrained: bool = False, **kwargs: Any) -> FasterRCNN:
     """Faster R-CNN + FPN on ECA-ResNet-101; the release's kernel code ``k3357``.
 
-    Args: as :func:`fasterrcnn_eca_resnet50_fpn`.
+    Args: as `fasterrcnn_eca_resnet50_fpn`.
     """
     return assemble_detector(
         architecture="fasterrcnn_eca_resnet101_fpn", make=make_faster_rcnn, pretrained=pretrained, **kwargs

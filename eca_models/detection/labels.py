@@ -2,7 +2,7 @@
 
 COCO's 80 category ids run from 1 to 90 with gaps, and mmdetection v1 trained its heads on contiguous
 labels: an 81-way two-stage head has background at index 0 and ``CLASSES[j - 1]`` at index ``j``; RetinaNet's
-80-way sigmoid head has ``CLASSES[j]`` at index ``j``. A :class:`LabelMap` carries that mapping with the
+80-way sigmoid head has ``CLASSES[j]`` at index ``j``. A `LabelMap` carries that mapping with the
 weights (in ``config.json``) so predictions come out as the dataset's own ids and names.
 """
 
@@ -104,6 +104,6 @@ class LabelMap:
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "LabelMap":
-        """Read back :meth:`to_json` (head order kept as written)."""
+        """Read back `to_json` (head order kept as written)."""
         cats = data["categories"]
         return cls(tuple(int(c["id"]) for c in cats), tuple(str(c["name"]) for c in cats), bool(data["background"]))

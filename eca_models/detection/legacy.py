@@ -3,7 +3,7 @@
 v1 measured a box's width as ``x2 - x1 + 1``, centred its anchors at ``(stride - 1) / 2``, and its RoIAlign
 extended each box's end by one pixel. torchvision does none of these. Where the convention lives in a part of
 torchvision's detector that can be swapped (the box coders, the anchor generator, the RoI poolers), this module
-swaps in v1's: :func:`use_legacy_coordinates`. Converted folders record it (``legacy_coordinates`` in
+swaps in v1's: `use_legacy_coordinates`. Converted folders record it (``legacy_coordinates`` in
 ``config.json``) and get it when loaded. What stays torchvision's: box clipping to ``[0, W]`` (v1: ``W - 1``), NMS
 areas without the +1, mask pasting, and resizing boxes back with a ratio per axis (v1: one scale factor).
 """

@@ -1,6 +1,6 @@
 """Mask R-CNN with an ECA-ResNet FPN trunk, as the ECA-Net release trained it (Wang et al., CVPR 2020, Tables 5-6).
 
-torchvision's ``MaskRCNN`` with the Faster R-CNN settings of :mod:`.faster_rcnn` and mmdetection v1's mask head:
+torchvision's ``MaskRCNN`` with the Faster R-CNN settings of `faster_rcnn` and mmdetection v1's mask head:
 RoIAlign 14x14, four 3x3 convs of 256, a 2x2 stride-2 deconv and 81 class-specific 28x28 masks.
 """
 
@@ -29,7 +29,7 @@ def maskrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> Mas
 
     Args:
         pretrained: Load the release's COCO weights.
-        **kwargs: :func:`~eca_models.detection.assembly.assemble_detector`'s and torchvision's ``MaskRCNN``'s.
+        **kwargs: `assemble_detector`'s and torchvision's ``MaskRCNN``'s.
     """
     return assemble_detector(
         architecture="maskrcnn_eca_resnet50_fpn", make=make_mask_rcnn, pretrained=pretrained, **kwargs
@@ -40,7 +40,7 @@ def maskrcnn_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> Mas
 def maskrcnn_eca_resnet101_fpn(*, pretrained: bool = False, **kwargs: Any) -> MaskRCNN:
     """Mask R-CNN + FPN on ECA-ResNet-101; the release's kernel code ``k3357``.
 
-    Args: as :func:`maskrcnn_eca_resnet50_fpn`.
+    Args: as `maskrcnn_eca_resnet50_fpn`.
     """
     return assemble_detector(
         architecture="maskrcnn_eca_resnet101_fpn", make=make_mask_rcnn, pretrained=pretrained, **kwargs

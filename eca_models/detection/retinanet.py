@@ -51,7 +51,7 @@ def retinanet_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> Re
 
     Args:
         pretrained: Load the release's COCO weights.
-        **kwargs: :func:`~eca_models.detection.assembly.assemble_detector`'s (``kernel_sizes``, ``checkpoint``, ``num_classes`` without background,
+        **kwargs: `assemble_detector`'s (``kernel_sizes``, ``checkpoint``, ``num_classes`` without background,
             ``categories``, ``weights_backbone``, ``trainable_backbone_layers``) and torchvision's ``RetinaNet``'s.
     """
     return assemble_detector(
@@ -63,7 +63,7 @@ def retinanet_eca_resnet50_fpn(*, pretrained: bool = False, **kwargs: Any) -> Re
 def retinanet_eca_resnet101_fpn(*, pretrained: bool = False, **kwargs: Any) -> RetinaNet:
     """RetinaNet + FPN on ECA-ResNet-101; the release's kernel code ``k3357``.
 
-    Args: as :func:`retinanet_eca_resnet50_fpn`.
+    Args: as `retinanet_eca_resnet50_fpn`.
     """
     return assemble_detector(
         architecture="retinanet_eca_resnet101_fpn", make=make_retinanet, pretrained=pretrained, **kwargs

@@ -49,7 +49,7 @@ def state_dict_mismatch(
 @dataclasses.dataclass
 class DetectorWeights:
     """A detector's state dict and what it was trained with (``legacy_coordinates``: mmdetection v1's box
-    conventions, see :mod:`.legacy`; ``sizes``: the ``min_size`` / ``max_size`` its folder records, which a model
+    conventions, see `legacy`; ``sizes``: the ``min_size`` / ``max_size`` its folder records, which a model
     built from it uses unless told otherwise)."""
 
     architecture: str
@@ -61,7 +61,7 @@ class DetectorWeights:
     sizes: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def load_into(self, model: nn.Module) -> None:
-        """Load strictly; a missing, unexpected or mis-shaped tensor is a one-line :class:`WeightsError`."""
+        """Load strictly; a missing, unexpected or mis-shaped tensor is a one-line `WeightsError`."""
         missing, unexpected, shapes = state_dict_mismatch(model.state_dict(), self.state_dict)
         if missing or unexpected or shapes:
             parts = []
@@ -93,8 +93,8 @@ def detector_config(model: nn.Module, **extra: Any) -> Dict[str, Any]:
 def write_detector_files(
     model: nn.Module, folder: Union[str, Path], card: str, metadata: Dict[str, str], **config: Any
 ) -> None:
-    """A detector's folder: :func:`~eca_models.weights.folders.write_model_files` with its ``config.json``
-    (:func:`detector_config` and ``config``'s entries: source file, its sha256, what it was fine-tuned on, ...)."""
+    """A detector's folder: `write_model_files` with its ``config.json``
+    (`detector_config` and ``config``'s entries: source file, its sha256, what it was fine-tuned on, ...)."""
 
     def write_config(path: Path) -> None:
         path.write_text(json.dumps(detector_config(model, **config), indent=2) + "\n", encoding="utf-8")

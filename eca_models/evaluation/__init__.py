@@ -1,5 +1,5 @@
-"""Measuring models and judging them: Top-1/Top-5 on ImageNet val (:mod:`.classification`), COCO AP
-(:mod:`.detection`), and :func:`validate`, the one call for both (:mod:`.validate`)."""
+"""Measuring models and judging them: Top-1/Top-5 on ImageNet val (`classification`), COCO AP
+(`detection`), and `validate`, the one call for both (`validate`)."""
 
 from .classification import IMAGENET_VAL_SIZE, NOT_SCORED, Counts, UnreadableImage, evaluate, verdict, wilson_interval
 from .detection import coco_evaluate, detection_verdict, predict_coco

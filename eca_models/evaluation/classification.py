@@ -1,6 +1,6 @@
 """Measuring Top-1/Top-5 and judging them against reported figures.
 
-``evaluate`` runs a model over a loader of :class:`~eca_models.data.images.ImageListDataset` items
+``evaluate`` runs a model over a loader of `ImageListDataset` items
 and returns counts summed over all torchrun processes; ``verdict`` compares the accuracies with
 the reported ones: on the full 50,000-image val set within a tolerance, on a subset by whether
 the reported value lies inside the 95% confidence interval.
@@ -197,7 +197,7 @@ def validate_classifier(name: str, data: str, options: Any, device: torch.device
     Args:
         name: A registered name or a model folder.
         data: Class folders by WordNet id, or flat images with ``options.labels``.
-        options: A :class:`~eca_models.evaluation.validate.ValidateOptions`.
+        options: A `ValidateOptions`.
         device: Where to run.
 
     Returns:

@@ -82,7 +82,7 @@ def to_coco_results(
 
 @dataclasses.dataclass
 class Predictions:
-    """What :func:`predict_coco` made: results of every process, images scored, unreadable files, seconds."""
+    """What `predict_coco` made: results of every process, images scored, unreadable files, seconds."""
 
     results: List[Dict[str, Any]]
     image_ids: List[int]
@@ -244,7 +244,7 @@ def validate_detector(name: str, data: str, options: Any, device: torch.device) 
     Args:
         name: A registered detector or a detector folder.
         data: A COCO-layout root, or an image folder with ``options.annotations``.
-        options: A :class:`~eca_models.evaluation.validate.ValidateOptions` (``predictions`` also writes them).
+        options: A `ValidateOptions` (``predictions`` also writes them).
         device: Where to run.
 
     Returns:

@@ -17,7 +17,7 @@ def format_report(
     """The report of one model's validation, as ``eca-models validate`` prints it.
 
     Args:
-        validation: What :func:`~eca_models.evaluation.validate.validate` returned for the model.
+        validation: What `validate` returned for the model.
         results_file: Where the rows were written (then only five unreadable images are listed here).
         predictions_file: Where a detector's predictions were written.
     """

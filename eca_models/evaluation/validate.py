@@ -1,5 +1,5 @@
-"""Validation as one call: :func:`validate` measures each model (classifiers on ImageNet val, detectors on
-COCO-format data), compares it with the reported figures and returns a :class:`Validation` per model, with its
+"""Validation as one call: `validate` measures each model (classifiers on ImageNet val, detectors on
+COCO-format data), compares it with the reported figures and returns a `Validation` per model, with its
 results row and verdict; the rows can be written as JSON or CSV and a full-set measurement kept in the manifest.
 """
 
@@ -92,7 +92,7 @@ class Validation:
 
 @dataclasses.dataclass
 class ValidationRun:
-    """Every model's :class:`Validation`, and the names that could not be loaded (skipped)."""
+    """Every model's `Validation`, and the names that could not be loaded (skipped)."""
 
     validations: List[Validation]
     skipped: List[str]
@@ -131,8 +131,8 @@ def validate(
         models: Names, patterns (``'eca_resnet*'``) or model folders: all classifiers or all detectors.
         data: ImageNet val (class folders, or flat images with ``labels``); detectors: a COCO-layout root, or an
             image folder with ``annotations``.
-        on_result: Called with each model's :class:`Validation` as soon as it is measured (on rank 0).
-        **options: :class:`ValidateOptions` fields.
+        on_result: Called with each model's `Validation` as soon as it is measured (on rank 0).
+        **options: `ValidateOptions` fields.
 
     Returns:
         The validations, in order; with several models, one that cannot be loaded is skipped (named on stderr).

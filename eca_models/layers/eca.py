@@ -40,7 +40,7 @@ def adaptive_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0, m
 class EcaLayer(nn.Module):
     """Efficient Channel Attention: global average pool, 1D conv across channels, sigmoid gate.
 
-    The gate is computed by :meth:`gate`, so a block can fold the multiply into its residual add
+    The gate is computed by `gate`, so a block can fold the multiply into its residual add
     (``shortcut + x * gate``) and read the block output only once.
     """
 
@@ -58,7 +58,7 @@ class EcaLayer(nn.Module):
         Args:
             channels: Number of input channels.
             kernel_size: Odd size >= 1 of the cross-channel convolution; None picks it from
-                ``channels`` with :func:`adaptive_kernel_size`.
+                ``channels`` with `adaptive_kernel_size`.
             gamma: ``gamma`` of the adaptive rule (unused when ``kernel_size`` is given).
             beta: ``b`` of the adaptive rule (unused when ``kernel_size`` is given).
             min_kernel_size: Lower clamp of the adaptive rule (unused when ``kernel_size`` is given).

@@ -7,7 +7,7 @@ last BatchNorm is folded in as well, so no block-sized tensor is written that th
 not write too. On the CPU a fresh block-sized tensor costs more than the arithmetic on it: the OS
 has to fault its pages in.
 
-:func:`eca_block_end` is the one entry point. It is a leaf of ``torch.fx`` traces (``torch.fx.wrap``
+`eca_block_end` is the one entry point. It is a leaf of ``torch.fx`` traces (``torch.fx.wrap``
 in the model modules, and timm's ``register_notrace_function``), so a traced model takes the same
 path as eager: the path is chosen when it runs, from the tensors it gets (grad mode, dtypes, sizes),
 never from Python control flow on proxies. Only tensors and numbers reach ``autograd.Function.apply``.
@@ -141,7 +141,7 @@ def add_scaled_deviation(out: torch.Tensor, z: torch.Tensor, mean: torch.Tensor,
 
 def gate_from_pooled(pooled: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """ECA's channel weights (N, C, 1, 1) from the per-channel means ``pooled`` (N, C) and the 1D conv's
-    ``weight`` (1, 1, k), zero-padded to keep C: what :class:`~eca_models.layers.EcaLayer` computes."""
+    ``weight`` (1, 1, k), zero-padded to keep C: what `EcaLayer` computes."""
     padding = (weight.shape[-1] - 1) // 2
     return F.conv1d(pooled.unsqueeze(1), weight, padding=padding).sigmoid()[:, 0, :, None, None]
 
@@ -210,7 +210,7 @@ class BnState(NamedTuple):
 
 
 def bn_state(bn: nn.Module) -> Optional[BnState]:
-    """``bn`` as a :data:`BnState`, for :func:`eca_block_end` to apply itself; None where only the module's own
+    """``bn`` as a `BnState`, for `eca_block_end` to apply itself; None where only the module's own
     call is right: another class (SyncBatchNorm, a subclass with its own forward), no affine or running
     statistics, or hooks on it (they run only through its call). torchvision's ``FrozenBatchNorm2d`` (the
     detectors' norm layer) is an eval-mode BatchNorm whose affine is fixed: its state says so (never training)."""
@@ -295,7 +295,7 @@ def has_hooks(module: nn.Module) -> bool:
 
 
 def _batch_norm(z: torch.Tensor, bn: BnState) -> torch.Tensor:
-    """``nn.BatchNorm2d.forward`` for a plain BN given as a :data:`BnState` (its statistics updated alike)."""
+    """``nn.BatchNorm2d.forward`` for a plain BN given as a `BnState` (its statistics updated alike)."""
     factor = _bn_momentum(bn.num_batches_tracked, bn.momentum) if bn.training else 0.0
     return F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.training, factor, bn.eps)
 
@@ -340,7 +340,7 @@ def eca_block_end(
             may be overwritten).
         shortcut: The residual branch, same shape.
         eca_weight: The ECA layer's 1D convolution weight, (1, 1, k).
-        bn: The block's last BatchNorm as :func:`bn_state` gives it, to be applied here; None where the
+        bn: The block's last BatchNorm as `bn_state` gives it, to be applied here; None where the
             block applied its BN itself.
         conv3: ``(h, weight)``: conv3's input and weight, where ``x = conv3(h)`` is a bias-free 1x1
             convolution, so inference may pool ``h`` instead of the block output.

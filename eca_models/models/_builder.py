@@ -39,7 +39,7 @@ def make_default_cfgs(cfg_fn: Callable[..., Dict[str, Any]], family: str) -> Dic
 
 
 def build_eca_model(model_cls: Type[ModelT], variant: str, pretrained: bool = False, **kwargs: Any) -> ModelT:
-    """timm's ``build_model_with_cfg``, with the weights fetched by :mod:`eca_models.weights`.
+    """timm's ``build_model_with_cfg``, with the weights fetched by `eca_models.weights`.
 
     Our loader reads only safetensors, or PyTorch files with ``weights_only=True``, verifies Hub
     downloads against the manifest, and explains failures in one line. The state dict it returns

@@ -72,7 +72,7 @@ class EcaInvertedResidual(nn.Module):
             stride: Stride of the depthwise conv (1 or 2).
             expand_ratio: Hidden width as a multiple of ``in_chs``.
             eca_kernel_size: ECA kernel size; None picks it from ``out_chs``.
-            eca_args: Extra arguments of :class:`EcaLayer` (the adaptive rule's gamma, beta, clamp).
+            eca_args: Extra arguments of `EcaLayer` (the adaptive rule's gamma, beta, clamp).
             drop_path_rate: Stochastic depth on the residual branch.
         """
         super().__init__()

@@ -31,7 +31,7 @@ register_notrace_function(eca_block_end)
 
 
 class _EcaResidual:
-    """The end of an ECA block, ``act(shortcut + eca(bn(z)))``: by :func:`~eca_models.layers.eca_block_end`
+    """The end of an ECA block, ``act(shortcut + eca(bn(z)))``: by `eca_block_end`
     (the cheapest exact path, chosen when it runs) where the block is ``fused``, else in plain operations."""
 
     def _init_eca(self, last_conv: nn.Conv2d, kernel_size: Optional[int], eca_args: Optional[Dict[str, Any]]) -> None:
@@ -69,7 +69,7 @@ class EcaBasicBlock(_EcaResidual, BasicBlock):
         Args:
             *args: Positional arguments of timm's ``BasicBlock``.
             eca_kernel_size: The ECA kernel size; None picks it from the channel count.
-            eca_args: Extra arguments of :class:`EcaLayer` (the adaptive rule's gamma, beta, clamp).
+            eca_args: Extra arguments of `EcaLayer` (the adaptive rule's gamma, beta, clamp).
             **kwargs: Keyword arguments of timm's ``BasicBlock`` (no ``attn_layer``).
         """
         super().__init__(*args, **kwargs)
@@ -103,7 +103,7 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
         Args:
             *args: Positional arguments of timm's ``Bottleneck``.
             eca_kernel_size: The ECA kernel size; None picks it from the channel count.
-            eca_args: Extra arguments of :class:`EcaLayer` (the adaptive rule's gamma, beta, clamp).
+            eca_args: Extra arguments of `EcaLayer` (the adaptive rule's gamma, beta, clamp).
             **kwargs: Keyword arguments of timm's ``Bottleneck`` (no ``attn_layer``).
         """
         super().__init__(*args, **kwargs)

@@ -1,5 +1,5 @@
 """Fine-tuning a classifier on class folders: the model with a new classifier, timm's transforms, optimizer,
-scheduler, mixup and losses, and the :class:`~.runner.Task` the shared runner trains.
+scheduler, mixup and losses, and the `Task` the shared runner trains.
 
 The best model is written into the run folder as a Hub-format folder (model.safetensors, config.json, README.md)
 whenever the validation Top-1 improves.

@@ -1,4 +1,4 @@
-"""Fine-tuning as one call, for classifiers and detectors alike: :func:`finetune`."""
+"""Fine-tuning as one call, for classifiers and detectors alike: `finetune`."""
 
 import dataclasses
 from pathlib import Path
@@ -41,17 +41,18 @@ def finetune(
 ) -> FinetuneResult:
     """Fine-tune a classifier on class folders, or a detector on COCO-format data, resumable.
 
-    Example::
-
+    Example:
+        ```python
         result = eca_models.finetune("eca_resnet50", "flowers/", output="runs/flowers", epochs=5, batch_size=16)
         model = eca_models.load(result.run_dir)
+        ```
 
     Args:
         model: An architecture (``eca_resnet50``, ``maskrcnn_eca_resnet50_fpn``, ...) or a model folder.
         data: A folder with ``train/`` and ``val/`` class folders (or class folders and ``val_split``); for a
             detector, a COCO-layout root (or the ``train_annotations`` ... options).
         output: The run folder: checkpoints, metrics, curves and the best model.
-        **options: :class:`~eca_models.training.options.FinetuneOptions` fields (``epochs``, ``batch_size``,
+        **options: `FinetuneOptions` fields (``epochs``, ``batch_size``,
             ``lr``, ``resume``, ...); a field of the other task is refused.
 
     Returns:

@@ -19,7 +19,7 @@ StepResult = Tuple[Optional[torch.Tensor], int, List[str]]
 
 @dataclasses.dataclass
 class Stepper:
-    """What a task trains with, for every epoch: its forward (a batch -> :data:`StepResult`, run under autocast when
+    """What a task trains with, for every epoch: its forward (a batch -> `StepResult`, run under autocast when
     ``amp``), the optimizer, a GradScaler for float16 AMP on CUDA (else None), a timm scheduler stepped per update
     (``step_update``; None, or a no-op for per-epoch schedules), and where unreadable images are reported."""
 

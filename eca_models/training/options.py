@@ -1,5 +1,5 @@
 """Every choice of a fine-tuning run, in one table: its name (the command line's flag, with dashes), its default,
-and which task takes it. The command line's flags, ``args.json`` and :func:`eca_models.finetune`'s keywords are
+and which task takes it. The command line's flags, ``args.json`` and `eca_models.finetune`'s keywords are
 this table."""
 
 import dataclasses

@@ -2,7 +2,7 @@
 
 A resumed run must draw exactly what the uninterrupted one would have, with any number of loader workers. The
 order depends only on (seed, epoch); each image's random augmentation depends only on (seed, epoch, index)
-(:class:`SeededItems`), never on which worker read it or what that worker read before, so skipping the
+(`SeededItems`), never on which worker read it or what that worker read before, so skipping the
 steps already done changes nothing that follows.
 """
 

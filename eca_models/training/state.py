@@ -40,7 +40,7 @@ def capture_rng() -> Dict[str, Any]:
 
 
 def restore_rng(state: Dict[str, Any]) -> None:
-    """Put every generator back as :func:`capture_rng` found it."""
+    """Put every generator back as `capture_rng` found it."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]

@@ -1,9 +1,9 @@
 """Weights: the manifest of released checkpoints, and getting their files safely.
 
 ``manifest.json`` (beside this module; no other copy exists) is the single source of every
-checkpoint's figures; :mod:`.fetch` is the one path to a checkpoint's weights (a local folder, the cache, the
-Hub, the authors' file through :mod:`.release`); :mod:`.loading` reads and checks files; :mod:`.folders` writes model folders and :mod:`.publish` uploads them
-(the authors' files are converted by :mod:`eca_models.conversion`).
+checkpoint's figures; `fetch` is the one path to a checkpoint's weights (a local folder, the cache, the
+Hub, the authors' file through `release`); `loading` reads and checks files; `folders` writes model folders and `publish` uploads them
+(the authors' files are converted by `eca_models.conversion`).
 """
 
 from .fetch import Fetched, download_checkpoints, fetch_from_hub, fetch_weights, load_pretrained_weights

@@ -2,7 +2,7 @@
 command, ``eca-models download``).
 
 Order: a folder ``ECA_MODELS_WEIGHTS_DIR`` supplies; the converted cache of the authors' files; the Hub, pinned
-(where the manifest records a published revision); the authors' own file (:mod:`.release`). ``ECA_MODELS_SOURCES``
+(where the manifest records a published revision); the authors' own file (`release`). ``ECA_MODELS_SOURCES``
 or ``source=`` leaves out the Hub or the release (``hub``: only pinned Hub files, and no conversion of a
 pickle, cached or not).
 """
@@ -64,7 +64,7 @@ class Fetched:
 
 def locate(ckpt: Checkpoint, source: Optional[str] = None) -> Tuple[str, Optional[Path]]:
     """Where ``ckpt``'s weights would come from, in the order of this module's docstring, without fetching: the rule
-    that :func:`fetch_weights`, ``eca-models list`` and fine-tuning's "are there weights" all follow.
+    that `fetch_weights`, ``eca-models list`` and fine-tuning's "are there weights" all follow.
 
     Returns:
         ``(where, file)``: ``("local", file)``, ``("cached", file)`` (a converted release file),
@@ -122,7 +122,7 @@ def fetch_weights(
 
 def fetch_from_hub(hf_hub_id: str, filename: str = WEIGHTS_FILE) -> Path:
     """The weights file for a Hub id (``ORG/REPO`` or ``ORG/REPO@REVISION``): a manifest checkpoint's through
-    :func:`fetch_weights`; any other repo (or an explicit revision) from the Hub, pinned to that revision."""
+    `fetch_weights`; any other repo (or an explicit revision) from the Hub, pinned to that revision."""
     repo_id, _, revision = hf_hub_id.partition("@")
     local = weights_location(repo_id)
     if local is not None:

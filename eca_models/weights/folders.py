@@ -22,7 +22,7 @@ _DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mo
 
 
 def check_out_dir(out_dir: Union[str, Path], overwrite: bool) -> None:
-    """The output folder checked before the work (one line naming it), as a :class:`WeightsError`."""
+    """The output folder checked before the work (one line naming it), as a `WeightsError`."""
     try:
         check_new_folder(out_dir, overwrite, "--out")
     except (FileExistsError, OutputPathError) as e:
@@ -32,7 +32,7 @@ def check_out_dir(out_dir: Union[str, Path], overwrite: bool) -> None:
 @contextlib.contextmanager
 def new_model_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterator[Path]:
     """A folder to write into, renamed to ``out_dir`` when the ``with`` block ends without an error; an existing,
-    non-empty ``out_dir`` (without ``overwrite``) is a one-line :class:`WeightsError`."""
+    non-empty ``out_dir`` (without ``overwrite``) is a one-line `WeightsError`."""
     try:
         with atomic_folder(out_dir, overwrite) as tmp:
             yield tmp
@@ -109,7 +109,7 @@ def write_hub_files(
     model_config: Optional[Dict] = None,
     data_config: Optional[Dict] = None,
 ) -> None:
-    """A classifier's folder: :func:`write_model_files` with timm's ``config.json`` (:func:`hub_config`), so that
+    """A classifier's folder: `write_model_files` with timm's ``config.json`` (`hub_config`), so that
     ``timm.create_model('local-dir:...')`` and the Hub load it.
 
     Args:

@@ -2,7 +2,7 @@
 
 What timm's pretrained cfg names is read here: an in-memory state dict, or a local ``file`` (a
 ``model.safetensors``, a folder holding one, or the authors' ``.pth.tar``); a released checkpoint's weights are
-found in :mod:`.fetch`'s order. Hub downloads go through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``,
+found in `fetch`'s order. Hub downloads go through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``,
 ``HF_HUB_CACHE`` and ``HF_ENDPOINT`` all apply), pinned to the manifest's revision and checked against its sha256.
 Nothing pickled is ever executed: PyTorch files are read with ``weights_only=True``.
 """
@@ -70,7 +70,7 @@ class WeightsNotPublished(WeightsError):
 def read_weights_file(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a safetensors file, a converted folder, or a PyTorch file (``weights_only=True``).
 
-    The format is told from the content, not the name. Raises :class:`WeightsError` for a missing,
+    The format is told from the content, not the name. Raises `WeightsError` for a missing,
     truncated, corrupt or unsafe file.
     """
     path = Path(path).expanduser()

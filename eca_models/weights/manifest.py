@@ -201,7 +201,7 @@ def update_manifest(name: str, path: Optional[Union[str, Path]] = None, **fields
     Args:
         name: The checkpoint to update.
         path: The manifest file; defaults to the one shipped in the package.
-        **fields: Field names of :class:`Checkpoint` and their new values.
+        **fields: Field names of `Checkpoint` and their new values.
     """
     path = Path(path or _manifest_path())
     raw = json.loads(path.read_text(encoding="utf-8"))

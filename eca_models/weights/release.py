@@ -1,7 +1,7 @@
 """The authors' own release files as a weights source: fetched from Google Drive, checked, converted, cached.
 
 Until a checkpoint is published on the Hugging Face Hub, its weights come from the file the authors put on Google
-Drive (its id is in the manifest): the last source of :mod:`.fetch`'s order, whose converted cache
+Drive (its id is in the manifest): the last source of `fetch`'s order, whose converted cache
 (``$HF_HOME/eca-models/<checkpoint>/<sha256 of the original>/``) is its second. The file is downloaded with gdown
 (it follows Drive's confirmation pages), its sha256 taken on the way and held against the manifest's where pinned,
 read with ``weights_only=True`` (never running pickled code), checked strictly (every tensor used, the kernel code
@@ -210,7 +210,7 @@ def _unwritable(ckpt: Checkpoint, where: Path, e: OSError) -> str:
 def _fetch_and_convert(
     ckpt: Checkpoint, release: Dict[str, Any], keep_original: bool, log: Callable[[str], None]
 ) -> CachedConversion:
-    """:func:`fetch_release`'s work, under its lock."""
+    """`fetch_release`'s work, under its lock."""
     root = cache_root() / ckpt.name
     file_name = release.get("file_name") or ckpt.source_file
     try:
