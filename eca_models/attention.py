@@ -22,7 +22,7 @@ from timm.layers import SEModule
 from .data.imagenet import imagenet_class_names, imagenet_samples, imagenet_wnids
 from .data.images import ImageListDataset, unreadable
 from .errors import UsageError
-from .factory import class_labels, load_model
+from .factory import class_labels, load
 from .files import check_output_file, write_bytes_atomic, write_text_atomic
 from .layers import EcaLayer
 from .runtime import default_device
@@ -143,10 +143,10 @@ def attention_figure(
         device: Where to run (default: ``cuda`` where torch sees a GPU, else ``cpu``).
     """
     device = device or default_device()
-    out = check_output_file(out, "--out")
+    out = check_output_file(out, "out")
     if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
-    net = load_model(model, checkpoint, num_classes=num_classes)
+        raise UsageError(f"out={out}: the figure is a PNG; give a file name ending in .png")
+    net = load(model, checkpoint=checkpoint, num_classes=num_classes)
     if not attention_layers(net):
         raise UsageError(
             f"{model} has no ECA or SE blocks to read: attention takes an ECA model (eca_resnet50, a fine-tuned "
@@ -158,11 +158,11 @@ def attention_figure(
     failed: List[str] = []
     panels = {"ECA": class_averages(net, samples, chosen, blocks, img_size, batch_size, device, failed)}
     if compare:
-        other = load_model(compare, compare_checkpoint)
+        other = load(compare, checkpoint=compare_checkpoint)
         missing = [b for b in blocks if b not in attention_layers(other)]
         if missing:
             raise UsageError(
-                f"{compare} has no attention layer at {missing[0]}; --compare takes an SE model of the same layout"
+                f"{compare} has no attention layer at {missing[0]}; compare= takes an SE model of the same layout"
             )
         panels["SE"] = class_averages(other, samples, chosen, blocks, img_size, batch_size, device, [])
     if len(failed) == len(samples):
@@ -202,7 +202,7 @@ def _choose_classes(requested: Optional[Sequence[str]], names: List[str], presen
     for item in map(str, requested):
         index = int(item) if item.isdigit() else names.index(item) if item in names else -1
         if index not in present:
-            raise UsageError(f"class {item!r} has no images in --data")
+            raise UsageError(f"class {item!r} has no images in data=")
         chosen.append(index)
     return chosen
 

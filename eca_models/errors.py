@@ -1,19 +1,23 @@
 """The one base of every error eca-models explains itself.
 
 An `EcaModelsError` says in one line what was wrong and what to do; the commands print that line and exit
-with status 2 (``--debug`` shows the traceback). Each kind also derives from the built-in exception a caller
+with status 2 (``--debug`` shows the traceback). A message names an option as a Python caller passes it
+(``batch_size='8'``, ``no_pretrained=True``); the command line prints the same message with its flags
+(``--batch-size '8'``, ``--no-pretrained``). Each kind also derives from the built-in exception a caller
 would expect (a weights problem is a ``RuntimeError``, bad data a ``ValueError``, an output path an ``OSError``),
 so ``except EcaModelsError`` catches them all and older ``except`` clauses keep working.
 """
 
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Union
 
 __all__ = [
+    "DataError",
     "EcaModelsError",
     "ModelUnavailable",
     "UnknownModel",
     "UsageError",
-    "flag",
+    "require_folder",
     "require_number",
     "require_whole_number",
 ]
@@ -23,8 +27,9 @@ class EcaModelsError(Exception):
     """An error whose message says, in one line, what was wrong and what to do."""
 
 
-class UsageError(EcaModelsError):
-    """Bad usage that a parser cannot see (a missing folder, an unknown model, options that exclude each other)."""
+class UsageError(EcaModelsError, ValueError):
+    """Bad usage that a parser cannot see (a value out of range, an unknown model, options that exclude each other);
+    a ``ValueError`` too, as Python's own checks of a value are."""
 
 
 class ModelUnavailable(UsageError):
@@ -39,20 +44,27 @@ class UnknownModel(ModelUnavailable, KeyError):
         return str(self.args[0]) if self.args else ""  # the message, without KeyError's quotes
 
 
-def flag(name: str) -> str:
-    """The command line's spelling of an option, as the one-line errors name it: ``batch_size`` -> ``--batch-size``."""
-    return "--" + name.replace("_", "-")
+class DataError(EcaModelsError, ValueError):
+    """A data folder, label or annotation file that can't be used; the message says why, in one line."""
+
+
+def require_folder(path: Union[str, Path], what: str = "data folder") -> Path:
+    """``path`` as a ``Path``; a `DataError` unless it is a folder (saying whether it is a file or missing)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{what} {path} {'is a file, not a folder' if path.exists() else 'does not exist'}")
+    return path
 
 
 def require_whole_number(name: str, value: Any, minimum: int) -> None:
     """A `UsageError` naming the option ``name`` unless ``value`` is None or a whole number of at least
     ``minimum`` (the check argparse makes on the command line, for a Python caller)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise UsageError(f"{flag(name)} {value!r}: expected a whole number of at least {minimum}")
+        raise UsageError(f"{name}={value!r}: expected a whole number of at least {minimum}")
 
 
 def require_number(name: str, value: Any, allowed: Callable[[float], bool], expected: str) -> None:
     """A `UsageError` naming the option ``name`` unless ``value`` is None or a real number (not a bool)
     that ``allowed`` accepts; ``expected`` says which numbers are, in words."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not allowed(value)):
-        raise UsageError(f"{flag(name)} {value!r}: expected {expected}")
+        raise UsageError(f"{name}={value!r}: expected {expected}")

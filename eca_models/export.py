@@ -17,7 +17,7 @@ from timm.layers import set_layer_config
 
 from .detection.weights import is_detector_source
 from .errors import UsageError
-from .factory import load_model
+from .factory import load
 from .files import atomic_path, check_output_file
 
 __all__ = [
@@ -221,10 +221,10 @@ def export(
         UsageError: A folder or unwritable path as ``out``, a detector, ONNX's packages missing.
     """
     if format not in FORMATS:
-        raise UsageError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"format={format!r}: choose one of {', '.join(FORMATS)}")
     out = _check_out(Path(out), format)
     if not pretrained and checkpoint:
-        raise UsageError("--no-weights and --checkpoint exclude each other")
+        raise UsageError("no_weights=True and checkpoint= exclude each other")
     if is_detector_source(str(model)):
         raise UsageError(
             f"{model} is a detector: export takes classifiers only for now (torchvision's detectors need their "
@@ -233,15 +233,15 @@ def export(
     if format == "onnx":
         require_onnx()
     with set_layer_config(exportable=True):  # plain operations: exporters cannot write autograd functions
-        net = load_model(model, checkpoint, pretrained=pretrained, num_classes=num_classes)
+        net = load(model, checkpoint=checkpoint, pretrained=pretrained, num_classes=num_classes)
     img_size = img_size or net.pretrained_cfg["input_size"][-1]
     return export_model(net, format, out, img_size, opset=opset, tolerance=tolerance)
 
 
 def _check_out(out: Path, format: str) -> Path:
     if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; name the file to write (e.g. {out / 'model'}{SUFFIXES[format]})")
+        raise UsageError(f"out={out} is a folder; name the file to write (e.g. {out / 'model'}{SUFFIXES[format]})")
     if not out.parent.is_dir():
-        check_output_file(out, "--out")  # names a parent that is a file or cannot be written
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
-    return check_output_file(out, "--out")
+        check_output_file(out, "out")  # names a parent that is a file or cannot be written
+        raise UsageError(f"out={out}: folder {out.parent} does not exist")
+    return check_output_file(out, "out")

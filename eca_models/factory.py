@@ -1,10 +1,9 @@
 """One call to get a model from wherever it is: a registered name, a converted or fine-tuned folder, the Hub."""
 
-import contextlib
 import json
 import socket
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 from urllib.parse import urlparse
 
 import timm
@@ -13,18 +12,16 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from .data.imagenet import imagenet_wnids
-from .errors import ModelUnavailable, UnknownModel
+from .errors import UnknownModel
 from .weights import WeightsError
 from .zoo import list_models
 
 __all__ = [
     "class_labels",
     "load",
-    "load_model",
     "read_classifier_config",
     "require_model",
     "timm_weights_file",
-    "weights_usage_errors",
 ]
 
 DETECTION_TASKS = ("object-detection", "instance-segmentation")
@@ -42,12 +39,14 @@ def load(
         pretrained: Load weights (for a registered name: from the Hub, or ``checkpoint``).
         checkpoint: A weights file or folder for a registered name (the authors' ``.pth.tar``,
             a ``model.safetensors``, or a converted folder).
-        **kwargs: More ``timm.create_model`` arguments.
+        **kwargs: More ``timm.create_model`` arguments (``num_classes=None``: the model's or the folder's own).
 
     Raises:
         UnknownModel: ``source`` is neither a folder nor a known model (a ``KeyError``).
         WeightsError: The weights are missing, unreadable or for another model.
     """
+    if kwargs.get("num_classes", 0) is None:
+        kwargs.pop("num_classes")
     path = Path(source)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -100,7 +99,7 @@ def timm_weights_file(name: str, connect_timeout: float = 5.0) -> Optional[Path]
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise WeightsError(
-            f"timm has no pretrained weights for {name}: pass a weights file for it (--checkpoint; attention: --compare-checkpoint)"
+            f"timm has no pretrained weights for {name}: pass a weights file for it (checkpoint=; attention: compare_checkpoint=)"
         )
     if not cfg.hf_hub_id:
         return None  # a plain URL: timm's own download, with its own cache
@@ -122,7 +121,7 @@ def timm_weights_file(name: str, connect_timeout: float = 5.0) -> Optional[Path]
         raise WeightsError(
             f"{name}'s weights ({repo} on the Hugging Face Hub) are not cached here and the Hub cannot be reached "
             f"({'HF_HUB_OFFLINE is set' if hf_constants.HF_HUB_OFFLINE else 'no connection'}): pass a weights file "
-            "for it (--checkpoint; attention: --compare-checkpoint), or download them once with a connection"
+            "for it (checkpoint=; attention: compare_checkpoint=), or download them once with a connection"
         )
     return None
 
@@ -150,8 +149,8 @@ def read_classifier_config(folder: Union[str, Path]) -> Dict[str, Any]:
     if config.get("task") in DETECTION_TASKS:
         raise WeightsError(
             f"{folder} is a detector ({config.get('architecture', 'unknown architecture')}), not a classifier: give it "
-            "as --model to predict, validate or finetune (create_detector(..., checkpoint=) in Python); a trunk "
-            "(--weights-backbone, weights_backbone=) takes an ImageNet classifier's weights"
+            "as model= to predict, validate or finetune (or as create_detector's checkpoint=); a trunk "
+            "(weights_backbone=) takes an ImageNet classifier's weights"
         )
     return config
 
@@ -166,24 +165,3 @@ def class_labels(model: torch.nn.Module) -> Optional[List[str]]:
     raise WeightsError(
         f"the model has {model.num_classes} classes and no class names; it needs a config.json with label_names"
     )
-
-
-@contextlib.contextmanager
-def weights_usage_errors(name: str) -> Iterator[None]:
-    """An unknown model or unusable weights, raised inside, as a one-line `ModelUnavailable` naming
-    ``name``."""
-    try:
-        yield
-    except (KeyError, WeightsError) as e:
-        raise ModelUnavailable(f"{name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
-
-
-def load_model(
-    name: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
-) -> torch.nn.Module:
-    """`load` for the jobs: an unknown model or unusable weights is one `ModelUnavailable` line
-    (``num_classes=None`` is left out: the model's or the folder's own)."""
-    if kwargs.get("num_classes", 0) is None:
-        kwargs.pop("num_classes")
-    with weights_usage_errors(str(name)):
-        return load(name, pretrained=pretrained, checkpoint=checkpoint, **kwargs)

@@ -56,6 +56,10 @@ class OutputPathError(EcaModelsError, OSError):
     """An output path that cannot be written (its folder is a file, not writable, or the name is a folder)."""
 
 
+class FolderNotEmpty(OutputPathError, FileExistsError):
+    """An output folder that holds files and may not be replaced (no ``overwrite``)."""
+
+
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -210,13 +214,13 @@ def check_output_file(path: PathLike, what: str = "") -> Path:
 
     Args:
         path: The file to be written.
-        what: How the user named it (``--out``), for the message.
+        what: The option that named it (``out``), for the message.
 
     Raises:
         OutputPathError: One line naming ``path`` and what is wrong with it.
     """
     path = Path(path)
-    label = f"{what} {path}" if what else str(path)
+    label = f"{what}={path}" if what else str(path)
     if path.is_dir():
         raise OutputPathError(f"{label} is a folder; name the file to write")
     _check_writable_folder(path.parent, label)
@@ -230,7 +234,7 @@ def check_output_folder(path: PathLike, what: str = "") -> Path:
         OutputPathError: One line naming ``path`` and what is wrong with it.
     """
     path = Path(path)
-    label = f"{what} {path}" if what else str(path)
+    label = f"{what}={path}" if what else str(path)
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{label} is a file, not a folder")
     _check_writable_folder(path if path.is_dir() else path.parent, label)
@@ -243,11 +247,11 @@ def check_new_folder(path: PathLike, overwrite: bool = False, what: str = "") ->
 
     Raises:
         OutputPathError: The folder cannot be written there.
-        FileExistsError: ``path`` exists, is not empty, and ``overwrite`` is False.
+        FolderNotEmpty: ``path`` exists, is not empty, and ``overwrite`` is False.
     """
     path = check_output_folder(path, what)
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
+        raise FolderNotEmpty(f"{path} exists and is not empty; pass overwrite=True to replace it")
     return path
 
 
@@ -336,7 +340,7 @@ def atomic_folder(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     always). What an earlier run killed outright left beside it is removed first.
 
     Raises:
-        FileExistsError: ``path`` exists, is not empty, and ``overwrite`` is False.
+        FolderNotEmpty: ``path`` exists, is not empty, and ``overwrite`` is False.
     """
     path = check_new_folder(path, overwrite)
     try:

@@ -19,12 +19,12 @@ from tqdm import tqdm
 
 from .data.imagenet import imagenet_class_names
 from .data.images import IMAGE_ERRORS, find_images, open_rgb, reason
-from .detection import load_detector_model
+from .detection import load_detector
 from .detection.coco import read_rgb
 from .detection.weights import is_detector_source
 from .errors import UsageError, require_whole_number
 from .evaluation.detection import to_coco_results
-from .factory import load_model
+from .factory import load
 from .files import check_output_folder, write_bytes_atomic
 from .runtime import default_device
 
@@ -100,13 +100,13 @@ def predict(
         raise UsageError(f"no images found in {', '.join(map(str, given))}")
     if is_detector_source(str(model)):
         if out_dir:
-            check_output_folder(out_dir, "--out-dir")
-        detector = load_detector_model(model, checkpoint, min_size=min_size, max_size=max_size).to(device)
+            check_output_folder(out_dir, "out_dir")
+        detector = load_detector(model, checkpoint=checkpoint, min_size=min_size, max_size=max_size).to(device)
         found = detect_objects(detector, paths, device, score_thr, Path(out_dir) if out_dir else None)
     elif out_dir:
-        raise UsageError("--out-dir draws detections: it goes with a detector (e.g. maskrcnn_eca_resnet50_fpn)")
+        raise UsageError("out_dir= draws detections: it goes with a detector (e.g. maskrcnn_eca_resnet50_fpn)")
     else:
-        classifier = load_model(model, checkpoint, num_classes=num_classes).to(device)
+        classifier = load(model, checkpoint=checkpoint, num_classes=num_classes).to(device)
         found = classify_images(classifier, paths, top_k, device)
     if not found.results:
         raise UsageError(f"none of the {found.images} images could be read (each is named above)")
@@ -223,5 +223,5 @@ def detection_line(result: Dict[str, Any], max_boxes: int, name: Optional[str] =
     items = ", ".join(
         f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in found[:max_boxes]
     )
-    more = f", +{len(found) - max_boxes} more (--json lists all)" if len(found) > max_boxes else ""
+    more = f", +{len(found) - max_boxes} more (the JSON output lists all)" if len(found) > max_boxes else ""
     return f"{name or Path(result['image']).name}: {len(found)} detections" + (f": {items}{more}" if items else "")

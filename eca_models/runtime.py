@@ -31,7 +31,7 @@ def loader_workers(requested: int) -> int:
     if requested not in _CAPPED:
         _CAPPED.add(requested)
         print(
-            f"eca-models: --workers {requested} is more than the {cores} cores usable here: using {cores}",
+            f"eca-models: workers={requested} is more than the {cores} cores usable here: using {cores}",
             file=sys.stderr,
         )
     return cores

@@ -63,9 +63,9 @@ def test_finetune_a_classifier(tmp_path):
     assert json.loads((result.run_dir / "args.json").read_text())["lr"] == 0.01  # the classifiers' default, recorded
     model = eca_models.load(result.run_dir)
     assert model.pretrained_cfg["label_names"] == ["cat", "dog"]
-    with pytest.raises(UsageError, match="--min-size are for detectors"):
+    with pytest.raises(UsageError, match="^min_size= are for detectors"):
         eca_models.finetune("eca_resnet18", data, output=tmp_path / "other", min_size=96, **options)
-    with pytest.raises(UsageError, match="--epochs 0"):
+    with pytest.raises(UsageError, match="^epochs=0"):
         FinetuneOptions(model="eca_resnet18", output=str(tmp_path / "x"), epochs=0)
 
 
@@ -82,7 +82,7 @@ def test_finetune_a_detector(converted, tmp_path):
         {"id": 3, "name": "car"},
         {"id": 18, "name": "dog"},
     ]
-    with pytest.raises(UsageError, match="--img-size are for classifiers"):
+    with pytest.raises(UsageError, match="^img_size= are for classifiers"):
         eca_models.finetune("retinanet_eca_resnet50_fpn", root, output=tmp_path / "other", img_size=64)
 
 
@@ -98,7 +98,7 @@ def test_validate_returns_a_verdict_per_model(folders, tmp_path):
     assert run.status == (1 if only.verdict == "FAIL" else 0)
     assert "verdict   " + only.verdict in format_report(only)
     assert results.read_text().startswith("model,top1,")
-    with pytest.raises(UsageError, match="--results-file must end in .json or .csv"):
+    with pytest.raises(UsageError, match=r"^results_file=rows.txt: must end in .json or .csv"):
         eca_models.validate("eca_resnet18_k3577", folders["val"], results_file="rows.txt")
 
 
@@ -110,7 +110,7 @@ def test_predict_classes_and_detections(folders, converted, tmp_path):
     drawn = eca_models.predict([image], converted["maskrcnn"][2], score_thr=0.0, out_dir=tmp_path / "drawn")
     assert drawn.drawn == 1 and (tmp_path / "drawn" / "street.jpg").is_file()
     assert all({"box", "score", "label"} <= set(d) for d in drawn.results[0]["detections"])
-    with pytest.raises(UsageError, match="--out-dir draws detections"):
+    with pytest.raises(UsageError, match="^out_dir= draws detections"):
         eca_models.predict([image], "eca_resnet18_k3577", checkpoint=folders["ckpt"], out_dir=tmp_path / "no")
 
 
@@ -185,7 +185,7 @@ def test_what_python_callers_met_raw_or_not_at_all(folders, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EcaModelsError, match="^eca_resnet18_k3577.in1k is not in the cache"):
         eca_models.download_checkpoints("eca_resnet18")  # one name, not its letters
-    with pytest.raises(UsageError, match="--top-k 0: expected a whole number of at least 1"):
+    with pytest.raises(UsageError, match="^top_k=0: expected a whole number of at least 1"):
         eca_models.predict(folders["val"], "eca_resnet18_k3577", checkpoint=folders["ckpt"], top_k=0)
     with pytest.raises(UsageError, match="none of the 1 images could be read"):
         eca_models.predict(tmp_path / "nope.jpg", "eca_resnet18_k3577", checkpoint=folders["ckpt"], device="cpu")
@@ -216,7 +216,8 @@ def test_predict_names_images_by_the_shortest_path_that_tells_them_apart():
     ],
 )
 def test_a_bad_option_is_said_alike_by_the_function_and_the_command(folders, tmp_path, capsys, keyword, value, argv):
-    """Checked with the options, before a model is built or the run folder made, in the same words."""
+    """Checked with the options, before a model is built or the run folder made, in the same words: the keyword
+    for a Python caller, the flag on the command line."""
     from eca_models.cli import main
 
     out = tmp_path / "run"
@@ -225,15 +226,17 @@ def test_a_bad_option_is_said_alike_by_the_function_and_the_command(folders, tmp
     command = ["finetune", "--model", "eca_resnet18", "--data", str(folders["val"]), "--output", str(out)]
     assert main([*command, "--no-pretrained", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"eca-models finetune: error: {raised.value}"] and not out.exists()
+    assert str(raised.value).startswith(f"{keyword}={value!r}: expected ")
+    flagged = str(raised.value).replace(f"{keyword}=", "--" + keyword.replace("_", "-") + " ", 1)
+    assert err == [f"eca-models finetune: error: {flagged}"] and not out.exists()
 
 
 def test_python_keywords_of_the_wrong_type_are_one_line(folders, tmp_path):
-    with pytest.raises(UsageError, match="^--lr '0.01': expected a number above 0$"):
+    with pytest.raises(UsageError, match="^lr='0.01': expected a number above 0$"):
         eca_models.finetune("eca_resnet18", folders["val"], output=tmp_path / "r", lr="0.01")
-    with pytest.raises(UsageError, match="^--scale 0.5: expected two numbers MIN MAX"):
+    with pytest.raises(UsageError, match="^scale=0.5: expected two numbers MIN MAX"):
         eca_models.finetune("eca_resnet18", folders["val"], output=tmp_path / "r", scale=0.5)
-    with pytest.raises(UsageError, match="^--top-k '2': expected a whole number"):
+    with pytest.raises(UsageError, match="^top_k='2': expected a whole number"):
         eca_models.predict(folders["val"], "eca_resnet18", top_k="2")
     assert FinetuneOptions(model="m", output="o", img_size=None).img_size == 224  # None: the default
 

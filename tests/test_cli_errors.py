@@ -1,8 +1,10 @@
 """One exit-status rule for every command, one line per error, and --debug for the traceback."""
 
 import argparse
+import re
 
 import pytest
+import torch
 
 from eca_models.cli import main
 from eca_models.cli.common import add_runtime_args, default_workers
@@ -35,3 +37,97 @@ def test_workers_default_to_the_cores_available():
     add_runtime_args(parser, batch_size=8)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert parser.parse_args([]).workers == default_workers() == min(8, cores)
+
+
+def _failing(monkeypatch, error):
+    from eca_models.cli import list_models
+
+    def fails(_args):
+        raise error
+
+    monkeypatch.setattr(list_models, "run", fails)
+
+
+@pytest.mark.parametrize("error", [KeyError("stage"), ValueError("shapes"), OSError(5, "I/O error", "/elsewhere/x")])
+def test_a_bug_is_its_traceback_a_request_to_report_it_and_1(monkeypatch, capsys, error):
+    """A built-in error the package did not raise as bad input (nor of a path the user gave) is not bad usage."""
+    _failing(monkeypatch, error)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and type(error).__name__ in err
+    assert (
+        err.strip().splitlines()[-1]
+        == "eca-models list: internal error (a bug): please report it with the traceback above"
+    )
+
+
+def test_an_os_error_of_a_path_the_user_gave_is_their_input(monkeypatch, tmp_path, capsys):
+    _failing(monkeypatch, PermissionError(13, "Permission denied", str(tmp_path / "mine" / "a.csv")))
+    assert main(["list", str(tmp_path / "mine")]) == 2  # the pattern argument names a path here: one the user gave
+    assert capsys.readouterr().err.strip().endswith(f"Permission denied: '{tmp_path / 'mine' / 'a.csv'}'")
+
+
+def test_out_of_memory_is_the_machines_limit_not_a_bug(monkeypatch, capsys):
+    _failing(monkeypatch, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("eca-models list: error: out of memory (CUDA out of memory.") and "--batch-size" in err
+
+
+def test_messages_name_keywords_and_the_command_line_prints_its_flags():
+    from eca_models.cli import as_flags
+
+    assert as_flags("batch_size='8': expected a whole number") == "--batch-size '8': expected a whole number"
+    assert as_flags("pass checkpoint= or no_pretrained=True, lower batch_size=.") == (
+        "pass --checkpoint or --no-pretrained, lower --batch-size."
+    )
+    assert as_flags("val_split=0.2 to split; timm: pretrained_cfg_overlay=dict(file=DIR)") == (
+        "--val-split 0.2 to split; timm: pretrained_cfg_overlay=dict(file=DIR)"  # not a flag of any command
+    )
+
+
+def test_package_messages_name_no_flags():
+    """The functions speak to Python callers: options by keyword; flags are the command line's (cli/)."""
+    from conftest import ROOT
+
+    flags = re.compile(r"""["'][^"'\n]*(?<![\w`-])--[a-z][a-z-]+""")
+    found = [
+        f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
+        for path in sorted((ROOT / "eca_models").rglob("*.py"))
+        if "cli" not in path.parts
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if flags.search(line) and "eca-models " not in line and not line.strip().startswith(("#", '"""'))
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_unknown_names_are_the_packages_error_and_still_a_key_error(tmp_path):
+    from eca_models.conversion import convert_checkpoint
+    from eca_models.detection import get_architecture
+    from eca_models.errors import UnknownModel
+    from eca_models.weights.manifest import get_checkpoint
+
+    for call in (
+        lambda: get_checkpoint("eca_resnet9.in1k"),
+        lambda: get_architecture("fasterrcnn_eca_resnet9_fpn"),
+        lambda: convert_checkpoint(tmp_path / "a.pth.tar", "eca_resnet9", tmp_path / "out"),
+    ):
+        with pytest.raises(UnknownModel) as raised:
+            call()
+        assert isinstance(raised.value, KeyError) and "eca_resnet9" in str(raised.value)
+
+
+def test_validate_checks_the_data_before_any_model_or_weights(tmp_path, monkeypatch):
+    """Nothing cached and offline: the missing data folder is what is said, not the weights."""
+    import eca_models
+    from eca_models.errors import DataError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(DataError, match="^data folder .*nowhere does not exist$"):
+        eca_models.validate("eca_resnet50", tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is a file, not a folder$"):
+        eca_models.validate("eca_resnet50", tmp_path / "file")
+    with pytest.raises(DataError, match="^labels=.*gt.csv: no such file$"):
+        eca_models.validate("eca_resnet50", tmp_path, labels=tmp_path / "gt.csv")

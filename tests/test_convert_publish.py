@@ -127,7 +127,7 @@ def test_publish_refuses_what_is_not_a_converted_folder(tmp_path, converted, cap
     assert main(["publish", str(tmp_path / "half"), "--repo", "a/b", "--dry-run"]) == 2
     assert "lacks config.json, README.md" in capsys.readouterr().err
     assert main(["publish", str(converted), "--repo", "no-slash", "--dry-run"]) == 2
-    assert "--repo must look like ORG/NAME" in capsys.readouterr().err
+    assert "--repo 'no-slash': must look like ORG/NAME" in capsys.readouterr().err
 
 
 @pytest.mark.slow

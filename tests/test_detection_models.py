@@ -187,7 +187,7 @@ def test_trunk_equals_the_classification_model(converted):
 def test_conversion_names_the_files_kernel_code(converted, tmp_path):
     src = converted["maskrcnn"][0]
     with pytest.raises(
-        WeightsError, match="trained with kernel code k3377, not k3557: drop --kernel-code or pass k3377"
+        WeightsError, match="trained with kernel code k3377, not k3557: drop kernel_code= or pass kernel_code=k3377"
     ):
         convert_mmdet_checkpoint(src, "maskrcnn_eca_resnet50_fpn", tmp_path / "x", kernel_code="k3557", log=print)
     with pytest.raises(WeightsError, match="holds a maskrcnn_eca_resnet50_fpn, not a fasterrcnn_eca_resnet50_fpn"):

@@ -212,7 +212,7 @@ def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "continue with the same command and --resume" in err
+    assert proc.returncode == 130 and "continue it with the same options and resume=True" in err
     state = torch.load(run_dir / "last.pth", weights_only=True)
     assert state["epoch"] < 3 and (state["epoch"], state["step"]) >= (0, 2)
     assert main(["finetune", *args, "--resume"]) == 0
@@ -253,7 +253,8 @@ def _cli_error(*args):
 @pytest.mark.parametrize(
     "make,expected",
     [
-        (lambda r: None, "data folder not found"),
+        (lambda r: None, "does not exist"),
+        (lambda r: r.parent.mkdir(parents=True, exist_ok=True) or r.write_text("x"), "is a file, not a folder"),
         (
             lambda r: write_image(r / "train" / "a" / "1.png", 0) and write_image(r / "val" / "a" / "1.png", 0),
             "at least two",

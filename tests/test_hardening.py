@@ -555,7 +555,8 @@ def test_detector_lines_show_the_top_boxes_and_json_all(converted, tmp_path, cap
 
 
 def test_three_column_imagenet_labels(val, tmp_path):
-    from eca_models.data.imagenet import DataError, imagenet_samples
+    from eca_models.data.imagenet import imagenet_samples
+    from eca_models.errors import DataError
 
     wnids = imagenet_wnids()
     flat = tmp_path / "flat"
@@ -587,7 +588,7 @@ def test_help_texts_have_no_markup(capsys):
         with pytest.raises(SystemExit):
             main([name, "--help"])
         text = capsys.readouterr().out
-        assert "`" not in text and ":mod:" not in text and ":func:" not in text, name
+        assert "``" not in text and ":mod:" not in text and ":func:" not in text, name
         if name == "finetune":
             assert "COCO" in text
     with pytest.raises(SystemExit):

@@ -59,5 +59,5 @@ def test_channels_last_input_gives_the_same_output():
 
 @pytest.mark.parametrize("k", [0, 2, 4, -1])
 def test_even_or_non_positive_kernel_is_refused(k):
-    with pytest.raises(ValueError, match="odd and >= 1"):
+    with pytest.raises(ValueError, match=f"^kernel_size={k}: an ECA kernel size is odd and at least 1$"):
         EcaLayer(16, kernel_size=k)

@@ -14,7 +14,7 @@ from eca_models.cli import main
 
 def test_every_one_line_error_derives_from_one_base():
     from eca_models.cli.common import ModelUnavailable, UsageError
-    from eca_models.data.imagenet import DataError
+    from eca_models.errors import DataError
     from eca_models.evaluation import UnreadableImage
     from eca_models.files import OutputPathError
     from eca_models.training.runner import RunDirError
@@ -31,7 +31,7 @@ def test_every_one_line_error_derives_from_one_base():
 
 def test_the_entry_point_maps_the_base_once(monkeypatch, capsys):
     from eca_models.cli import list_models
-    from eca_models.data.imagenet import DataError
+    from eca_models.errors import DataError
 
     def fails(_args):
         raise DataError("the data says no")

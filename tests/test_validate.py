@@ -170,7 +170,7 @@ def test_pattern_validates_each_model(data, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "case,expected",
     [
-        ("missing", "data folder not found"),
+        ("missing", "does not exist"),
         ("empty", "no images found"),
         ("not_wnid", "is not named by an ImageNet-1k WordNet id"),
         ("unknown_model", "unknown model 'eca_resnet99'"),

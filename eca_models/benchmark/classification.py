@@ -404,7 +404,7 @@ def benchmark(
     """
     check_outputs(results_file, plot)
     if keep_memory and not keep_freed_memory():
-        raise UsageError("--keep-memory works with glibc on Linux only; run without it")
+        raise UsageError("keep_memory=True works with glibc on Linux only; run without it")
     call = inspect.signature(run_benchmark).bind(backbone, **timing)  # an unknown keyword: TypeError
     call.apply_defaults()
     if call.arguments["onnxruntime"]:
@@ -435,6 +435,6 @@ def benchmark(
 
 def check_outputs(results_file: Optional[Union[str, Path]], plot: Optional[Union[str, Path]]) -> None:
     """Refuse, before any timing, an output that cannot be written."""
-    for flag, path in (("--results-file", results_file), ("--plot", plot)):
+    for name, path in (("results_file", results_file), ("plot", plot)):
         if path:
-            check_output_file(path, flag)
+            check_output_file(path, name)

@@ -15,6 +15,7 @@ import timm
 import torch
 
 from ..complexity import count_macs, count_params
+from ..errors import UnknownModel
 from ..files import sha256_file
 from ..weights.folders import check_out_dir, new_model_folder, write_hub_files
 from ..weights.loading import WEIGHTS_FILE, WeightsError, read_weights_file
@@ -63,7 +64,7 @@ def remap_checkpoint(checkpoint: Dict, model_name: str, source_name: str = "") -
     notes = []
     if "arch" in checkpoint:
         notes.append(
-            f"the file's 'arch' field says {checkpoint['arch']!r}; ignored (the architecture comes from --model)"
+            f"the file's 'arch' field says {checkpoint['arch']!r}; ignored (the architecture comes from model=)"
         )
     model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=checkpoint)).eval()
     named = re.search(r"_(k\d+)", source_name)
@@ -111,7 +112,7 @@ def convert_checkpoint(
     """
     src = Path(src)
     if model_name not in list_models():
-        raise KeyError(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
+        raise UnknownModel(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
     check_out_dir(out_dir, overwrite)
     source_sha = sha256_file(src) if src.is_file() else ""
     model, notes = remap_checkpoint(read_weights_file(src), model_name, src.name)

@@ -87,7 +87,7 @@ def read_mmdet_checkpoint(path: Union[str, Path]) -> MmdetCheckpoint:
         if any(re.match(r"(backbone\.)?layer\d\.", k) for k in state):
             raise WeightsError(
                 f"{path} is a classification checkpoint (an ECA-ResNet trunk, no FPN or heads), not a detector: "
-                "convert it with --model eca_resnet50_k3557 (or its depth), or give it to finetune as --weights-backbone"
+                "convert it with model=eca_resnet50_k3557 (or its depth), or give it to finetune as weights_backbone="
             )
         raise WeightsError(f"{path} is not an mmdetection detector checkpoint (no neck.* or backbone.* tensors)")
     if any(k.startswith("mask_head.") for k in state):
@@ -307,14 +307,14 @@ def convert_mmdet_checkpoint(
     check_out_dir(out_dir, overwrite)
     ckpt = read_mmdet_checkpoint(src)
     if ckpt.architecture != architecture:
-        raise WeightsError(f"{src} holds a {ckpt.architecture}, not a {architecture}: pass --model {ckpt.architecture}")
+        raise WeightsError(f"{src} holds a {ckpt.architecture}, not a {architecture}: pass model={ckpt.architecture}")
     notes = [
         f"kernel code {ckpt.kernel_code} (read from the file's ECA tensors: {'/'.join(map(str, ckpt.kernel_sizes))})"
     ]
     if kernel_code is not None and parse_kernel_code(kernel_code, 4) != ckpt.kernel_sizes:
         raise WeightsError(
             f"{src} was trained with kernel code {ckpt.kernel_code}, not {kernel_code}: "
-            f"drop --kernel-code or pass {ckpt.kernel_code}"
+            f"drop kernel_code= or pass kernel_code={ckpt.kernel_code}"
         )
     named = re.search(r"_k?(\d{1,4})_", Path(src).name)
     if named and parse_kernel_code(named.group(1), 4) != ckpt.kernel_sizes:

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .imagenet import DataError
+from ..errors import DataError, require_folder
 from .images import list_images
 
 __all__ = ["ClassFolders", "find_class_folders"]
@@ -25,8 +25,7 @@ class ClassFolders:
 
 
 def _classes(root: Path) -> Dict[str, List[Path]]:
-    if not root.is_dir():
-        raise DataError(f"folder not found: {root}")
+    require_folder(root, "folder")
     found = {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
     if len(found) < 2:
         raise DataError(
@@ -49,14 +48,12 @@ def find_class_folders(data: Path, val_split: Optional[float] = None, seed: int 
         val_split: Fraction of each class held out for validation when there is no ``val/``.
         seed: Seed of that split.
     """
-    data = Path(data)
-    if not data.is_dir():
-        raise DataError(f"data folder not found: {data}")
+    data = require_folder(data)
     if (data / "train").is_dir():
         train = _classes(data / "train")
         if not (data / "val").is_dir():
             if not val_split:
-                raise DataError(f"{data} has train/ but no val/: add val/ or pass --val-split 0.2")
+                raise DataError(f"{data} has train/ but no val/: add val/ or pass val_split=0.2")
             return _split(train, val_split, seed)
         val = _classes(data / "val")
         if set(val) != set(train):
@@ -73,14 +70,14 @@ def find_class_folders(data: Path, val_split: Optional[float] = None, seed: int 
         )
     if not val_split:
         raise DataError(
-            f"{data} has no train/ and val/ folders: add them, or pass --val-split 0.2 to split its class folders"
+            f"{data} has no train/ and val/ folders: add them, or pass val_split=0.2 to split its class folders"
         )
     return _split(_classes(data), val_split, seed)
 
 
 def _split(found: Dict[str, List[Path]], val_split: float, seed: int) -> ClassFolders:
     if not 0 < val_split < 1:
-        raise DataError(f"--val-split must be between 0 and 1, got {val_split}")
+        raise DataError(f"val_split={val_split!r}: must be between 0 and 1")
     classes = sorted(found)
     rng = random.Random(seed)
     train: Samples = []

@@ -12,16 +12,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from timm.data import ImageNetInfo
 
-from ..errors import EcaModelsError
+from ..errors import DataError, require_folder
 from .images import list_images
 
-__all__ = ["DataError", "imagenet_class_names", "imagenet_samples", "imagenet_wnids", "folder_samples"]
+__all__ = ["imagenet_class_names", "imagenet_samples", "imagenet_wnids", "folder_samples"]
 
 WNID = re.compile(r"^n\d{8}$")
-
-
-class DataError(EcaModelsError, ValueError):
-    """The data folder or label file can't be used; the message says why, in one line."""
 
 
 @lru_cache(maxsize=1)
@@ -48,7 +44,7 @@ def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tu
     samples = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if sub.name not in index:
-            raise DataError(f"{sub} is not named by {what}; each sub-folder of --data must be one")
+            raise DataError(f"{sub} is not named by {what}; each sub-folder of data= must be one")
         samples += [(path, index[sub.name]) for path in list_images(sub)]
     return samples
 
@@ -110,9 +106,7 @@ def imagenet_samples(
         labels_file: Ground truth for the flat layout.
         class_names: The model's classes, when it is not an ImageNet-1k model (a fine-tuned one).
     """
-    data = Path(data)
-    if not data.is_dir():
-        raise DataError(f"data folder not found: {data}")
+    data = require_folder(data)
     wnids = class_names or imagenet_wnids()
     what = "an ImageNet-1k WordNet id" if class_names is None else "a class of this model"
     subdirs = [p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -122,7 +116,7 @@ def imagenet_samples(
         if labels_file is None:
             found = [p / "LOC_val_solution.csv" for p in (data, data.parent) if (p / "LOC_val_solution.csv").is_file()]
             if not found:
-                raise DataError(f"{data} has no class sub-folders and no ground truth: pass --labels FILE")
+                raise DataError(f"{data} has no class sub-folders and no ground truth: pass labels=FILE")
             labels_file = found[0]
         if not Path(labels_file).is_file():
             raise DataError(f"labels file not found: {labels_file}")

@@ -7,7 +7,6 @@ from typing import Any, Dict, Optional, Sequence, Union
 from torch import nn
 
 from ..errors import UnknownModel
-from ..factory import weights_usage_errors
 from ._registry import get_builder, is_detector, list_detectors
 from .architectures import ARCHITECTURES, DetectorArchitecture, get_architecture
 from .assembly import assemble_detector
@@ -34,7 +33,6 @@ __all__ = [
     "is_detector",
     "list_detectors",
     "load_detector",
-    "load_detector_model",
     "maskrcnn_eca_resnet50_fpn",
     "maskrcnn_eca_resnet101_fpn",
     "release_param_count",
@@ -81,23 +79,16 @@ def create_detector(
     )
 
 
-def load_detector_model(
-    name: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None, pretrained: bool = True, **kwargs: Any
+def load_detector(
+    source: Union[str, Path], pretrained: bool = True, checkpoint: Optional[Union[str, Path]] = None, **kwargs: Any
 ) -> nn.Module:
-    """`create_detector` / `load_detector` for the jobs: a registered name (its release weights, or
-    ``checkpoint``) or a detector folder; an unknown name or unusable weights is one
-    `ModelUnavailable` line. ``min_size=None`` / ``max_size=None`` are left out (the
-    release's sizes)."""
+    """A detector from a registered name (the release's weights when ``pretrained``, or ``checkpoint``) or a
+    detector folder, as `load` is for classifiers; ``min_size=None`` / ``max_size=None`` are left out (the
+    weights' own sizes)."""
     kwargs = {k: v for k, v in kwargs.items() if not (k in ("min_size", "max_size") and v is None)}
-    with weights_usage_errors(str(name)):
-        if checkpoint is not None:
-            return create_detector(str(name), checkpoint=checkpoint, **kwargs)
-        return load_detector(name, pretrained=pretrained, **kwargs)
-
-
-def load_detector(source: Union[str, Path], pretrained: bool = True, **kwargs: Any) -> nn.Module:
-    """A detector from a registered name (the release's weights when ``pretrained``) or a detector folder."""
     path = Path(source)
+    if checkpoint is not None:
+        return create_detector(str(source), checkpoint=checkpoint, **kwargs)
     if path.is_dir():
         config = read_detector_folder(path)
         return create_detector(config["architecture"], checkpoint=path, **kwargs)

@@ -4,6 +4,8 @@ code, classes), so that no code reads them from a name."""
 import dataclasses
 from typing import Dict, Optional, Tuple
 
+from ..errors import UnknownModel
+
 __all__ = ["ARCHITECTURES", "TASKS", "DetectorArchitecture", "find_architecture", "get_architecture"]
 
 TASKS = {"fasterrcnn": "object-detection", "retinanet": "object-detection", "maskrcnn": "instance-segmentation"}
@@ -75,12 +77,12 @@ def get_architecture(name: str) -> DetectorArchitecture:
     """The facts of the detector ``name``.
 
     Raises:
-        KeyError: Unknown name; the message lists the known ones.
+        UnknownModel: Unknown name (a ``KeyError``); the message lists the known ones.
     """
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise KeyError(f"unknown detector {name!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}") from None
+        raise UnknownModel(f"unknown detector {name!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}") from None
 
 
 def find_architecture(kind: str, depth: int) -> Optional[DetectorArchitecture]:

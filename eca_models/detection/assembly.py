@@ -10,6 +10,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from ..errors import UsageError
 from .architectures import DetectorArchitecture, get_architecture
 from .backbone import FPN_CHANNELS, LastLevelP6P7FromC5, eca_resnet_fpn_backbone, trunk_kernel_code
 from .labels import LabelMap
@@ -126,7 +127,7 @@ def resolve_label_map(
     if categories is not None:
         label_map = LabelMap.from_categories(categories, background)
         if num_classes is not None and num_classes != label_map.num_classes:
-            raise ValueError(
+            raise UsageError(
                 f"num_classes={num_classes} but {len(label_map.names)} categories make a {label_map.num_classes}-way head"
             )
         return label_map
@@ -134,7 +135,7 @@ def resolve_label_map(
         return LabelMap.coco(background)
     foreground = num_classes - int(background)
     if foreground < 1:
-        raise ValueError(f"num_classes={num_classes} leaves no class" + (" besides background" if background else ""))
+        raise UsageError(f"num_classes={num_classes} leaves no class" + (" besides background" if background else ""))
     return LabelMap(tuple(range(1, foreground + 1)), tuple(f"class_{i}" for i in range(1, foreground + 1)), background)
 
 

@@ -14,6 +14,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
+from ..errors import UsageError
 from ..factory import load
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
@@ -65,7 +66,7 @@ def eca_resnet_fpn_backbone(
             ``model.safetensors`` or a converted folder); None leaves it randomly initialised.
     """
     if not 0 <= trainable_backbone_layers <= 5:
-        raise ValueError(f"trainable_backbone_layers must be 0-5, got {trainable_backbone_layers}")
+        raise UsageError(f"trainable_backbone_layers={trainable_backbone_layers!r}: choose 0 to 5")
     kwargs = dict(num_classes=0, global_pool="", norm_layer=FrozenBatchNorm)
     if kernel_sizes is not None:
         kwargs["kernel_sizes"] = kernel_sizes

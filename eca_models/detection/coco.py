@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.imagenet import DataError
 from ..data.images import IMAGE_ERRORS, open_rgb
+from ..errors import DataError
 from .labels import LabelMap
 
 __all__ = ["CocoData", "CocoDataset", "collate", "find_coco_splits", "quiet_coco", "read_coco", "read_rgb"]

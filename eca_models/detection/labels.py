@@ -38,9 +38,9 @@ class LabelMap:
 
     def __post_init__(self) -> None:
         if len(self.category_ids) != len(self.names):
-            raise ValueError(f"{len(self.category_ids)} category ids but {len(self.names)} names")
+            raise UsageError(f"{len(self.category_ids)} category ids but {len(self.names)} names")
         if len(set(self.category_ids)) != len(self.category_ids):
-            raise ValueError("category ids repeat: each class needs its own id")
+            raise UsageError("category ids repeat: each class needs its own id")
 
     @classmethod
     def from_categories(cls, categories: Sequence[Dict[str, Any]], background: bool = True) -> "LabelMap":

@@ -144,7 +144,7 @@ def read_detector_folder(folder: Union[str, Path]) -> Dict[str, Any]:
         arch = config.get("architecture", "?") if isinstance(config, dict) else "?"
         raise WeightsError(
             f"{folder} holds the classifier {arch}, not a detector: give it as the trunk "
-            "(--weights-backbone; weights_backbone= in Python) or pass a detector folder"
+            "(weights_backbone=) or pass a detector folder"
         )
     return config
 

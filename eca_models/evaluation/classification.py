@@ -22,7 +22,7 @@ from ..complexity import count_macs, count_params
 from ..data.imagenet import imagenet_samples
 from ..data.images import ImageListDataset, ShardSampler, subset, unreadable
 from ..errors import EcaModelsError
-from ..factory import class_labels, load_model
+from ..factory import class_labels, load
 from ..runtime import loader_workers
 from ..weights import find_checkpoint, weights_location
 from ..weights.manifest import update_manifest
@@ -106,9 +106,7 @@ def evaluate(
             if bad and on_error == "fail":
                 bar.leave = False
                 bar.close()
-                raise UnreadableImage(
-                    f"cannot read image {bad[0]} (pass --on-error skip to count and list such images)"
-                )
+                raise UnreadableImage(f"cannot read image {bad[0]} (pass on_error=skip to count and list such images)")
             failed += bad
             x, y = x[ok].to(device, non_blocking=True), y[ok].to(device, non_blocking=True)
             if len(y):
@@ -203,7 +201,7 @@ def validate_classifier(name: str, data: str, options: Any, device: torch.device
     Returns:
         The results row, and what ``options.record`` did.
     """
-    model = load_model(name, options.checkpoint, num_classes=options.num_classes)
+    model = load(name, checkpoint=options.checkpoint, num_classes=options.num_classes)
     labels = class_labels(model)
     data_config = _data_config(model, options)
     samples = imagenet_samples(Path(data), Path(options.labels) if options.labels else None, labels)
@@ -300,7 +298,7 @@ def record_classifier(ckpt, measured: Dict[str, float], images: int) -> str:
     """Keep a measurement in the manifest: only a released checkpoint's, on the full validation set. Returns what
     was done, in one line."""
     if ckpt is None or images != IMAGENET_VAL_SIZE:
-        return f"not recorded: --record takes a released checkpoint measured on all {IMAGENET_VAL_SIZE:,} images"
+        return f"not recorded: record=True takes a released checkpoint measured on all {IMAGENET_VAL_SIZE:,} images"
     values = {"acc@1": round(measured["acc@1"], 3), "acc@5": round(measured["acc@5"], 3)}
     update_manifest(ckpt.name, measured_metrics={ckpt.dataset: values})
     return f"recorded the measurement in the manifest entry {ckpt.name}"

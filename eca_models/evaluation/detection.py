@@ -18,11 +18,11 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import distributed
-from ..data.imagenet import DataError
 from ..data.images import ShardSampler, subset
-from ..detection import load_detector_model
+from ..detection import load_detector
 from ..detection.coco import CocoData, CocoDataset, check_categories, collate, find_coco_splits, quiet_coco, read_coco
 from ..detection.weights import released_checkpoint
+from ..errors import DataError
 from ..files import write_text_atomic
 from ..runtime import autocast_for, loader_workers
 from ..weights import find_checkpoint, weights_location
@@ -203,7 +203,7 @@ def read_split(data: str, annotations: Optional[str], prefer: Tuple[str, ...] = 
             return read_coco(*splits[found[0]])
     if len(splits) == 1:
         return read_coco(*next(iter(splits.values())))
-    raise DataError(f"{data} has splits {', '.join(splits)} and none named val*: pass --annotations FILE")
+    raise DataError(f"{data} has splits {', '.join(splits)} and none named val*: pass annotations=FILE")
 
 
 def released_metrics(model: nn.Module) -> Tuple[Optional[str], Optional[Dict[str, float]]]:
@@ -251,7 +251,7 @@ def validate_detector(name: str, data: str, options: Any, device: torch.device) 
         The results row, and what ``options.record`` did.
     """
     coco = read_split(data, options.annotations)
-    model = load_detector_model(name, options.checkpoint, min_size=options.min_size, max_size=options.max_size)
+    model = load_detector(name, checkpoint=options.checkpoint, min_size=options.min_size, max_size=options.max_size)
     check_categories(coco, model.label_map)
     ids = [coco.image_ids[i] for i in subset(len(coco.image_ids), options.limit)]
     model = model.to(device)
@@ -296,8 +296,6 @@ def validate_detector(name: str, data: str, options: Any, device: torch.device) 
 def record_detector(checkpoint_name: Optional[str], measured: Dict[str, float], full: bool) -> str:
     """Keep a measurement in the manifest: only a released detector's, on all of val2017. Returns what was done."""
     if checkpoint_name is None or not full:
-        return (
-            f"not recorded: --record takes a released detector measured on all {COCO_VAL2017_IMAGES:,} val2017 images"
-        )
+        return f"not recorded: record=True takes a released detector measured on all {COCO_VAL2017_IMAGES:,} val2017 images"
     update_manifest(checkpoint_name, measured_metrics={"COCO-val2017": {k: round(v, 3) for k, v in measured.items()}})
     return f"recorded the measurement in the manifest entry {checkpoint_name}"

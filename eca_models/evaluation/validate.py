@@ -15,9 +15,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from .. import distributed
 from ..detection import list_detectors
 from ..detection.weights import is_detector_source
-from ..errors import ModelUnavailable, UsageError, require_whole_number
+from ..errors import DataError, ModelUnavailable, UsageError, require_folder, require_whole_number
 from ..files import check_output_file, write_text_atomic
 from ..runtime import default_device, default_workers
+from ..weights import WeightsError
 from ..zoo import list_models
 from .classification import NOT_SCORED, validate_classifier
 from .detection import validate_detector
@@ -27,7 +28,7 @@ __all__ = ["ValidateOptions", "Validation", "ValidationRun", "expand_models", "v
 
 @dataclasses.dataclass
 class ValidateOptions:
-    """How to validate (the command line's flags: ``batch_size`` is ``--batch-size``). None: the model's own
+    """How to validate (the command line's flags as keywords: ``--batch-size`` is ``batch_size``). None: the model's own
     protocol (its pretrained cfg), the default tolerance (0.3 Top-1/Top-5 points; detectors 0.5 AP points)."""
 
     checkpoint: Optional[str] = None
@@ -57,9 +58,9 @@ class ValidateOptions:
         for name in ("batch_size", "limit", "img_size", "min_size", "max_size", "num_classes"):
             require_whole_number(name, getattr(self, name), 1)
         if self.on_error not in ("skip", "fail"):
-            raise UsageError(f"--on-error {self.on_error!r}: choose skip or fail")
+            raise UsageError(f"on_error={self.on_error!r}: choose skip or fail")
         if self.results_file and Path(self.results_file).suffix.lower() not in (".json", ".csv"):
-            raise UsageError(f"--results-file must end in .json or .csv, got {self.results_file}")
+            raise UsageError(f"results_file={self.results_file}: must end in .json or .csv")
 
 
 @dataclasses.dataclass
@@ -139,11 +140,12 @@ def validate(
 
     Raises:
         UsageError: Options that do not go together; every model skipped.
-        ModelUnavailable: The one model asked for cannot be loaded.
+        ModelUnavailable: The one model asked for is unknown.
+        WeightsError: Its weights are missing or unusable.
     """
     opts = ValidateOptions(**options)
     names = expand_models([models] if isinstance(models, (str, Path)) else [str(m) for m in models])
-    detectors = _check(names, opts)
+    detectors = _check(names, Path(data), opts)
     validate_one = validate_detector if detectors else validate_classifier
     device = distributed.setup(opts.device)
     run = ValidationRun([], [], names)
@@ -151,12 +153,12 @@ def validate(
         for name in names:
             try:
                 result = Validation(*validate_one(name, str(data), opts, device))
-            except ModelUnavailable as e:
+            except (ModelUnavailable, WeightsError) as e:
                 if len(names) == 1:
                     raise
                 run.skipped.append(name)
                 if distributed.is_main():
-                    print(f"eca-models validate: skipping {e}", file=sys.stderr)
+                    print(f"eca-models validate: skipping {name}: {e}", file=sys.stderr)
                 continue
             run.validations.append(result)
             if on_result is not None and distributed.is_main():
@@ -170,22 +172,27 @@ def validate(
     return run
 
 
-def _check(names: List[str], opts: ValidateOptions) -> bool:
-    """Whether the models are detectors; options that do not go with them, and unwritable outputs, refused."""
+def _check(names: List[str], data: Path, opts: ValidateOptions) -> bool:
+    """Whether the models are detectors; missing inputs, options that do not go with them and unwritable outputs
+    refused (before any model or weights are loaded)."""
+    require_folder(data)
+    for name in ("labels", "annotations"):
+        if getattr(opts, name) and not Path(getattr(opts, name)).is_file():
+            raise DataError(f"{name}={getattr(opts, name)}: no such file")
     if opts.checkpoint and len(names) > 1:
         raise UsageError(
-            "--checkpoint goes with one model; for several, set ECA_MODELS_WEIGHTS_DIR to converted folders"
+            "checkpoint= goes with one model; for several, set ECA_MODELS_WEIGHTS_DIR to converted folders"
         )
-    for flag, path in (("--results-file", opts.results_file), ("--predictions", opts.predictions)):
-        if path:
-            check_output_file(path, flag)
+    for name in ("results_file", "predictions"):
+        if getattr(opts, name):
+            check_output_file(getattr(opts, name), name)
     detectors = [is_detector_source(name) for name in names]
     if any(detectors) and not all(detectors):
         raise UsageError("validate classifiers and detectors in separate runs: they need other data")
     if not any(detectors) and (opts.annotations or opts.predictions):
-        raise UsageError("--annotations and --predictions are for detectors (e.g. maskrcnn_eca_resnet50_fpn)")
+        raise UsageError("annotations= and predictions= are for detectors (e.g. maskrcnn_eca_resnet50_fpn)")
     if opts.predictions and len(names) > 1:
-        raise UsageError("--predictions goes with one model")
+        raise UsageError("predictions= goes with one model")
     return all(detectors)
 
 

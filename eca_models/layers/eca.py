@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 __all__ = ["EcaLayer", "adaptive_kernel_size"]
 
 
@@ -31,7 +33,7 @@ def adaptive_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0, m
         The odd kernel size.
     """
     if channels < 1:
-        raise ValueError(f"channels must be >= 1, got {channels}")
+        raise UsageError(f"channels={channels!r}: expected a whole number of at least 1")
     t = int(abs((math.log2(channels) + beta) / gamma))
     k = t if t % 2 else t + 1
     return max(k, min_size)
@@ -69,7 +71,7 @@ class EcaLayer(nn.Module):
         if kernel_size is None:
             kernel_size = adaptive_kernel_size(channels, gamma, beta, min_kernel_size)
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"ECA kernel size must be odd and >= 1, got {kernel_size}")
+            raise UsageError(f"kernel_size={kernel_size!r}: an ECA kernel size is odd and at least 1")
         self.channels = channels
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False, device=device, dtype=dtype)

@@ -9,6 +9,8 @@ for blocks with fewer than 96 output channels, then for the rest (``'k13'``).
 import re
 from typing import Dict, Mapping, Sequence, Set, Tuple, Union
 
+from ..errors import UsageError
+
 __all__ = ["ADAPTIVE", "KernelSizes", "format_kernel_code", "parse_kernel_code", "stage_kernel_sizes"]
 
 ADAPTIVE = "adaptive"
@@ -27,7 +29,7 @@ def parse_kernel_code(code: KernelSizes, num_stages: int) -> Union[str, Tuple[in
         A tuple of ``num_stages`` odd ints >= 1, or the string ``'adaptive'``.
 
     Raises:
-        ValueError: One line saying what a valid code looks like.
+        UsageError: One line saying what a valid code looks like (a ``ValueError``).
     """
     example = "k3557" if num_stages == 4 else "k13" if num_stages == 2 else "k" + "3" * num_stages
     one_digit = num_stages == 4  # the ResNets: the release names a code of one size for every stage ('k5')
@@ -43,7 +45,7 @@ def parse_kernel_code(code: KernelSizes, num_stages: int) -> Union[str, Tuple[in
         digits = text[1:] if text.startswith("k") else text
         parts = digits.split("-") if "-" in digits else list(digits)
         if not all(p.isascii() and p.isdigit() for p in parts):
-            raise ValueError(f"invalid kernel code {code!r}: {hint}")
+            raise UsageError(f"invalid kernel code {code!r}: {hint}")
         sizes: Tuple[int, ...] = tuple(int(p) for p in parts)
         if one_digit and len(sizes) == 1:
             sizes = sizes * num_stages
@@ -51,11 +53,11 @@ def parse_kernel_code(code: KernelSizes, num_stages: int) -> Union[str, Tuple[in
         try:
             sizes = tuple(code)
         except TypeError:
-            raise ValueError(f"invalid kernel code {code!r}: {hint}") from None
+            raise UsageError(f"invalid kernel code {code!r}: {hint}") from None
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
-            raise ValueError(f"invalid kernel code {code!r}: {hint}")
+            raise UsageError(f"invalid kernel code {code!r}: {hint}")
     if len(sizes) != num_stages or any(s < 1 or s % 2 == 0 for s in sizes):
-        raise ValueError(f"invalid kernel code {code!r}: {hint}")
+        raise UsageError(f"invalid kernel code {code!r}: {hint}")
     return sizes
 
 

@@ -82,8 +82,8 @@ def _match_classifier(cfg: Any, checkpoint: Dict[str, Any], num_classes: Any, so
     if num_classes is not None and num_classes != cfg.num_classes:
         return cfg  # another head than the cfg's: timm drops the file's
     raise WeightsError(
-        f"{source} holds a classifier of {found} classes, the model has {cfg.num_classes}: pass --num-classes "
-        f"{found} (num_classes={found}) to use it as it is, or give it to the model it was trained as"
+        f"{source} holds a classifier of {found} classes, the model has {cfg.num_classes}: pass "
+        f"num_classes={found} to use it as it is, or give it to the model it was trained as"
     )
 
 

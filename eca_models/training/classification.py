@@ -20,12 +20,12 @@ from .. import distributed
 from ..complexity import count_macs, count_params
 from ..data.folders import ClassFolders, find_class_folders
 from ..data.images import ImageListDataset, ShardSampler, unreadable
-from ..errors import ModelUnavailable, UsageError
+from ..errors import UsageError
 from ..evaluation.classification import evaluate
-from ..factory import load_model
+from ..factory import load
 from ..plots import plot_curves
 from ..runtime import loader_workers
-from ..weights import find_checkpoint
+from ..weights import WeightsError, find_checkpoint
 from ..weights.folders import write_hub_files
 from ..weights.model_card import render_model_card
 from ..zoo import AVAILABLE, weights_state
@@ -43,7 +43,7 @@ def start_classifier(options: FinetuneOptions, num_classes: int) -> torch.nn.Mod
     if options.drop_rate is not None:
         kwargs["drop_rate"] = options.drop_rate
     if options.checkpoint:
-        model = load_model(options.model, options.checkpoint, **kwargs)
+        model = load(options.model, checkpoint=options.checkpoint, **kwargs)
     elif options.no_pretrained:
         if distributed.is_main():
             print(
@@ -51,15 +51,15 @@ def start_classifier(options: FinetuneOptions, num_classes: int) -> torch.nn.Mod
                 "fine-tuning and many more epochs (the released weights took 100 epochs on 1.28M ImageNet images)",
                 file=sys.stderr,
             )
-        model = load_model(options.model, pretrained=False, **kwargs)
+        model = load(options.model, pretrained=False, **kwargs)
     else:
         available = Path(options.model).is_dir() or weights_state(find_checkpoint(options.model)) in AVAILABLE
-        advice = "pass --checkpoint with the authors' .pth.tar or a converted folder, or --no-pretrained to train from scratch"
+        advice = "pass checkpoint= with the authors' .pth.tar or a converted folder, or no_pretrained=True to train from scratch"
         if not (options.pretrained or available):
             raise UsageError(f"no pretrained weights for {options.model} here (not published on the Hub yet): {advice}")
         try:
-            model = load_model(options.model, **kwargs)  # the release's weights, fetched and cached on first use
-        except ModelUnavailable as e:
+            model = load(options.model, **kwargs)  # the release's weights, fetched and cached on first use
+        except WeightsError as e:
             raise UsageError(f"no pretrained weights for {options.model} here ({e}); {advice}") from None
     model.reset_classifier(num_classes)
     return model
@@ -126,7 +126,7 @@ def finetune_classifier(options: FinetuneOptions, run_dir: Path, device: torch.d
     """Fine-tune ``options.model`` on the class folders ``options.data`` in ``run_dir`` (prepared by the runner)."""
     data = find_class_folders(Path(options.data), options.val_split, options.seed)
     if len(data.train) // distributed.world_size() < options.batch_size:
-        raise UsageError(f"{len(data.train)} training images is fewer than one batch per process: lower --batch-size")
+        raise UsageError(f"{len(data.train)} training images is fewer than one batch per process: lower batch_size=")
     seed_everything(options.seed)  # before the new classifier: a fresh run's initialisation is reproducible
     model = start_classifier(options, len(data.classes))
     recipe = Recipe.build(model, data, options)

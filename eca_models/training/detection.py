@@ -21,18 +21,16 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 
 from .. import distributed
-from ..data.imagenet import DataError
-from ..detection import create_detector, load_detector_model
+from ..detection import create_detector, load_detector
 from ..detection.architectures import get_architecture
 from ..detection.coco import CocoData, CocoDataset, collate, find_coco_splits, read_coco
 from ..detection.labels import LabelMap
 from ..detection.model_card import render_detector_card
 from ..detection.weights import read_detector_folder, write_detector_files
-from ..errors import ModelUnavailable, UsageError, flag
+from ..errors import DataError, UsageError
 from ..evaluation.detection import coco_evaluate, predict_coco
-from ..factory import weights_usage_errors
 from ..plots import plot_curves
-from ..weights import find_checkpoint
+from ..weights import WeightsError, find_checkpoint
 from ..zoo import AVAILABLE, weights_state
 from .loop import Stepper, StepResult, train_one_epoch
 from .options import FinetuneOptions
@@ -50,14 +48,16 @@ def read_splits(options: FinetuneOptions) -> Tuple[CocoData, CocoData]:
         missing = [f for f in SPLIT_OPTIONS if not getattr(options, f)]
         if missing:
             raise DataError(
-                f"explicit splits need all of --train-annotations, --train-images, --val-annotations, --val-images (missing {flag(missing[0])})"
+                f"explicit splits need all of train_annotations=, train_images=, val_annotations=, val_images= (missing {missing[0]}=)"
             )
         return (
             read_coco(Path(options.train_annotations), Path(options.train_images)),
             read_coco(Path(options.val_annotations), Path(options.val_images)),
         )
     if not options.data:
-        raise DataError("--data ROOT (COCO layout) or the four --train-/--val- annotation and image flags are needed")
+        raise DataError(
+            "data=ROOT (COCO layout) or train_annotations=, train_images=, val_annotations= and val_images= are needed"
+        )
     splits = find_coco_splits(Path(options.data))
     train = [s for s in splits if s.startswith("train")]
     val = [s for s in splits if s.startswith("val")]
@@ -72,7 +72,7 @@ def _architecture(options: FinetuneOptions) -> Tuple[str, Optional[str]]:
     """(architecture, detector folder to start from, if any)."""
     if Path(options.model).is_dir():
         if options.checkpoint:
-            raise UsageError(f"--model {options.model} is a folder of weights already: drop --checkpoint")
+            raise UsageError(f"model={options.model} is a folder of weights already: drop checkpoint=")
         return read_detector_folder(options.model)["architecture"], options.model
     return options.model, options.checkpoint
 
@@ -112,28 +112,27 @@ def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Mo
     )
     categories = label_map.to_json()["categories"]
     if folder is not None:
-        model = load_detector_model(arch, folder, **kwargs)
+        model = load_detector(arch, checkpoint=folder, **kwargs)
     elif options.weights_backbone:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        with weights_usage_errors(arch):
-            return create_detector(arch, categories=categories, weights_backbone=options.weights_backbone, **kwargs)
+        return create_detector(arch, categories=categories, weights_backbone=options.weights_backbone, **kwargs)
     elif options.no_pretrained:
         print(
             f"eca-models finetune: warning: training {arch} from scratch: expect far lower AP than fine-tuning (the "
             "release started from ImageNet trunks and trained 12 epochs on 118k COCO images)",
             file=sys.stderr,
         )
-        return load_detector_model(arch, pretrained=False, categories=categories, **kwargs)
+        return load_detector(arch, pretrained=False, categories=categories, **kwargs)
     else:
         advice = (
-            "pass --checkpoint DIR (a folder from `eca-models convert`), --weights-backbone FILE (the authors' "
-            "ImageNet .pth.tar), or --no-pretrained to train from scratch"
+            "pass checkpoint=DIR (a folder from `eca-models convert`), weights_backbone=FILE (the authors' "
+            "ImageNet .pth.tar), or no_pretrained=True to train from scratch"
         )
         if not (options.pretrained or weights_state(find_checkpoint(arch)) in AVAILABLE):
             raise UsageError(f"no COCO weights for {arch} here (not published on the Hub yet): {advice}")
         try:
-            model = load_detector_model(arch, pretrained=True, **kwargs)  # fetched and cached on first use
-        except ModelUnavailable as e:
+            model = load_detector(arch, **kwargs)  # fetched and cached on first use
+        except WeightsError as e:
             raise UsageError(f"no COCO weights for {arch} here ({e}); {advice}") from None
     return rebuild_heads(model, label_map)
 
@@ -146,7 +145,7 @@ def finetune_detector(options: FinetuneOptions, run_dir: Path, device: torch.dev
         raise UsageError(f"{val.annotations.name} has categories {sorted(unknown)} that {train.annotations.name} lacks")
     if len(train.image_ids) // distributed.world_size() < options.batch_size:
         raise UsageError(
-            f"{len(train.image_ids)} training images is fewer than one batch per process: lower --batch-size"
+            f"{len(train.image_ids)} training images is fewer than one batch per process: lower batch_size="
         )
     seed_everything(options.seed)  # before the new heads: a fresh run's initialisation is reproducible
     arch, _ = _architecture(options)

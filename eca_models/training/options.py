@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import UsageError, flag, require_number, require_whole_number
+from ..errors import UsageError, require_number, require_whole_number
 from ..runtime import default_device, default_workers
 
 __all__ = ["CLASSIFIER", "DETECTOR", "FinetuneOptions"]
@@ -97,19 +97,19 @@ class FinetuneOptions:
             for step in self.lr_steps:
                 require_whole_number("lr_steps", step, 1)
         if self.trainable_backbone_layers not in range(6):
-            raise UsageError(f"--trainable-backbone-layers {self.trainable_backbone_layers}: choose 0 to 5")
+            raise UsageError(f"trainable_backbone_layers={self.trainable_backbone_layers!r}: choose 0 to 5")
         for name, (allowed, expected) in RANGES.items():
             require_number(name, getattr(self, name), allowed, expected)
         self.scale = _scale(self.scale)
         if sum((self.pretrained, self.checkpoint is not None, self.no_pretrained)) > 1:
-            raise UsageError("--pretrained, --checkpoint and --no-pretrained exclude each other")
+            raise UsageError("pretrained=True, checkpoint= and no_pretrained=True exclude each other")
         if self.resume and self.overwrite:
-            raise UsageError("--resume and --overwrite exclude each other")
+            raise UsageError("resume=True and overwrite=True exclude each other")
 
     def given(self, task: str) -> List[str]:
         """The flags of ``task``'s options set to other than their defaults."""
         return [
-            flag(f.name)
+            f"{f.name}="
             for f in dataclasses.fields(self)
             if f.metadata.get("task") == task and _comparable(getattr(self, f.name)) != _comparable(f.default)
         ]
@@ -117,7 +117,7 @@ class FinetuneOptions:
     def use_classifier_defaults(self) -> None:
         """Fill what is left open with the classifiers' defaults; refuse the detectors' options."""
         if self.data is None:
-            raise UsageError("--data is required: a folder with train/ and val/ class folders")
+            raise UsageError("data= is required: a folder with train/ and val/ class folders")
         given = self.given(DETECTOR)
         if given:
             raise UsageError(f"{', '.join(given)} are for detectors (e.g. maskrcnn_eca_resnet50_fpn), not {self.model}")
@@ -149,7 +149,7 @@ def _scale(value: Any) -> Tuple[float, float]:
     pair = tuple(value) if isinstance(value, (tuple, list)) else ()
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
     if len(pair) != 2 or not numbers or not 0 < pair[0] <= pair[1] <= 1:
-        raise UsageError(f"--scale {pair or value!r}: expected two numbers MIN MAX with 0 < MIN <= MAX <= 1")
+        raise UsageError(f"scale={pair or value!r}: expected two numbers MIN MAX with 0 < MIN <= MAX <= 1")
     return (float(pair[0]), float(pair[1]))
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..errors import EcaModelsError, flag
+from ..errors import EcaModelsError
 from ..files import write_text_atomic
 from .options import FinetuneOptions
 from .state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
@@ -67,14 +67,14 @@ def check_resume_args(run_dir: Path, options: FinetuneOptions) -> None:
     saved = json.loads(path.read_text(encoding="utf-8"))
     now = json.loads(json.dumps(options.to_json(), default=str))
     changed = [
-        f"{flag(k)} {saved.get(k)!r} -> {now.get(k)!r}"
+        f"{k}={saved.get(k)!r} -> {now.get(k)!r}"
         for k in sorted(now)  # the options of this version (older runs also saved the command's name)
         if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
     ]
     if changed:
         raise RunDirError(
-            f"--resume with other arguments than the run's ({', '.join(changed)}): continue it with the arguments "
-            f"in {path}, or start a new run in another --output"
+            f"resume=True with other arguments than the run's ({', '.join(changed)}): continue it with the arguments "
+            f"in {path}, or start a new run in another output="
         )
 
 
@@ -87,7 +87,7 @@ def prepare_run_dir(run_dir: Path, args: FinetuneOptions, run_files: Sequence[st
         run_files: What a run writes there: all that ``--overwrite`` removes (never anything else).
     """
     if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is a file, not a folder: --output names the folder the run is written into")
+        raise RunDirError(f"{run_dir} is a file, not a folder: output= names the folder the run is written into")
     used = run_dir.is_dir() and any(run_dir.iterdir())
     if args.resume and not (run_dir / CHECKPOINT).is_file():
         if not (run_dir / "args.json").is_file():
@@ -103,7 +103,9 @@ def prepare_run_dir(run_dir: Path, args: FinetuneOptions, run_files: Sequence[st
     if args.resume:
         check_resume_args(run_dir, args)
     if used and not (args.resume or args.overwrite):
-        raise RunDirError(f"{run_dir} is not empty: pass --resume to continue that run or --overwrite to start over")
+        raise RunDirError(
+            f"{run_dir} is not empty: pass resume=True to continue that run or overwrite=True to start over"
+        )
     if args.overwrite:
         return _clear_run_files(run_dir, run_files)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +194,7 @@ def resume_task(task: Task, run_dir: Path) -> Progress:
         if state.get(key) != value:
             raise RunDirError(
                 f"{run_dir} holds a run of {state.get('model_name')} on other {key.replace('_', ' ')}; "
-                "use another --output"
+                "use another output="
             )
     task.model.load_state_dict(state["model"])
     task.optimizer.load_state_dict(state["optimizer"])
@@ -235,7 +237,7 @@ def run_task(task: Task, run_dir: Path, options: FinetuneOptions) -> Progress:
             save_state(run_dir, position.snapshot(task))
             print(
                 f"\ninterrupted: saved epoch {position.epoch + 1} step {position.step} to {run_dir / CHECKPOINT}; "
-                "continue with the same command and --resume",
+                "continue it with the same options and resume=True",
                 file=sys.stderr,
             )
         raise RunInterrupted() from None

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-POLICY = "ECA_MODELS_SOURCES / --source"  # what leaves a source out
+POLICY = "ECA_MODELS_SOURCES / source="  # what leaves a source out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +188,7 @@ def download_checkpoints(
     names = [names] if isinstance(names, str) else list(names)  # one name, or several
     checkpoints = list_checkpoints() if all else [resolve(n) for n in names]
     if to is not None:
-        check_output_folder(to, "--to")  # before fetching anything
+        check_output_folder(to, "to")  # before fetching anything
     results = []
     for ckpt in {c.name: c for c in checkpoints}.values():
         fetched = fetch_weights(ckpt, source, keep_original, log)

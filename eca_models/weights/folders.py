@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Union
 import torch
 from safetensors.torch import save_file
 
-from ..files import OutputPathError, atomic_folder, atomic_path, check_new_folder, write_text_atomic
+from ..files import FolderNotEmpty, OutputPathError, atomic_folder, atomic_path, check_new_folder, write_text_atomic
 from .loading import WEIGHTS_FILE, WeightsError
 
 __all__ = ["check_out_dir", "hub_config", "new_model_folder", "write_hub_files", "write_model_files"]
@@ -24,8 +24,8 @@ _DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mo
 def check_out_dir(out_dir: Union[str, Path], overwrite: bool) -> None:
     """The output folder checked before the work (one line naming it), as a `WeightsError`."""
     try:
-        check_new_folder(out_dir, overwrite, "--out")
-    except (FileExistsError, OutputPathError) as e:
+        check_new_folder(out_dir, overwrite, "out")
+    except OutputPathError as e:
         raise WeightsError(str(e)) from None
 
 
@@ -36,7 +36,7 @@ def new_model_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iter
     try:
         with atomic_folder(out_dir, overwrite) as tmp:
             yield tmp
-    except FileExistsError as e:
+    except FolderNotEmpty as e:
         raise WeightsError(str(e)) from None
 
 

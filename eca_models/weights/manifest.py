@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from ..errors import UnknownModel
 from ..files import write_text_atomic
 
 __all__ = [
@@ -170,12 +171,12 @@ def get_checkpoint(name: str) -> Checkpoint:
     """The checkpoint called ``name`` (``eca_resnet50_k3557.in1k``).
 
     Raises:
-        KeyError: No such checkpoint; the message lists the known ones.
+        UnknownModel: No such checkpoint (a ``KeyError``); the message lists the known ones.
     """
     try:
         return _manifest()[name]
     except KeyError:
-        raise KeyError(f"no checkpoint {name!r} in the manifest; known: {', '.join(_manifest())}") from None
+        raise UnknownModel(f"no checkpoint {name!r} in the manifest; known: {', '.join(_manifest())}") from None
 
 
 def find_checkpoint(model_name: str = "", hf_hub_id: str = "") -> Optional[Checkpoint]:

@@ -44,7 +44,7 @@ def plan_publish(folder: Union[str, Path], repo_id: str) -> PublishPlan:
             f"{folder} lacks {', '.join(missing)}; publish takes a folder written by `eca-models convert`"
         )
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise WeightsError(f"--repo must look like ORG/NAME, got {repo_id!r}")
+        raise WeightsError(f"repo={repo_id!r}: must look like ORG/NAME")
     try:
         with safe_open(str(folder / WEIGHTS_FILE), "pt") as f:
             meta = f.metadata() or {}

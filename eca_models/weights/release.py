@@ -100,7 +100,7 @@ def allowed_sources(source: Optional[str] = None) -> Tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in SOURCES]
     if unknown or not names:
-        raise WeightsError(f"unknown weights source {text!r} ({SOURCES_ENV} / --source): use hub, release or both")
+        raise WeightsError(f"unknown weights source {text!r} ({SOURCES_ENV} / source=): use hub, release or both")
     return names
 
 
@@ -120,10 +120,8 @@ def ways_to_supply(ckpt: Checkpoint, drive: bool = True) -> str:
     if release.get("baidu_url"):
         parts.append(f"Baidu {release['baidu_url']} (extract code {release.get('baidu_code', '?')})")
     source = release.get("file_name") or ckpt.source_file
-    return (
-        "get it from " + ", or ".join(parts) + f", then `eca-models convert {source} --model {ckpt.model_name} "
-        "--out DIR` and pass --checkpoint DIR (Python: checkpoint= / pretrained_cfg_overlay=dict(file=DIR))"
-    )
+    command = f"`eca-models convert {source} --model {ckpt.model_name} --out DIR`"
+    return f"get it from {', or '.join(parts)}, then {command} and pass checkpoint=DIR (timm: pretrained_cfg_overlay=dict(file=DIR))"
 
 
 def _read_provenance(folder: Path) -> Optional[Dict[str, Any]]:
@@ -354,7 +352,7 @@ def _refusal(ckpt: Checkpoint, text: str, baidu: str) -> ReleaseFetchError:
     if QUOTA_TEXT in lowered or "quota" in lowered:
         return ReleaseFetchError(
             f"Google Drive refuses {ckpt.name}'s file for now: too many users have downloaded it recently (Drive lifts "
-            f"this within about a day): try again in a few hours, or get it from {baidu} and pass --checkpoint FILE"
+            f"this within about a day): try again in a few hours, or get it from {baidu} and pass checkpoint=FILE"
         )
     if "does not exist" in lowered or "not found" in lowered or "permission" in lowered or "public link" in lowered:
         return ReleaseFetchError(
