@@ -1,9 +1,8 @@
 """One call to get a model from wherever it is: a registered name, a converted or fine-tuned folder, the Hub."""
 
-import json
 import socket
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List, Optional, Union
 from urllib.parse import urlparse
 
 import timm
@@ -14,17 +13,16 @@ from huggingface_hub import try_to_load_from_cache
 from .data.imagenet import imagenet_wnids
 from .errors import UnknownModel
 from .weights import WeightsError
+from .weights.folders import read_model_config
+from .weights.release import hub_offline
 from .zoo import list_models
 
 __all__ = [
     "class_labels",
     "load",
-    "read_classifier_config",
     "require_model",
     "timm_weights_file",
 ]
-
-DETECTION_TASKS = ("object-detection", "instance-segmentation")
 
 
 def load(
@@ -49,18 +47,14 @@ def load(
         kwargs.pop("num_classes")
     path = Path(source)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise WeightsError(
-                f"{path} has no config.json; pass a folder written by `eca-models convert` or `finetune`"
-            )
-        read_classifier_config(path)
+        read_model_config(path)
         return timm.create_model(f"local-dir:{path}", pretrained=pretrained, **kwargs).eval()
     name = str(source)
     require_model(name)
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if ckpt.is_dir() and (ckpt / "config.json").is_file():
-            read_classifier_config(ckpt)
+            read_model_config(ckpt)
             model = timm.create_model(f"local-dir:{ckpt}", pretrained=True, **kwargs)
             if model.pretrained_cfg["architecture"].split("_k")[0] != name.split("_k")[0]:
                 raise WeightsError(f"{ckpt} holds {model.pretrained_cfg['architecture']}, not {name}")
@@ -109,7 +103,7 @@ def timm_weights_file(name: str, connect_timeout: float = 5.0) -> Optional[Path]
         if isinstance(cached, str):
             return Path(cached)
     endpoint = urlparse(hf_constants.ENDPOINT)
-    offline = hf_constants.HF_HUB_OFFLINE
+    offline = forbidden = hub_offline()
     if not offline:
         try:
             socket.create_connection(
@@ -120,39 +114,10 @@ def timm_weights_file(name: str, connect_timeout: float = 5.0) -> Optional[Path]
     if offline:
         raise WeightsError(
             f"{name}'s weights ({repo} on the Hugging Face Hub) are not cached here and the Hub cannot be reached "
-            f"({'HF_HUB_OFFLINE is set' if hf_constants.HF_HUB_OFFLINE else 'no connection'}): pass a weights file "
+            f"({'HF_HUB_OFFLINE is set' if forbidden else 'no connection'}): pass a weights file "
             "for it (checkpoint=; attention: compare_checkpoint=), or download them once with a connection"
         )
     return None
-
-
-def read_classifier_config(folder: Union[str, Path]) -> Dict[str, Any]:
-    """A classifier folder's ``config.json``, checked: valid JSON (an error names the file and line) and not a
-    detector's (an error says where a detector folder goes).
-
-    Raises:
-        WeightsError: One line naming the file and what is wrong.
-    """
-    path = Path(folder) / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise WeightsError(
-            f"{path} is not a UTF-8 text file; write the folder again with `eca-models convert`"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise WeightsError(
-            f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}; fix it or convert the weights again"
-        ) from None
-    if not isinstance(config, dict):
-        raise WeightsError(f"{path} holds no JSON object; write the folder again with `eca-models convert`")
-    if config.get("task") in DETECTION_TASKS:
-        raise WeightsError(
-            f"{folder} is a detector ({config.get('architecture', 'unknown architecture')}), not a classifier: give it "
-            "as model= to predict, validate or finetune (or as create_detector's checkpoint=); a trunk "
-            "(weights_backbone=) takes an ImageNet classifier's weights"
-        )
-    return config
 
 
 def class_labels(model: torch.nn.Module) -> Optional[List[str]]:

@@ -13,6 +13,7 @@ from ..runtime import default_device, default_workers
 __all__ = [
     "ModelUnavailable",
     "UsageError",
+    "add_detector_size_args",
     "add_num_classes_arg",
     "add_runtime_args",
     "check_device",
@@ -80,6 +81,18 @@ def add_num_classes_arg(parser: argparse.ArgumentParser) -> None:
         "--num-classes",
         type=positive_int,
         help="classes of the --checkpoint's classifier, when not 1000 (a folder's config.json says it itself)",
+    )
+
+
+def add_detector_size_args(parser: Any, prefix: str = "detectors: ") -> None:
+    """--min-size / --max-size, torchvision's resize of a detector's input; by default the weights' own (a
+    fine-tuned folder's, or the release's 800 and 1333). ``parser``: a parser or an argument group."""
+    own = "default: the weights' own, the release's {}"
+    parser.add_argument(
+        "--min-size", type=positive_int, help=f"{prefix}resize the shorter side to this ({own.format(800)})"
+    )
+    parser.add_argument(
+        "--max-size", type=positive_int, help=f"{prefix}and the longer side to at most this ({own.format(1333)})"
     )
 
 

@@ -13,7 +13,7 @@ import argparse
 
 from ..training.finetune import RunInterrupted, finetune
 from ..training.options import CLASSIFIER, DETECTOR, FinetuneOptions
-from .common import add_runtime_args, defaults_of, non_negative_int, positive_int
+from .common import add_detector_size_args, add_runtime_args, defaults_of, non_negative_int, positive_int
 
 HELP = "fine-tune a classifier on your class folders (train/ and val/), or a detector on COCO-format data"
 DEFAULTS = defaults_of(FinetuneOptions)
@@ -82,10 +82,7 @@ def _add_detector_args(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="start the trunk from ImageNet weights (the authors' .pth.tar); torchvision's name",
     )
-    group.add_argument(
-        "--min-size", type=positive_int, help="resize the shorter side to this (default 800, as released)"
-    )
-    group.add_argument("--max-size", type=positive_int, help="and the longer side to at most this (default 1333)")
+    add_detector_size_args(group, prefix="")
     group.add_argument("--warmup-iters", type=non_negative_int, help="linear warm-up from lr/3 (default %(default)s)")
     group.add_argument(
         "--trainable-backbone-layers", type=int, choices=range(6),

@@ -9,7 +9,7 @@ import sys
 
 from ..prediction import detection_line, predict, short_names
 from ..runtime import default_device
-from .common import add_num_classes_arg, positive_int, probability
+from .common import add_detector_size_args, add_num_classes_arg, positive_int, probability
 
 HELP = "print the top-k classes of images (detectors: their boxes, drawn with --out-dir)"
 
@@ -29,12 +29,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-boxes", type=positive_int, default=5, help="detectors: boxes per image in the text lines (--json: all)"
     )
-    parser.add_argument(
-        "--min-size", type=positive_int, help="detectors: resize the shorter side to this (default 800)"
-    )
-    parser.add_argument(
-        "--max-size", type=positive_int, help="detectors: and the longer side to at most this (default 1333)"
-    )
+    add_detector_size_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:

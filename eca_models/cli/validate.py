@@ -14,7 +14,7 @@ import argparse
 from .. import distributed
 from ..evaluation.report import format_report
 from ..evaluation.validate import ValidateOptions, Validation, validate
-from .common import add_num_classes_arg, add_runtime_args, defaults_of, positive_int
+from .common import add_detector_size_args, add_num_classes_arg, add_runtime_args, defaults_of, positive_int
 
 HELP = "measure Top-1/Top-5 on ImageNet val (detectors: COCO AP) and check them against the reported numbers"
 DEFAULTS = defaults_of(ValidateOptions)
@@ -35,12 +35,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--annotations", help="detectors: the COCO instances JSON of the --data images")
     parser.add_argument("--predictions", help="detectors: also write the predictions here (COCO results JSON)")
-    parser.add_argument(
-        "--min-size", type=positive_int, help="detectors: resize the shorter side to this (default 800)"
-    )
-    parser.add_argument(
-        "--max-size", type=positive_int, help="detectors: and the longer side to at most this (default 1333)"
-    )
+    add_detector_size_args(parser)
     parser.add_argument(
         "--labels",
         help="ground truth of a flat folder: LOC_val_solution.csv, or lines 'file label_index', 'file wnid' or "

@@ -19,11 +19,11 @@ from ..detection.architectures import find_architecture
 from ..detection.labels import LabelMap, coco_categories
 from ..detection.legacy import use_legacy_coordinates
 from ..detection.model_card import render_detector_card
-from ..detection.weights import CONFIG_FILE, released_checkpoint, state_dict_mismatch, write_detector_files
+from ..detection.weights import released_checkpoint, state_dict_mismatch, write_detector_files
 from ..files import sha256_file
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
-from ..weights.folders import check_out_dir, new_model_folder
+from ..weights.folders import CONFIG_FILE, check_out_dir, new_model_folder
 from ..weights.loading import WEIGHTS_FILE, read_weights_file, unwrap_checkpoint
 
 __all__ = [

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 from torch import nn
 
 from ..errors import UnknownModel
+from ..weights.folders import read_model_config
 from ._registry import get_builder, is_detector, list_detectors
 from .architectures import ARCHITECTURES, DetectorArchitecture, get_architecture
 from .assembly import assemble_detector
@@ -15,7 +16,6 @@ from .faster_rcnn import fasterrcnn_eca_resnet50_fpn, fasterrcnn_eca_resnet101_f
 from .labels import LabelMap, coco_categories
 from .mask_rcnn import maskrcnn_eca_resnet50_fpn, maskrcnn_eca_resnet101_fpn
 from .retinanet import retinanet_eca_resnet50_fpn, retinanet_eca_resnet101_fpn
-from .weights import read_detector_folder
 
 __all__ = [
     "ARCHITECTURES",
@@ -90,7 +90,7 @@ def load_detector(
     if checkpoint is not None:
         return create_detector(str(source), checkpoint=checkpoint, **kwargs)
     if path.is_dir():
-        config = read_detector_folder(path)
+        config = read_model_config(path, detector=True)
         return create_detector(config["architecture"], checkpoint=path, **kwargs)
     if not is_detector(str(source)):
         raise UnknownModel(

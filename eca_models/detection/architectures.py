@@ -5,10 +5,12 @@ import dataclasses
 from typing import Dict, Optional, Tuple
 
 from ..errors import UnknownModel
+from ..weights.manifest import DETECTION_TASKS
 
-__all__ = ["ARCHITECTURES", "TASKS", "DetectorArchitecture", "find_architecture", "get_architecture"]
+__all__ = ["ARCHITECTURES", "DetectorArchitecture", "find_architecture", "get_architecture"]
 
-TASKS = {"fasterrcnn": "object-detection", "retinanet": "object-detection", "maskrcnn": "instance-segmentation"}
+_BOXES, _MASKS = DETECTION_TASKS
+TASKS = {"fasterrcnn": _BOXES, "retinanet": _BOXES, "maskrcnn": _MASKS}  # each head's task
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,10 +11,10 @@ from torch import nn
 
 from ..weights import WeightsError, find_checkpoint
 from ..weights.fetch import fetch_weights
-from ..weights.folders import write_model_files
+from ..weights.folders import CONFIG_FILE, read_model_config, write_model_files
 from ..weights.loading import WEIGHTS_FILE, read_safetensors
 from ._registry import is_detector
-from .architectures import TASKS, get_architecture
+from .architectures import get_architecture
 from .labels import LabelMap
 
 __all__ = [
@@ -22,13 +22,9 @@ __all__ = [
     "released_checkpoint",
     "DetectorWeights",
     "load_detector_weights",
-    "read_detector_folder",
     "detector_config",
     "write_detector_files",
-    "CONFIG_FILE",
 ]
-
-CONFIG_FILE = "config.json"
 
 
 def state_dict_mismatch(
@@ -118,35 +114,10 @@ def is_detector_source(source: Union[str, Path]) -> bool:
     if not (Path(source) / CONFIG_FILE).is_file():
         return False
     try:
-        read_detector_folder(source)
+        read_model_config(source, detector=True)
     except WeightsError:  # unreadable, or a classifier's
         return False
     return True
-
-
-def read_detector_folder(folder: Union[str, Path]) -> Dict[str, Any]:
-    """A detector folder's ``config.json``.
-
-    Raises:
-        WeightsError: No config.json, an unreadable one, or one of a classifier.
-    """
-    folder = Path(folder)
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise WeightsError(
-            f"{folder} has no {CONFIG_FILE}; pass a folder written by `eca-models convert` or `finetune`"
-        )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{path} is not valid JSON ({e}); convert the checkpoint again") from None
-    if not isinstance(config, dict) or config.get("task") not in set(TASKS.values()):
-        arch = config.get("architecture", "?") if isinstance(config, dict) else "?"
-        raise WeightsError(
-            f"{folder} holds the classifier {arch}, not a detector: give it as the trunk "
-            "(weights_backbone=) or pass a detector folder"
-        )
-    return config
 
 
 def load_detector_weights(
@@ -161,7 +132,7 @@ def load_detector_weights(
                 f"{folder} is not a detector folder; convert an mmdetection file first with "
                 f"`eca-models convert {folder} --model {architecture} --out DIR`"
             )
-        config = read_detector_folder(folder)
+        config = read_model_config(folder, detector=True)
         if config["architecture"] != architecture:
             raise WeightsError(f"{folder} holds {config['architecture']}, not {architecture}")
         if not (folder / WEIGHTS_FILE).is_file():

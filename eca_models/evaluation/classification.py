@@ -9,7 +9,6 @@ the reported value lies inside the 95% confidence interval.
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -23,7 +22,7 @@ from ..data.imagenet import imagenet_samples
 from ..data.images import ImageListDataset, ShardSampler, subset, unreadable
 from ..errors import EcaModelsError
 from ..factory import class_labels, load
-from ..runtime import loader_workers
+from ..runtime import autocast_for, loader_workers
 from ..weights import find_checkpoint, weights_location
 from ..weights.manifest import update_manifest
 
@@ -93,14 +92,9 @@ def evaluate(
     loss_sum = 0.0
     failed: List[str] = []
     k = min(5, model.num_classes)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
-        if amp
-        else nullcontext()
-    )
     start = time.perf_counter()
     bar = tqdm(total=len(loader.sampler), desc=desc, unit="img", disable=not distributed.is_main(), dynamic_ncols=True)
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast_for(device, amp):
         for x, y, index, ok in loader:
             bad = unreadable(ok, index, samples)
             if bad and on_error == "fail":

@@ -81,8 +81,9 @@ def to_coco_results(
 
 
 @dataclasses.dataclass
-class Predictions:
-    """What `predict_coco` made: results of every process, images scored, unreadable files, seconds."""
+class CocoPredictions:
+    """What `predict_coco` made: results of every process (COCO result entries), the image ids scored, the files
+    that could not be read, seconds. (`eca_models.predict` returns `Predictions`: per-image results for any images.)"""
 
     results: List[Dict[str, Any]]
     image_ids: List[int]
@@ -100,7 +101,7 @@ def predict_coco(
     amp: bool = False,
     desc: str = "predict",
     on_unreadable: Optional[Callable[[List[str]], None]] = None,
-) -> Predictions:
+) -> CocoPredictions:
     """Run ``model`` over ``image_ids`` (this process's shard of them under torchrun) and gather every result."""
     dataset = CocoDataset(data, model.label_map, image_ids)
     sampler = ShardSampler(range(len(dataset)), distributed.rank(), distributed.world_size())
@@ -132,7 +133,7 @@ def predict_coco(
     gathered = distributed.all_gather_objects((results, scored, bad))
     if on_unreadable is not None:
         on_unreadable([p for _, _, b in gathered for p in b])
-    return Predictions(
+    return CocoPredictions(
         [r for res, _, _ in gathered for r in res],
         sorted(i for _, ids, _ in gathered for i in ids),
         [p for _, _, b in gathered for p in b],

@@ -26,11 +26,12 @@ from ..detection.architectures import get_architecture
 from ..detection.coco import CocoData, CocoDataset, collate, find_coco_splits, read_coco
 from ..detection.labels import LabelMap
 from ..detection.model_card import render_detector_card
-from ..detection.weights import read_detector_folder, write_detector_files
+from ..detection.weights import write_detector_files
 from ..errors import DataError, UsageError
 from ..evaluation.detection import coco_evaluate, predict_coco
 from ..plots import plot_curves
 from ..weights import WeightsError, find_checkpoint
+from ..weights.folders import read_model_config
 from ..zoo import AVAILABLE, weights_state
 from .loop import Stepper, StepResult, train_one_epoch
 from .options import FinetuneOptions
@@ -73,7 +74,7 @@ def _architecture(options: FinetuneOptions) -> Tuple[str, Optional[str]]:
     if Path(options.model).is_dir():
         if options.checkpoint:
             raise UsageError(f"model={options.model} is a folder of weights already: drop checkpoint=")
-        return read_detector_folder(options.model)["architecture"], options.model
+        return read_model_config(options.model, detector=True)["architecture"], options.model
     return options.model, options.checkpoint
 
 

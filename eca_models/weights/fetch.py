@@ -23,10 +23,11 @@ from .loading import (
     download_from_hub,
     read_safetensors,
     read_weights_file,
+    ways_to_supply,
     weights_location,
 )
 from .manifest import Checkpoint, find_checkpoint, get_checkpoint, list_checkpoints
-from .release import allowed_sources, cached_conversion, fetch_release, ways_to_supply
+from .release import allowed_sources, cached_conversion, fetch_release
 
 __all__ = [
     "Fetched",

@@ -13,8 +13,19 @@ from safetensors.torch import save_file
 
 from ..files import FolderNotEmpty, OutputPathError, atomic_folder, atomic_path, check_new_folder, write_text_atomic
 from .loading import WEIGHTS_FILE, WeightsError
+from .manifest import DETECTION_TASKS
 
-__all__ = ["check_out_dir", "hub_config", "new_model_folder", "write_hub_files", "write_model_files"]
+__all__ = [
+    "CONFIG_FILE",
+    "check_out_dir",
+    "hub_config",
+    "new_model_folder",
+    "read_model_config",
+    "write_hub_files",
+    "write_model_files",
+]
+
+CONFIG_FILE = "config.json"
 
 # pretrained-cfg entries that say where the source weights were, not what they are
 _SOURCE_KEYS = ("architecture", "url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source")
@@ -122,3 +133,40 @@ def write_hub_files(
     """
     config = json.dumps(hub_config(model, model_config, data_config), indent=2) + "\n"
     write_model_files(model, folder, card, metadata, lambda path: path.write_text(config, encoding="utf-8"))
+
+
+def read_model_config(folder: Union[str, Path], detector: bool = False) -> Dict[str, Any]:
+    """A model folder's ``config.json``, checked: there, a JSON object (an error names the file and line), and of
+    the kind asked for (an error says where a folder of the other kind goes).
+
+    Raises:
+        WeightsError: One line naming the folder or file and what is wrong.
+    """
+    path = Path(folder) / CONFIG_FILE
+    again = "write the folder again with `eca-models convert`"
+    if not path.is_file():
+        raise WeightsError(
+            f"{folder} has no {CONFIG_FILE}; pass a folder written by `eca-models convert` or `finetune`"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise WeightsError(f"{path} is not a UTF-8 text file; {again}") from None
+    except json.JSONDecodeError as e:
+        raise WeightsError(
+            f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}; fix it or {again}"
+        ) from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} holds no JSON object; {again}")
+    arch = config.get("architecture", "unknown architecture")
+    if detector and config.get("task") not in DETECTION_TASKS:
+        raise WeightsError(
+            f"{folder} holds the classifier {arch}, not a detector: give it as the trunk (weights_backbone=) or pass "
+            "a detector folder"
+        )
+    if not detector and config.get("task") in DETECTION_TASKS:
+        raise WeightsError(
+            f"{folder} is a detector ({arch}), not a classifier: give it as model= to predict, validate or finetune "
+            "(or as create_detector's checkpoint=); a trunk (weights_backbone=) takes an ImageNet classifier's weights"
+        )
+    return config

@@ -43,6 +43,7 @@ __all__ = [
     "read_weights_file",
     "sniff_format",
     "unwrap_checkpoint",
+    "ways_to_supply",
     "weights_location",
 ]
 
@@ -242,13 +243,23 @@ def _local_repo(repo_id: str) -> Optional[Path]:
     return None
 
 
-def _ways_to_supply(repo_id: str, ckpt: Optional[Checkpoint]) -> str:
-    source = ckpt.source_file if ckpt else "the authors' .pth.tar"
-    model = ckpt.model_name if ckpt else "MODEL"
+def ways_to_supply(ckpt: Optional[Checkpoint], repo_id: str = "", drive: bool = True) -> str:
+    """The ways to supply weights by hand, in one sentence: where the file is (the Hub, the authors' Drive and
+    Baidu copies; ``drive=False`` leaves out a Drive link that has just failed), how to convert it and how to
+    pass the result."""
+    release = (ckpt.release or {}) if ckpt else {}
+    parts = [f"the Hub ({ckpt.hf_hub_id}{'' if ckpt.is_published else ', not published yet'})"] if ckpt else []
+    if drive and release.get("drive_id"):
+        parts.append(f"the authors' Google Drive file https://drive.google.com/uc?id={release['drive_id']}")
+    if release.get("baidu_url"):
+        parts.append(f"Baidu {release['baidu_url']} (extract code {release.get('baidu_code', '?')})")
+    source = release.get("file_name") or (ckpt.source_file if ckpt else "the authors' .pth.tar")
+    command = f"`eca-models convert {source} --model {ckpt.model_name if ckpt else 'MODEL'} --out DIR`"
+    repo = (repo_id or (ckpt.hf_hub_id if ckpt else "REPO")).split("/")[-1]
     return (
-        f"convert {source} with `eca-models convert {source} --model {model} --out DIR` and pass "
-        f"pretrained_cfg_overlay=dict(file='DIR'), or set {WEIGHTS_DIR_ENV} to a folder holding DIR "
-        f"as {repo_id.split('/')[-1]}/"
+        (f"get it from {', or '.join(parts)}, then " if parts else "") + f"convert it with {command} and pass "
+        f"checkpoint=DIR (timm: pretrained_cfg_overlay=dict(file=DIR)), or set {WEIGHTS_DIR_ENV} to a folder "
+        f"holding DIR as {repo}/"
     )
 
 
@@ -273,11 +284,11 @@ def download_from_hub(
     except LocalEntryNotFoundError:
         raise WeightsError(
             f"no cached copy of {repo_id} ({filename}) and the Hub is not reachable (HF_HUB_OFFLINE or no network); "
-            + _ways_to_supply(repo_id, ckpt)
+            + ways_to_supply(ckpt, repo_id)
         ) from None
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         state = "is not published on the Hub yet" if unpublished else f"was not found on the Hub ({type(e).__name__})"
-        raise WeightsError(f"{repo_id}@{revision or 'main'} {state}; " + _ways_to_supply(repo_id, ckpt)) from None
+        raise WeightsError(f"{repo_id}@{revision or 'main'} {state}; " + ways_to_supply(ckpt, repo_id)) from None
     except HfHubHTTPError as e:
         raise WeightsError(f"downloading {repo_id} failed: {str(e).splitlines()[0]}") from None
     if ckpt is not None and ckpt.sha256 and (not ckpt.revision or revision == ckpt.revision):

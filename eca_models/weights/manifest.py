@@ -31,8 +31,10 @@ __all__ = [
 MANIFEST_NAME = "manifest.json"
 SCHEMA = 3  # 2: each entry has a task, and metrics keyed by dataset for any task; 3: and its release source
 RELEASE_KEYS = ("drive_id", "file_name", "sha256", "size", "baidu_url", "baidu_code")
+# the Hub's task names: the one vocabulary of manifest entries, model folders and the detectors' facts
 CLASSIFICATION = "image-classification"
-TASKS = (CLASSIFICATION, "object-detection", "instance-segmentation")
+DETECTION_TASKS = ("object-detection", "instance-segmentation")
+TASKS = (CLASSIFICATION, *DETECTION_TASKS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..files import replace_folder, scratch_folder, write_text_atomic
 from ..version import __version__
-from .loading import WEIGHTS_FILE, WeightsError, intact_safetensors, sniff_format
+from .loading import WEIGHTS_FILE, WeightsError, intact_safetensors, sniff_format, ways_to_supply
 from .manifest import Checkpoint
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "fetch_release",
     "hub_offline",
     "list_cached",
-    "ways_to_supply",
 ]
 
 DRIVE_ENDPOINT_ENV = "ECA_MODELS_DRIVE_ENDPOINT"
@@ -108,20 +107,6 @@ def drive_url(file_id: str) -> str:
     """Where a Drive file is asked for: ``{endpoint}/uc?id=<id>`` (``ECA_MODELS_DRIVE_ENDPOINT``, default Drive's)."""
     endpoint = (os.environ.get(DRIVE_ENDPOINT_ENV) or DEFAULT_DRIVE_ENDPOINT).rstrip("/")
     return f"{endpoint}/uc?id={file_id}"
-
-
-def ways_to_supply(ckpt: Checkpoint, drive: bool = True) -> str:
-    """The ways to supply ``ckpt``'s weights by hand, in one sentence (``drive=False``: not the Drive link, which
-    has just failed)."""
-    release = ckpt.release or {}
-    parts = [f"the Hub ({ckpt.hf_hub_id}{'' if ckpt.is_published else ', not published yet'})"]
-    if drive and release.get("drive_id"):
-        parts.append(f"the authors' Google Drive file https://drive.google.com/uc?id={release['drive_id']}")
-    if release.get("baidu_url"):
-        parts.append(f"Baidu {release['baidu_url']} (extract code {release.get('baidu_code', '?')})")
-    source = release.get("file_name") or ckpt.source_file
-    command = f"`eca-models convert {source} --model {ckpt.model_name} --out DIR`"
-    return f"get it from {', or '.join(parts)}, then {command} and pass checkpoint=DIR (timm: pretrained_cfg_overlay=dict(file=DIR))"
 
 
 def _read_provenance(folder: Path) -> Optional[Dict[str, Any]]:
