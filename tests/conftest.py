@@ -16,9 +16,13 @@ os.environ.pop("ECA_MODELS_MANIFEST", None)
 os.environ["ECA_MODELS_DRIVE_ENDPOINT"] = "http://127.0.0.1:9"
 
 import pytest  # noqa: E402
+import timm  # noqa: E402
 import torch  # noqa: E402
+from helpers import RANKED, ranking_checkpoint, save_authors_checkpoint, write_image  # noqa: E402
 
 import eca_models  # noqa: E402, F401  (registers the models)
+from eca_models.cli import main  # noqa: E402
+from eca_models.data.imagenet import imagenet_wnids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,3 +81,36 @@ def converted(tmp_path_factory):
         report = convert_mmdet_checkpoint(src, f"{kind}_eca_resnet50_fpn", folder, log=lines.append)
         out[kind] = (src, state, folder, report, lines)
     return out
+
+
+@pytest.fixture(scope="session")
+def val(tmp_path_factory):
+    """An ImageNet-style val folder (8 images of classes 500, 250, 900) and a checkpoint ranking 500 first."""
+    root = tmp_path_factory.mktemp("val")
+    wnids = imagenet_wnids()
+    n = 0
+    for cls, count in {500: 5, 250: 2, 900: 1}.items():
+        for _ in range(count):
+            n += 1
+            write_image(root / "folders" / wnids[cls] / f"ILSVRC2012_val_{n:08d}.JPEG", seed=n)
+    ckpt = ranking_checkpoint(root / "eca_resnet18_k3577.pth.tar", RANKED)
+    model10 = timm.create_model("eca_resnet18_k3577", num_classes=10)
+    r10 = save_authors_checkpoint(model10.state_dict(), root / "r18_10cls.pth.tar")
+    return dict(root=root, folder=root / "folders", ckpt=ckpt, r10=r10, model10=model10.eval())
+
+
+@pytest.fixture(scope="session")
+def two_class_run(tmp_path_factory):
+    """A 2-class fine-tuned run folder at 32 px (tiny, from scratch) and its data."""
+    root = tmp_path_factory.mktemp("pets")
+    for split, count in (("train", 8), ("val", 3)):
+        for c, name in enumerate(("cat", "dog")):
+            for i in range(count):
+                write_image(root / "data" / split / name / f"{i}.png", seed=100 * c + i + (50 if split == "val" else 0))
+
+    def argv(run_dir):
+        return ["finetune", "--model", "eca_resnet18", "--data", str(root / "data"), "--output", str(run_dir),
+                "--epochs", "1", "--img-size", "32", "--batch-size", "4", "--workers", "0", "--no-pretrained"]  # fmt: skip
+
+    assert main(argv(root / "run")) == 0
+    return dict(data=root / "data", run=root / "run", argv=argv)

@@ -7,7 +7,9 @@ is evidence that both follow the paper and the authors' layout.
 
 import hashlib
 import http.server
+import struct
 import threading
+import zlib
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -269,3 +271,25 @@ class LoopbackDrive(LoopbackServer):
                     pass
 
         self.serve(Handler, daemon_threads=True)
+
+
+RANKED = [500, 3, 250, 42, 900]  # what `ranking_checkpoint`'s controlled checkpoint predicts, best first
+FAST_64 = ["--workers", "0", "--batch-size", "4", "--img-size", "64"]
+
+
+def bomb_png(path: Path, side: int = 14000) -> Path:
+    """A PNG whose header says ``side`` x ``side`` pixels: PIL refuses it on opening, before decoding anything."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"eca-models {command}: error:") and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err

@@ -1,10 +1,17 @@
 import json
+import time
 
 import numpy as np
 import pytest
 import timm
 import torch
-from helpers import RefEca, randomize, save_authors_checkpoint, write_image
+from helpers import (
+    RefEca,
+    one_line_error,
+    randomize,
+    save_authors_checkpoint,
+    write_image,
+)
 
 import eca_models
 from eca_models.attention import attention_layers
@@ -141,3 +148,34 @@ def test_a_figure_name_that_is_not_png_is_refused_before_the_work(tmp_path, caps
         f"eca-models attention: error: --out {tmp_path / 'a.txt'}: the figure is a PNG; give a file name ending in .png"
     ]
     assert not (tmp_path / "a.txt").exists()
+
+
+def test_attention_says_in_one_line_what_it_cannot_do(val, tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    out = str(tmp_path / "a.png")
+    base = ["attention", "--data", str(val["folder"]), "--out", out, "--img-size", "64"]
+    ours = ["--model", "eca_resnet18_k3577", "--checkpoint", str(val["ckpt"])]
+    start = time.perf_counter()
+    assert main([*base, *ours, "--compare", "seresnet18"]) == 2
+    assert "no pretrained weights" in one_line_error(capsys, "attention")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main([*base, *ours, "--compare", "seresnet50"]) == 2
+    assert "HF_HUB_OFFLINE" in one_line_error(capsys, "attention")
+    assert time.perf_counter() - start < 30  # at once, not after the Hub client's retries
+    plain = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), plain)
+    assert main([*base, "--model", "resnet18", "--checkpoint", str(plain)]) == 2
+    assert "no ECA or SE blocks" in one_line_error(capsys, "attention")
+
+
+def test_attention_reports_unreadable_images(val, tmp_path, capsys):
+    data = tmp_path / "val"
+    wnid = imagenet_wnids()[500]
+    for i in range(2):
+        write_image(data / wnid / f"{i}.png", seed=i)
+    (data / wnid / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    argv = ["attention", "--model", "eca_resnet18_k3577", "--checkpoint", str(val["ckpt"]), "--data", str(data)]
+    assert main([*argv, "--img-size", "64", "--blocks", "layer4.1", "--out", str(tmp_path / "a.png")]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping unreadable image {data / wnid / 'broken.png'}" in err and "1 of 3 images" in err

@@ -4,9 +4,11 @@ import pytest
 import timm
 import torch
 import torchvision
-from helpers import Payload, save_authors_checkpoint
+from helpers import Payload, one_line_error, save_authors_checkpoint, write_image
 
 from eca_models import WeightsError
+from eca_models.cli import main
+from eca_models.conversion.imagenet import convert_checkpoint
 
 
 def _load(name, path, **kwargs):
@@ -94,3 +96,29 @@ def test_a_plain_resnet_or_mobilenetv2_checkpoint_is_said_to_have_no_eca_layers(
         torch.save(plain.state_dict(), path)
         with pytest.raises(WeightsError, match=r"it has no ECA layers \(a plain (ResNet|MobileNetV2) checkpoint\?\)"):
             _load(ours, path)
+
+
+@pytest.mark.parametrize(
+    "content, said",
+    [
+        (b"", "is empty (0 bytes)"),
+        (bytes(range(256)) * 8, "neither a PyTorch nor a safetensors file"),
+        (b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>", "an HTML page"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(content, said, tmp_path, capsys):
+    src = tmp_path / "eca_resnet18_k3577.pth.tar"
+    src.write_bytes(content)
+    assert main(["convert", str(src), "--model", "eca_resnet18_k3577", "--out", str(tmp_path / "o")]) == 2
+    err = one_line_error(capsys, "convert")
+    assert said in err and "safetensors file (truncated" not in err and ".safetensors file" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_broken_config_json_is_named_with_its_line(val, tmp_path, capsys):
+    folder = tmp_path / "conv"
+    convert_checkpoint(val["ckpt"], "eca_resnet18_k3577", folder, log=lambda _: None, check_size=64)
+    (folder / "config.json").write_text('{\n  "architecture": "eca_resnet18",\n  "num_classes": 1000,,\n}\n')
+    assert main(["predict", str(write_image(tmp_path / "a.png", 1)), "--model", str(folder)]) == 2
+    err = one_line_error(capsys, "predict")
+    assert str(folder / "config.json") in err and "line 3" in err

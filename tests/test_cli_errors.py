@@ -1,10 +1,12 @@
 """One exit-status rule for every command, one line per error, and --debug for the traceback."""
 
 import argparse
+import os
 import re
 
 import pytest
 import torch
+from helpers import one_line_error
 
 from eca_models.cli import main
 from eca_models.cli.common import add_runtime_args, default_workers
@@ -31,7 +33,6 @@ def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch):
 
 
 def test_workers_default_to_the_cores_available():
-    import os
 
     parser = argparse.ArgumentParser()
     add_runtime_args(parser, batch_size=8)
@@ -131,3 +132,68 @@ def test_validate_checks_the_data_before_any_model_or_weights(tmp_path, monkeypa
         eca_models.validate("eca_resnet50", tmp_path / "file")
     with pytest.raises(DataError, match="^labels=.*gt.csv: no such file$"):
         eca_models.validate("eca_resnet50", tmp_path, labels=tmp_path / "gt.csv")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_is_one_line_before_any_model(tmp_path, capsys):
+    for argv in (
+        ["predict", "x.jpg", "--model", "eca_resnet9"],
+        ["validate", "--model", "eca_resnet9", "--data", str(tmp_path)],
+        ["attention", "--model", "eca_resnet9", "--data", str(tmp_path), "--out", str(tmp_path / "a.png")],
+        ["finetune", "--model", "eca_resnet9", "--data", str(tmp_path), "--output", str(tmp_path / "r")],
+        ["benchmark", "--backbone", "resnet18"],
+    ):
+        assert main([*argv, "--device", "cuda"]) == 2
+        assert "no CUDA device" in one_line_error(capsys, argv[0])  # not 'unknown model': checked first
+    assert main(["predict", "x.jpg", "--model", "eca_resnet9", "--device", "tpu7"]) == 2
+    assert "--device" in one_line_error(capsys, "predict")
+
+
+def test_out_of_range_flags_are_usage_errors(capsys):
+    for argv in (
+        ["predict", "x.jpg", "--model", "eca_resnet18", "--top-k", "0"],
+        ["predict", "x.jpg", "--model", "eca_resnet18", "--min-size", "0"],
+        ["predict", "x.jpg", "--model", "eca_resnet18", "--score-thr", "2"],
+        ["validate", "--model", "eca_resnet18", "--data", "x", "--max-size", "0"],
+        ["finetune", "--model", "eca_resnet18", "--data", "x", "--output", "y", "--min-size", "0"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2, argv
+        capsys.readouterr()
+    assert main(["list", "nomatch*"]) == 2
+    assert "no model matches" in one_line_error(capsys, "list")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and "eca-models 0." in capsys.readouterr().out
+
+
+def test_interrupted_is_said_on_a_line_of_its_own(monkeypatch, capsys):
+    from tqdm import tqdm
+
+    from eca_models.cli import list_models
+
+    def interrupted(_args):
+        bar = tqdm(total=10, desc="working")
+        bar.update(3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(list_models, "run", interrupted)
+    assert main(["list"]) == 130
+    err = capsys.readouterr().err
+    assert any(line.startswith("eca-models list: interrupted") for line in err.replace("\r", "\n").splitlines())
+
+
+def test_help_texts_have_no_markup(capsys):
+    from eca_models.cli import COMMANDS
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert "``" not in text and ":mod:" not in text and ":func:" not in text, name
+        if name == "finetune":
+            assert "COCO" in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "COCO" in capsys.readouterr().out

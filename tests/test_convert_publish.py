@@ -4,7 +4,10 @@ import pytest
 import timm
 import torch
 from conftest import ROOT, run_cli
-from helpers import Payload, save_authors_checkpoint
+from helpers import (
+    Payload,
+    save_authors_checkpoint,
+)
 
 from eca_models.cli import main
 from eca_models.files import sha256_file
@@ -163,3 +166,10 @@ def test_a_card_keeps_the_releases_figures_apart_from_what_was_measured():
     )
     assert "name: Top-1 accuracy (measured)" in tuned.split("\n---\n", 1)[0] and "value: 90.0" in tuned
     assert "MACs at 64x64: 0.500G" in tuned and "224x224" not in tuned
+
+
+def test_publish_of_a_run_folder_uploads_only_the_model_files(two_class_run, capsys):
+    assert main(["publish", str(two_class_run["run"]), "--repo", "me/pets", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "model.safetensors" in out and "config.json" in out and "README.md" in out
+    assert "last.pth" not in out and "args.json" not in out and "metrics.jsonl" not in out

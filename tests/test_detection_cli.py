@@ -11,8 +11,10 @@ import time
 
 import numpy as np
 import pytest
+import timm
 import torch
 from detection_helpers import write_coco_dataset, write_mmdet_checkpoint
+from helpers import save_authors_checkpoint
 from PIL import Image
 
 from eca_models.cli import main
@@ -248,8 +250,6 @@ def test_killed_detector_run_resumes_to_the_same_weights(straight_run, converted
 
 
 def test_trunk_only_start_and_unpublished_default(coco_root, tmp_path, capsys):
-    import timm
-    from helpers import save_authors_checkpoint
 
     trunk = save_authors_checkpoint(
         timm.create_model("eca_resnet50").state_dict(), tmp_path / "eca_resnet50_k3557.pth.tar"
@@ -448,3 +448,36 @@ def test_masks_fall_back_to_the_box_where_the_outline_is_unusable():
         assert torch.equal(masks[i], as_box), i
     assert masks[2].sum() == 4 and masks[2][1:3, 1:3].all()
     assert 0 < masks[3].sum() < 20
+
+
+def test_detector_with_every_image_unreadable_gives_no_verdict(converted, tmp_path, capsys):
+    from detection_helpers import write_coco_dataset
+
+    write_coco_dataset(tmp_path, "val2017", n_images=2, size=(96, 64))
+    for image in (tmp_path / "val2017").glob("*.jpg"):
+        image.write_bytes(b"not a jpeg")
+    folder = converted["fasterrcnn"][2]
+    argv = ["validate", "--model", str(folder), "--data", str(tmp_path), "--min-size", "64", "--max-size", "96"]
+    assert main([*argv, "--workers", "0"]) == 2
+    out = capsys.readouterr().out
+    assert "verdict   NOT SCORED" in out and "images    0 scored, 2 unreadable" in out
+
+
+def test_detector_predict_with_only_unreadable_images_makes_no_folder(converted, tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    out_dir = tmp_path / "drawn"
+    argv = ["predict", str(broken), "--model", str(converted["fasterrcnn"][2]), "--out-dir", str(out_dir)]
+    assert main([*argv, "--min-size", "64", "--max-size", "96"]) == 2
+    assert not out_dir.exists() and "drawn" not in capsys.readouterr().err
+
+
+def test_detector_lines_show_the_top_boxes_and_json_all(converted, tmp_path, capsys):
+    from eca_models.prediction import detection_line
+
+    result = {
+        "image": "x.jpg",
+        "detections": [{"label": "car", "score": s / 10, "box": [0, 0, 1, 1]} for s in range(9)],
+    }
+    line = detection_line(result, 3)
+    assert line.startswith("x.jpg: 9 detections: car 0.80") and line.count("car") == 3 and "+6 more" in line

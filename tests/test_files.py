@@ -2,10 +2,18 @@
 probe never sends a signal, held files are retried, and a folder replaces another by moving it aside first."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+from helpers import one_line_error
 
 from eca_models import files
+from eca_models.cli import main
+from eca_models.conversion.imagenet import convert_checkpoint
 
 
 @pytest.fixture
@@ -107,3 +115,77 @@ def test_read_only_files_are_removed(tmp_path):
     (folder / "blob").write_bytes(b"x")
     os.chmod(folder / "blob", 0o444)
     assert files.remove_tree(folder) and not folder.exists()
+
+
+def test_unwritable_outputs_are_refused_before_any_model_is_loaded(val, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file, not a folder")
+    target = blocker / "out"
+    for argv, flag in (
+        (["validate", "--model", "eca_resnet152", "--data", str(val["folder"]), "--results-file", f"{target}.json"], "--results-file"),
+        (["benchmark", "--backbone", "resnet18", "--results-file", f"{target}.json"], "--results-file"),
+        (["benchmark", "--backbone", "resnet18", "--plot", f"{target}.png"], "--plot"),
+        (["attention", "--model", "eca_resnet152", "--data", str(val["folder"]), "--out", f"{target}.png"], "--out"),
+        (["export", "--model", "eca_resnet152", "--format", "torchscript", "--out", f"{target}.pt"], "--out"),
+        (["convert", str(val["ckpt"]), "--model", "eca_resnet18_k3577", "--out", str(target)], "--out"),
+    ):  # fmt: skip
+        start = time.perf_counter()
+        assert main(argv) == 2, argv
+        err = one_line_error(capsys, argv[0])
+        assert flag in err and str(blocker) in err and ".tmp" not in err and "eca-tmp" not in err, err
+        assert time.perf_counter() - start < 5, argv  # no model was built, no weights sought
+    assert main(["convert", str(val["ckpt"]), "--model", "eca_resnet18_k3577", "--out", str(blocker)]) == 2
+    assert "is a file" in one_line_error(capsys, "convert")
+
+
+def test_a_failed_atomic_write_names_the_users_path(tmp_path):
+    from eca_models.files import OutputPathError, write_text_atomic
+
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    with pytest.raises(OutputPathError, match=str(blocker / "r.json")) as error:
+        write_text_atomic(blocker / "r.json", "{}")
+    assert "tmp" not in str(error.value).replace(str(tmp_path), "")
+
+
+def test_kill_9_during_convert_and_export_leaves_nothing_a_later_run_keeps(val, tmp_path):
+    cli = [sys.executable, "-m", "eca_models.cli"]
+    out = tmp_path / "out"
+    out.mkdir()
+    convert = [*cli, "convert", str(val["ckpt"]), "--model", "eca_resnet18_k3577", "--check-size", "448"]
+    _kill_when_temporary_appears([*convert, "--out", str(out / "first")], out)
+    assert any(".eca-tmp." in p.name for p in out.iterdir()) and not (out / "first").exists()
+    convert_checkpoint(val["ckpt"], "eca_resnet18_k3577", out / "second", log=lambda _: None, check_size=64)
+    assert sorted(p.name for p in out.iterdir()) == ["second"]  # the killed run's folder is gone
+
+    export = [*cli, "export", "--model", "eca_resnet18_k3577", "--checkpoint", str(val["ckpt"]), "--format"]
+    _kill_when_temporary_appears([*export, "torchscript", "--out", str(out / "m.pt"), "--img-size", "320"], out)
+    assert any(".eca-tmp." in p.name for p in out.iterdir())
+    assert main(["export", *export[4:], "torchscript", "--out", str(out / "m.pt"), "--img-size", "64"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["m.pt", "second"]
+
+
+def test_a_live_or_foreign_temporary_is_left_alone(tmp_path):
+    from eca_models.files import _host, remove_stale_temporaries
+
+    live = tmp_path / f".x.eca-tmp.{_host()}.{os.getppid()}.abc"
+    foreign = tmp_path / ".x.eca-tmp.another-host.1.abc"
+    live.mkdir()
+    foreign.mkdir()
+    assert remove_stale_temporaries(tmp_path, again=True) == 0 and live.exists() and foreign.exists()
+
+
+def _kill_when_temporary_appears(cmd, folder: Path, timeout: float = 120) -> None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if any(".eca-tmp." in p.name for p in folder.iterdir()):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return
+            time.sleep(0.005)
+        raise AssertionError(f"no temporary file appeared in {folder} (exit {proc.poll()})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -7,11 +7,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import timm
 import torch
 from conftest import run_python
-from helpers import write_image
+from helpers import ranking_checkpoint, write_image
+from PIL import Image
 
 import eca_models
 from eca_models.cli import main
@@ -24,8 +26,6 @@ FAST_OPTIONS.update(hflip=0.0, no_pretrained=True)
 
 def _write_digits(root, every=1):
     """The 1,797 8x8 digits of scikit-learn as class folders: every 5th image to val/."""
-    import numpy as np
-    from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -113,7 +113,6 @@ def test_result_loads_everywhere(trained, digits, tmp_path, capsys):
 
 
 def test_predict_with_imagenet_names(tmp_path, capsys):
-    from helpers import ranking_checkpoint
 
     ckpt = ranking_checkpoint(tmp_path / "r.pth.tar", [1, 2, 3, 4, 5])
     image = write_image(tmp_path / "x.jpg", 0)
@@ -303,3 +302,56 @@ def test_pretrained_default_says_what_to_do_when_weights_are_unpublished(digits,
     code = main(["finetune", "--model", "eca_resnet50", "--data", str(digits), "--output", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "no pretrained weights for eca_resnet50 here" in err and "--no-pretrained" in err
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(two_class_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    argv = two_class_run["argv"](run_dir)
+    saved = json.loads((two_class_run["run"] / "args.json").read_text())
+    (run_dir / "args.json").write_text(json.dumps({**saved, "output": str(run_dir)}))  # killed before last.pth
+    assert main(argv) == 2  # a plain rerun still refuses a used folder
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "starting it from the beginning" in capsys.readouterr().out
+    assert (run_dir / "last.pth").is_file() and (run_dir / "model.safetensors").is_file()
+    assert main([*argv, "--resume", "--lr", "0.5"]) == 2  # its arguments are still the run's
+    empty = tmp_path / "never-ran"
+    empty.mkdir()
+    assert main([*two_class_run["argv"](empty), "--resume"]) == 2
+    assert "holds no run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_epoch_draws_what_the_uninterrupted_one_did(workers):
+    from eca_models.training.sampler import epoch_loader
+
+    def batches(step):
+        loader = epoch_loader(_Augmented(), 4, seed=3, epoch=1, step=step, rank=0, world_size=1, workers=workers)
+        return [b for b in loader]
+
+    straight, resumed = batches(0), batches(2)
+    assert len(resumed) == len(straight) - 2
+    for a, b in zip(straight[2:], resumed):
+        assert torch.equal(a, b)
+    state = torch.random.get_rng_state()
+    batches(1)
+    assert torch.equal(state, torch.random.get_rng_state())  # the main process's draws are its own
+
+
+def test_a_finetune_that_fails_its_data_checks_leaves_no_folder(tmp_path, capsys):
+    argv = ["finetune", "--model", "eca_resnet18", "--data", str(tmp_path / "missing"), "--no-pretrained"]
+    assert main([*argv, "--output", str(tmp_path / "runs" / "a" / "first")]) == 2
+    assert not (tmp_path / "runs").exists()
+
+
+class _Augmented(torch.utils.data.Dataset):
+    """Items drawn from every generator an augmentation may use."""
+
+    def __len__(self):
+        return 24
+
+    def __getitem__(self, index):
+        import random
+
+        return torch.tensor([index, random.random(), float(np.random.rand()), float(torch.rand(()))])

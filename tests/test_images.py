@@ -1,7 +1,14 @@
 """Reading images as users' files come: phone photos carry their orientation in EXIF."""
 
+import json
+from pathlib import Path
+
+import numpy as np
+from helpers import FAST_64, bomb_png, write_image
 from PIL import Image
 
+from eca_models.cli import main
+from eca_models.data.imagenet import imagenet_wnids
 from eca_models.data.images import open_rgb
 
 
@@ -17,3 +24,44 @@ def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
     assert top[2] > 150 and top[0] < 100  # the stored left edge is now on top
     stored.save(tmp_path / "plain.jpg", quality=95)
     assert open_rgb(tmp_path / "plain.jpg").size == (40, 20)
+
+
+def test_a_decompression_bomb_is_an_unreadable_image(val, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    good = [write_image(folder / f"{i}.png", seed=i, size=64) for i in range(2)]
+    bomb = bomb_png(folder / "bomb.png")
+    argv = ["predict", str(good[0]), str(bomb), str(good[1]), "--model", "eca_resnet18_k3577"]
+    assert main([*argv, "--checkpoint", str(val["ckpt"]), "--top-k", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 2 and "0.png" in captured.out and "1.png" in captured.out
+    assert f"cannot read {bomb}" in captured.err and "decompression bomb" in captured.err
+    data = tmp_path / "val"
+    (data / imagenet_wnids()[500]).mkdir(parents=True)
+    for i, path in enumerate(good):
+        (data / imagenet_wnids()[500] / f"{i}.png").write_bytes(path.read_bytes())
+    bomb_png(data / imagenet_wnids()[500] / "bomb.png")
+    argv = ["validate", "--model", "eca_resnet18_k3577", "--checkpoint", str(val["ckpt"]), "--data", str(data)]
+    assert main([*argv, *FAST_64]) == 0
+    assert "2 scored, 1 unreadable" in capsys.readouterr().out
+
+
+def test_predict_takes_folders_recursively_sorted(val, tmp_path, capsys):
+    for name in ("b/2.png", "a/1.jpg", "c.png", ".hidden/x.png", "notes.txt"):
+        path = tmp_path / "imgs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image(path, seed=len(name)) if name.endswith(("png", "jpg")) else path.write_text("x")
+    argv = ["predict", str(tmp_path / "imgs"), "--model", "eca_resnet18_k3577", "--checkpoint", str(val["ckpt"])]
+    assert main([*argv, "--json", "--top-k", "1"]) == 0
+    shown = [Path(r["image"]).relative_to(tmp_path / "imgs").as_posix() for r in json.loads(capsys.readouterr().out)]
+    assert shown == ["a/1.jpg", "b/2.png", "c.png"]
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    from eca_models.data.images import open_rgb
+
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    pixels = np.asarray(open_rgb(tmp_path / "g16.png"))
+    assert pixels.shape == (64, 64, 3) and pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels[..., 0], np.rint(ramp / 257.0).astype(np.uint8))
+    assert 120 < pixels.mean() < 135  # a ramp, not a white image

@@ -5,8 +5,10 @@ import json
 import shutil
 
 import pytest
+import timm
+import torch
 from conftest import run_python
-from helpers import ranking_checkpoint, write_image
+from helpers import FAST_64, RANKED, one_line_error, ranking_checkpoint, write_image
 
 import eca_models
 from eca_models.cli import main
@@ -14,7 +16,6 @@ from eca_models.conversion.imagenet import convert_checkpoint
 from eca_models.data.imagenet import imagenet_wnids
 from eca_models.evaluation import verdict, wilson_interval
 
-RANKED = [500, 3, 250, 42, 900]  # what the controlled checkpoint predicts, best first
 # 5 images of the top class, 2 of lower-ranked ones, 1 of an unranked class (7), 1 corrupt file:
 # 8 scored images, Top-1 = 5/8, Top-5 = 7/8. Global labels differ from the folders' positions.
 LAYOUT = {500: 5, 250: 1, 900: 1, 7: 1}
@@ -253,3 +254,144 @@ def test_a_converted_folder_names_its_weights_and_unreadable_images_are_listed_w
     results = tmp_path / "r.json"
     assert _validate("--model", folder, "--data", data["folder"], "--results-file", results) == 0
     assert f"1 unreadable (not scored, listed in {results})" in capsys.readouterr().out
+
+
+def test_counts_below_one_are_usage_errors(val, capsys):
+    for flag in ("--limit", "--img-size", "--batch-size"):
+        for value in ("0", "-5"):
+            argv = ["validate", "--model", "eca_resnet18_k3577", "--data", str(val["folder"]), flag, value]
+            with pytest.raises(SystemExit) as exit_:
+                main(argv)
+            assert exit_.value.code == 2
+            assert "at least 1" in capsys.readouterr().err
+
+
+def test_no_image_scored_gives_no_verdict(val, tmp_path, capsys):
+    bad = tmp_path / "unreadable" / imagenet_wnids()[500]
+    bad.mkdir(parents=True)
+    for i in range(3):
+        (bad / f"{i}.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    results = tmp_path / "r.json"
+    argv = ["validate", "--model", "eca_resnet18_k3577", "--checkpoint", str(val["ckpt"]), "--data", str(bad.parent)]
+    assert main([*argv, *FAST_64, "--results-file", str(results)]) == 2
+    out = capsys.readouterr().out
+    assert "verdict   NOT SCORED" in out and "PASS" not in out and "FAIL" not in out and "nan" not in out
+    row = json.loads(results.read_text())[0]  # strict JSON: no NaN
+    assert row["images"] == 0 and row["top1"] is None and row["verdict"] == "NOT SCORED"
+
+
+def test_verdicts_need_images_that_could_fail():
+    reported = {"acc@1": 77.42, "acc@5": 93.62}
+    assert verdict({"acc@1": 0.0, "acc@5": 0.0}, reported, 0)[0] == "NOT SCORED"
+    assert verdict({"acc@1": 0.0, "acc@5": 0.0}, None, 0)[0] == "NOT SCORED"
+    # one image: its Top-1 interval holds 77.42 whether it is right or wrong, so no result could FAIL it
+    assert verdict({"acc@1": 0.0, "acc@5": 0.0}, reported, 1)[0] == "MEASURED"
+    assert verdict({"acc@1": 100.0, "acc@5": 100.0}, reported, 1)[0] == "MEASURED"
+    assert verdict({"acc@1": 0.0, "acc@5": 0.0}, reported, 8)[0] == "FAIL"
+    assert verdict({"acc@1": 75.0, "acc@5": 100.0}, reported, 8)[0] == "PASS"
+
+
+def test_a_checkpoint_of_another_class_count_is_one_line_naming_the_flag(val, tmp_path, capsys):
+    image = write_image(tmp_path / "a.png", seed=3, size=64)
+    safetensors_file = tmp_path / "r18_10cls.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in val["model10"].state_dict().items()}, str(safetensors_file))
+    for weights in (val["r10"], safetensors_file):
+        assert main(["predict", str(image), "--model", "eca_resnet18_k3577", "--checkpoint", str(weights)]) == 2
+        err = one_line_error(capsys, "predict")
+        assert weights.name in err and "10 classes" in err and "--num-classes 10" in err
+    for argv in (
+        ["validate", "--data", str(val["folder"]), *FAST_64],
+        ["export", "--format", "torchscript", "--out", str(tmp_path / "m.pt")],
+        ["attention", "--data", str(val["folder"]), "--out", str(tmp_path / "a.png")],
+    ):
+        assert main([argv[0], "--model", "eca_resnet18_k3577", "--checkpoint", str(val["r10"]), *argv[1:]]) == 2
+        assert "--num-classes 10" in one_line_error(capsys, argv[0])
+    # with the count it loads as it is: the file's own classifier, not a new one
+    argv = ["predict", str(image), "--model", "eca_resnet18_k3577", "--checkpoint", str(val["r10"])]
+    assert main([*argv, "--num-classes", "10", "--json", "--top-k", "10"]) == 0
+    probs = {t["index"]: t["prob"] for t in json.loads(capsys.readouterr().out)[0]["top"]}
+    from eca_models.data.images import open_rgb
+
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=val["model10"]))
+    with torch.no_grad():
+        expected = val["model10"](transform(open_rgb(image))[None]).softmax(1)[0]
+    assert all(abs(probs[i] - float(expected[i])) < 1e-3 for i in range(10))
+
+
+def test_a_converted_folder_with_weights_of_another_shape(val, tmp_path, capsys):
+    folder = tmp_path / "conv"
+    convert_checkpoint(val["ckpt"], "eca_resnet18_k3577", folder, log=lambda _: None, check_size=64)
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in val["model10"].state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))  # config.json still says 1000 classes
+    assert main(["predict", str(write_image(tmp_path / "a.png", 1)), "--model", str(folder)]) == 2
+    assert "10 classes" in one_line_error(capsys, "predict")
+
+
+def test_a_detector_folder_where_a_classifier_goes_is_named_as_one(converted, two_class_run, tmp_path, capsys):
+    from detection_helpers import write_coco_dataset
+
+    for split in ("train2017", "val2017"):
+        write_coco_dataset(tmp_path / "coco", split, n_images=2, size=(96, 64))
+    detector = str(converted["fasterrcnn"][2])
+    image = str(write_image(tmp_path / "a.png", 1))
+    for argv in (
+        ["export", "--model", detector, "--format", "onnx", "--out", str(tmp_path / "d.onnx")],
+        ["predict", image, "--model", "eca_resnet50_k3557", "--checkpoint", detector],
+        ["finetune", "--model", "eca_resnet50", "--checkpoint", detector, "--data", str(two_class_run["data"])]
+        + ["--output", str(tmp_path / "run"), "--batch-size", "2"],
+        ["finetune", "--model", "fasterrcnn_eca_resnet50_fpn", "--weights-backbone", str(converted["maskrcnn"][2])]
+        + ["--data", str(tmp_path / "coco"), "--output", str(tmp_path / "run2"), "--batch-size", "1"],
+    ):
+        assert main(argv) == 2, argv
+        err = one_line_error(capsys, argv[0])
+        assert "detector" in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+def test_a_pattern_run_skips_what_it_cannot_load_and_writes_the_rest(val, tmp_path, capsys, monkeypatch):
+    weights = tmp_path / "weights"
+    convert_checkpoint(val["ckpt"], "eca_resnet18_k3577", weights / "eca_resnet18_k3577.in1k", log=lambda _: None)
+    monkeypatch.setenv("ECA_MODELS_WEIGHTS_DIR", str(weights))
+    results = tmp_path / "r.json"
+    argv = ["validate", "--model", "eca_resnet1*", "--data", str(val["folder"]), *FAST_64]
+    assert main([*argv, "--results-file", str(results)]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(results.read_text())
+    assert [r["model"] for r in rows] == ["eca_resnet18", "eca_resnet18_k3577"]
+    assert all(r["verdict"] == "PASS" for r in rows)
+    # 14: the weights line names the folder ECA_MODELS_WEIGHTS_DIR supplied, not the Hub repo
+    assert rows[0]["checkpoint"] == str(weights / "eca_resnet18_k3577.in1k")
+    skipped = [line for line in captured.err.splitlines() if line.startswith("eca-models validate: skipping")]
+    assert len(skipped) == 4 and all("not published" in line for line in skipped)
+    assert "validated 2 of 6 models" in captured.out
+    monkeypatch.delenv("ECA_MODELS_WEIGHTS_DIR")
+    assert main(argv) == 2  # nothing could be loaded
+    assert "none of the 6 models could be loaded" in capsys.readouterr().err
+
+
+def test_a_two_class_run_shows_no_top5_and_its_own_size(two_class_run, capsys):
+    argv = ["validate", "--model", str(two_class_run["run"]), "--data", str(two_class_run["data"] / "val")]
+    assert main([*argv, "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Top-1" in out and "Top-5" not in out and "e9 at 32 (flop_counter)" in out and "e9 at 224" not in out
+    assert "Top-5" not in (two_class_run["run"] / "README.md").read_text()
+
+
+def test_three_column_imagenet_labels(val, tmp_path):
+    from eca_models.data.imagenet import imagenet_samples
+    from eca_models.errors import DataError
+
+    wnids = imagenet_wnids()
+    flat = tmp_path / "flat"
+    write_image(flat / "ILSVRC2012_val_00000347.JPEG", seed=1)
+    write_image(flat / "ILSVRC2012_val_00000001.JPEG", seed=2)
+    labels = tmp_path / "val.txt"
+    labels.write_text(f"ILSVRC2012_val_00000347.JPEG n02951358 472\nILSVRC2012_val_00000001.JPEG {wnids[65]}\n")
+    assert sorted(label for _, label in imagenet_samples(flat, labels)) == [65, 472]
+    labels.write_text("ILSVRC2012_val_00000347.JPEG n02951358 473\n")
+    with pytest.raises(DataError, match="val.txt:1: n02951358 is class 472"):
+        imagenet_samples(flat, labels)
