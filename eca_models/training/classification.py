@@ -8,7 +8,7 @@ whenever the validation Top-1 improves.
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from timm.data import Mixup, create_transform, resolve_data_config
@@ -29,10 +29,8 @@ from ..weights import WeightsError, find_checkpoint
 from ..weights.folders import write_hub_files
 from ..weights.model_card import render_model_card
 from ..zoo import AVAILABLE, weights_state
-from .loop import Stepper, StepResult, train_one_epoch
 from .options import FinetuneOptions
-from .runner import Progress, Task, run_task, seed_everything, unreadable_recorder
-from .sampler import epoch_loader
+from .runner import Progress, StepResult, Task, run_task, seed_everything, unreadable_recorder
 
 __all__ = ["Recipe", "finetune_classifier", "start_classifier"]
 
@@ -150,7 +148,7 @@ def _task(
     top5 = len(data.classes) > 5  # Top-5 of five classes or fewer is 100% by definition: not shown
     scaler = torch.amp.GradScaler("cuda") if options.amp and device.type == "cuda" else None
     note_unreadable = unreadable_recorder(run_dir, "finetune")
-    train_epoch = _epoch_step(model, recipe, options, device, scaler, note_unreadable)
+    loss, train_mode = _loss(model, recipe, options, device)
 
     def validate(epoch: int) -> Dict[str, float]:
         val = validate_classifier_run(model, recipe.val_set, options, device)
@@ -167,14 +165,17 @@ def _task(
         )
 
     return Task(
-        command="finetune",
         model=model,
         optimizer=recipe.optimizer,
         scheduler=recipe.scheduler,
         scaler=scaler,
+        device=device,
         identity={"model_name": arch, "classes": data.classes},
         epochs=options.epochs,
-        train_epoch=train_epoch,
+        train_set=recipe.train_set,
+        train_mode=train_mode,
+        loss=loss,
+        unreadable=note_unreadable,
         validate=validate,
         best_key="val_top1",
         export=lambda best: export_classifier(model, run_dir, arch, data.classes, recipe.data_config, best, dataset),
@@ -192,11 +193,12 @@ def _task(
     )
 
 
-def _epoch_step(model, recipe: Recipe, options: FinetuneOptions, device, scaler, note_unreadable):
-    """``(epoch, start_step, carried, on_step) -> mean loss``: one training epoch, DDP under torchrun."""
+def _loss(model, recipe: Recipe, options: FinetuneOptions, device) -> Tuple[Callable[[Any], StepResult], Callable]:
+    """The task's loss on a batch (DDP under torchrun) and its training mode (a frozen backbone keeps its BN
+    statistics as loaded)."""
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size() > 1 else model
 
-    def forward(batch) -> StepResult:
+    def loss(batch) -> StepResult:
         x, y, index, ok = batch
         bad = unreadable(ok, index, recipe.train_set.samples)
         x, y = x[ok].to(device, non_blocking=True), y[ok].to(device, non_blocking=True)
@@ -210,20 +212,13 @@ def _epoch_step(model, recipe: Recipe, options: FinetuneOptions, device, scaler,
             x = x.contiguous(memory_format=torch.channels_last)
         return recipe.loss(net(x), y), len(y), bad
 
-    stepper = Stepper(forward, recipe.optimizer, device, options.amp, scaler, on_unreadable=note_unreadable)
-
-    def train_epoch(epoch: int, step: int, carried, on_step) -> float:
+    def train_mode() -> None:
         net.train()
         if options.freeze_backbone:
-            model.eval()  # keep the backbone's BN statistics as loaded
+            model.eval()
             model.get_classifier().train()
-        loader = epoch_loader(
-            recipe.train_set, options.batch_size, options.seed, epoch, step, distributed.rank(),
-            distributed.world_size(), options.workers, pin_memory=device.type == "cuda",
-        )  # fmt: skip
-        return train_one_epoch(loader, stepper, on_step, step, carried, desc=f"epoch {epoch + 1}/{options.epochs}")
 
-    return train_epoch
+    return loss, train_mode
 
 
 def validate_classifier_run(

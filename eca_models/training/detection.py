@@ -11,7 +11,7 @@ best as a detector folder and draws the curves.
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from timm.optim import create_optimizer_v2
@@ -33,10 +33,8 @@ from ..plots import plot_curves
 from ..weights import WeightsError, find_checkpoint
 from ..weights.folders import read_model_config
 from ..zoo import AVAILABLE, weights_state
-from .loop import Stepper, StepResult, train_one_epoch
 from .options import FinetuneOptions
-from .runner import Progress, Task, run_task, seed_everything, unreadable_recorder
-from .sampler import epoch_loader
+from .runner import Progress, StepResult, Task, run_task, seed_everything, unreadable_recorder
 
 __all__ = ["finetune_detector", "read_splits", "rebuild_heads", "release_schedule", "start_detector"]
 
@@ -166,7 +164,7 @@ def _task(model, arch: str, label_map: LabelMap, train: CocoData, val: CocoData,
     scaler = torch.amp.GradScaler("cuda") if options.amp and device.type == "cuda" else None
     note_unreadable = unreadable_recorder(run_dir, "finetune")
     train_set = CocoDataset(train, label_map, masks=masks, hflip=options.hflip, skip_crowd=True)
-    steps = (train_set, optimizer, scheduler, scaler, steps_per_epoch)
+    loss, train_mode = _loss(model, train_set, device)
     dataset = Path(options.data).name if options.data else train.annotations.stem
 
     def validate(epoch: int) -> Dict[str, float]:
@@ -186,14 +184,18 @@ def _task(model, arch: str, label_map: LabelMap, train: CocoData, val: CocoData,
         write_detector_files(model, run_dir, card, metadata, finetuned_on=dataset, best_epoch=best["epoch"])
 
     return Task(
-        command="finetune",
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
+        device=device,
         identity={"model_name": arch, "classes": list(label_map.names), "category_ids": list(label_map.category_ids)},
         epochs=options.epochs,
-        train_epoch=_epoch_step(model, steps, options, device, note_unreadable),
+        train_set=train_set,
+        train_mode=train_mode,
+        loss=loss,
+        unreadable=note_unreadable,
+        collate=collate,
         validate=validate,
         best_key="val_box_map",
         export=export,
@@ -241,14 +243,13 @@ def _describe(h: Dict[str, Any], best: Dict[str, Any]) -> str:
     )
 
 
-def _epoch_step(model, steps, options: FinetuneOptions, device, note_unreadable):
-    """``(epoch, start_step, carried, on_step) -> mean loss``: one training epoch, DDP under torchrun."""
-    train_set, optimizer, scheduler, scaler, steps_per_epoch = steps
+def _loss(model, train_set: CocoDataset, device) -> Tuple[Callable[[Any], StepResult], Callable]:
+    """The task's loss on a batch (the sum of torchvision's losses; DDP under torchrun) and its training mode."""
     # some heads get no gradient in a step (no positive proposal for the mask head): DDP must not wait for them
     ddp = distributed.world_size() > 1
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
 
-    def forward(batch) -> StepResult:
+    def loss(batch) -> StepResult:
         images, targets, ok = batch
         bad = [train_set.samples[int(t["index"])] for t, good in zip(targets, ok) if not good]
         images = [img.to(device, non_blocking=True) for img, good in zip(images, ok) if good]
@@ -259,20 +260,6 @@ def _epoch_step(model, steps, options: FinetuneOptions, device, note_unreadable)
         ]
         if not images:
             return None, 0, bad
-        losses = net(images, targets)
-        return sum(losses.values()), len(images), bad
+        return sum(net(images, targets).values()), len(images), bad
 
-    stepper = Stepper(forward, optimizer, device, options.amp, scaler, scheduler, note_unreadable)
-
-    def train_epoch(epoch: int, step: int, carried, on_step) -> float:
-        net.train()
-        loader = epoch_loader(
-            train_set, options.batch_size, options.seed, epoch, step, distributed.rank(), distributed.world_size(),
-            options.workers, pin_memory=device.type == "cuda", collate_fn=collate,
-        )  # fmt: skip
-        return train_one_epoch(
-            loader, stepper, on_step, step, carried, desc=f"epoch {epoch + 1}/{options.epochs}",
-            first_update=epoch * steps_per_epoch + step,
-        )  # fmt: skip
-
-    return train_epoch
+    return loss, net.train

@@ -1,6 +1,7 @@
 """The training runner every fine-tuning command shares: the run folder, resume, snapshots, interruption, the
-best model's export and the curves. A task (classification, detection) supplies its model, optimizer, epoch and
-validation steps; the runner owns everything that must survive a kill.
+best model's export and the curves, and the training step itself (`_train_epoch`: batch, loss, backward, update).
+A task (classification, detection) supplies its model, optimizer, loss on a batch and validation; the runner owns
+everything that must survive a kill.
 
 A run folder holds ``last.pth`` (written atomically after every epoch, every N steps if asked, and on Ctrl-C),
 ``args.json`` (the arguments a ``--resume`` must repeat), ``metrics.jsonl``, ``curves.png``, the images that could
@@ -12,16 +13,20 @@ import dataclasses
 import json
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .. import distributed
 from ..errors import EcaModelsError
 from ..files import write_text_atomic
+from ..runtime import autocast_for
 from .options import FinetuneOptions
+from .sampler import epoch_loader
 from .state import CHECKPOINT, capture_rng, load_state, restore_rng, save_state
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "RunDirError",
     "RunInterrupted",
     "Progress",
+    "StepResult",
     "Task",
     "prepare_run_dir",
     "resume_task",
@@ -120,42 +126,55 @@ def _clear_run_files(run_dir: Path, run_files: Sequence[str]) -> Path:
     return run_dir
 
 
+# what a task's loss returns for one batch: the loss (None: nothing to learn from, e.g. every image unreadable),
+# how many images it saw, and the paths of the images it could not read
+StepResult = Tuple[Optional[torch.Tensor], int, List[str]]
+
+
 @dataclasses.dataclass
 class Task:
     """What a fine-tuning task hands the runner.
 
     Attributes:
-        command: The command's name, for messages (``finetune``).
         model: The model (unwrapped: its state is what is saved).
         optimizer: Its optimizer.
-        scheduler: A timm scheduler (``step(epoch)`` at each epoch's start, ``step_update`` per step).
-        scaler: A GradScaler, or None.
+        scheduler: A timm scheduler (``step(epoch)`` at each epoch's start, ``step_update`` per update: a no-op
+            for per-epoch schedules).
+        scaler: A GradScaler (float16 AMP on CUDA), or None.
+        device: Where the model is.
         identity: What a checkpoint must hold to be resumed by this task (model name, classes); saved with it.
         epochs: How many epochs the run has.
-        train_epoch: ``(epoch, start_step, carried, on_step) -> mean training loss``: one epoch from ``start_step``.
+        train_set: The training items (``epoch_loader`` draws each epoch's batches from it).
+        train_mode: Puts the model in training mode for an epoch.
+        loss: A batch -> `StepResult` (run under autocast when asked): the task's whole forward.
+        unreadable: Called with paths of images that could not be read (the task records them).
         validate: ``epoch -> metrics``: the entries the history records besides epoch, train loss and lr.
         best_key: The metric (higher is better) that picks the model to export.
         export: ``best -> None``: write the best model so far (rank 0 only).
         describe: ``(history entry, best) -> str``: the epoch's line.
         curves: ``history -> None``: draw the curves at the end.
         finished: ``best -> str``: the closing line.
-        unreadable: Called with paths of images that could not be read (the task records them).
+        collate: How the loader makes a batch of items (None: PyTorch's default).
     """
 
-    command: str
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: Optional[torch.amp.GradScaler]
+    device: torch.device
     identity: Dict[str, Any]
     epochs: int
-    train_epoch: Callable[[int, int, Tuple[float, int], Callable[[int, float, int], None]], float]
+    train_set: torch.utils.data.Dataset
+    train_mode: Callable[[], None]
+    loss: Callable[[Any], StepResult]
+    unreadable: Callable[[List[str]], None]
     validate: Callable[[int], Dict[str, float]]
     best_key: str
     export: Callable[[Dict[str, Any]], None]
     describe: Callable[[Dict[str, Any], Dict[str, Any]], str]
     curves: Callable[[List[Dict[str, Any]]], None]
     finished: Callable[[Dict[str, Any]], str]
+    collate: Optional[Callable] = None
 
 
 @dataclasses.dataclass
@@ -226,7 +245,7 @@ def run_task(task: Task, run_dir: Path, options: FinetuneOptions) -> Progress:
     position = dataclasses.replace(progress, rng=capture_rng())  # what Ctrl-C saves: updated at every step
     try:
         while progress.epoch < task.epochs:
-            _train_epoch(task, run_dir, options.save_every_steps, progress, position)
+            _train_epoch(task, run_dir, options, progress, position)
             position = dataclasses.replace(progress, rng=capture_rng())
             if distributed.is_main():
                 save_state(run_dir, position.snapshot(task))
@@ -247,18 +266,50 @@ def run_task(task: Task, run_dir: Path, options: FinetuneOptions) -> Progress:
     return progress
 
 
-def _train_epoch(task: Task, run_dir: Path, save_every_steps: int, progress: Progress, position: Progress) -> None:
-    """One epoch from ``progress``'s step, then its validation; ``progress`` moves to the next epoch, ``position``
-    follows every step (and is snapshotted every ``save_every_steps``)."""
-    epoch = progress.epoch
+def _train_epoch(task: Task, run_dir: Path, options: FinetuneOptions, progress: Progress, position: Progress) -> None:
+    """One epoch from ``progress``'s step: each batch's loss, backward and update; ``position`` follows every step
+    (snapshotted every ``save_every_steps``); then validation, and ``progress`` moves to the next epoch."""
+    epoch, start = progress.epoch, progress.step
     task.scheduler.step(epoch)
-
-    def on_step(done: int, loss_sum: float, steps: int) -> None:
-        position.epoch, position.step, position.carried, position.rng = epoch, done, (loss_sum, steps), capture_rng()
-        if save_every_steps and done % save_every_steps == 0 and distributed.is_main():
+    task.train_mode()
+    loader = epoch_loader(
+        task.train_set, options.batch_size, options.seed, epoch, start, distributed.rank(), distributed.world_size(),
+        options.workers, pin_memory=task.device.type == "cuda", collate_fn=task.collate,
+    )  # fmt: skip
+    per_epoch = start + len(loader)  # full batches only: the same count in every epoch
+    bar = tqdm(
+        total=per_epoch, initial=start, desc=f"epoch {epoch + 1}/{task.epochs}", unit="step",
+        disable=not distributed.is_main(), dynamic_ncols=True,
+    )  # fmt: skip
+    (loss_sum, steps), seen, began = progress.carried, 0, time.perf_counter()
+    for step, batch in enumerate(loader, start + 1):
+        task.scheduler.step_update(epoch * per_epoch + step - 1)
+        with autocast_for(task.device, options.amp):
+            loss, images, unreadable = task.loss(batch)
+        task.unreadable(unreadable)
+        if loss is not None:
+            task.optimizer.zero_grad(set_to_none=True)
+            if task.scaler is not None:
+                task.scaler.scale(loss).backward()
+                task.scaler.step(task.optimizer)
+                task.scaler.update()
+            else:
+                loss.backward()
+                task.optimizer.step()
+            loss_sum, steps, seen = loss_sum + float(loss.detach()), steps + 1, seen + images
+        rate = seen * distributed.world_size() / max(time.perf_counter() - began, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / max(steps, 1):.4f}", img_s=f"{rate:.1f}", refresh=False)
+        position.epoch, position.step, position.carried, position.rng = epoch, step, (loss_sum, steps), capture_rng()
+        if options.save_every_steps and step % options.save_every_steps == 0 and distributed.is_main():
             save_state(run_dir, position.snapshot(task))
+    bar.close()
+    loss_sum, steps = distributed.all_reduce_sum([loss_sum, steps], device=task.device)
+    _end_epoch(task, progress, epoch, loss_sum / steps if steps else float("nan"))
 
-    mean_loss = task.train_epoch(epoch, progress.step, progress.carried, on_step)
+
+def _end_epoch(task: Task, progress: Progress, epoch: int, mean_loss: float) -> None:
+    """Validate, record the epoch in ``progress`` (moved to the next epoch) and export a new best model."""
     metrics = task.validate(epoch)
     progress.epoch, progress.step, progress.carried = epoch + 1, 0, (0.0, 0)
     entry = dict(epoch=epoch + 1, train_loss=mean_loss, **metrics, lr=task.optimizer.param_groups[0]["lr"])
