@@ -21,7 +21,7 @@ from timm.layers import SEModule
 
 from .data.imagenet import imagenet_class_names, imagenet_samples, imagenet_wnids
 from .data.images import ImageListDataset, unreadable
-from .errors import UsageError
+from .errors import UsageError, require_folder
 from .factory import class_labels, load
 from .files import check_output_file, write_bytes_atomic, write_text_atomic
 from .layers import EcaLayer
@@ -146,6 +146,7 @@ def attention_figure(
     out = check_output_file(out, "out")
     if out.suffix.lower() != ".png":
         raise UsageError(f"out={out}: the figure is a PNG; give a file name ending in .png")
+    require_folder(data)
     net = load(model, checkpoint=checkpoint, num_classes=num_classes)
     if not attention_layers(net):
         raise UsageError(
@@ -158,12 +159,7 @@ def attention_figure(
     failed: List[str] = []
     panels = {"ECA": class_averages(net, samples, chosen, blocks, img_size, batch_size, device, failed)}
     if compare:
-        other = load(compare, checkpoint=compare_checkpoint)
-        missing = [b for b in blocks if b not in attention_layers(other)]
-        if missing:
-            raise UsageError(
-                f"{compare} has no attention layer at {missing[0]}; compare= takes an SE model of the same layout"
-            )
+        other = _comparable(compare, compare_checkpoint, blocks)
         panels["SE"] = class_averages(other, samples, chosen, blocks, img_size, batch_size, device, [])
     if len(failed) == len(samples):
         raise UsageError(f"none of the {len(samples)} images of {data} could be read (named above)")
@@ -174,6 +170,17 @@ def attention_figure(
 
     plot_attention(out, panels, blocks, rows, f"{model}" + (f" vs {compare}" if compare else ""))
     return AttentionFigure(out, panels, blocks, rows + ["all images"], len(samples), failed)
+
+
+def _comparable(compare: str, checkpoint: Optional[Union[str, Path]], blocks: List[str]) -> torch.nn.Module:
+    """The model to compare with, refused unless it has an attention layer at each of ``blocks``."""
+    other = load(compare, checkpoint=checkpoint)
+    missing = [b for b in blocks if b not in attention_layers(other)]
+    if missing:
+        raise UsageError(
+            f"{compare} has no attention layer at {missing[0]}; compare= takes an SE model of the same layout"
+        )
+    return other
 
 
 def _labelled_images(model: torch.nn.Module, data: Path) -> Tuple[List[Tuple[Path, int]], List[str], bool]:

@@ -132,6 +132,8 @@ def test_validate_checks_the_data_before_any_model_or_weights(tmp_path, monkeypa
         eca_models.validate("eca_resnet50", tmp_path / "file")
     with pytest.raises(DataError, match="^labels=.*gt.csv: no such file$"):
         eca_models.validate("eca_resnet50", tmp_path, labels=tmp_path / "gt.csv")
+    with pytest.raises(DataError, match="^data folder .*nowhere does not exist$"):  # attention: the same order
+        eca_models.attention_figure("eca_resnet50", tmp_path / "nowhere", tmp_path / "a.png")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -119,28 +119,7 @@ def convert_checkpoint(
     for note in notes:
         log(note)
 
-    ckpt = find_checkpoint(model_name)
-    released = ckpt if ckpt and ckpt.kernel_code == model.kernel_code else None
-    hf_hub_id = released.hf_hub_id if released else f"ORG/{model_name}"
-    card = render_model_card(
-        repo_name=hf_hub_id.split("/")[-1],
-        model_name=model_name,
-        kernel_code=model.kernel_code,
-        num_params=count_params(model),
-        gmacs=count_macs(model) / 1e9,
-        hf_hub_id=hf_hub_id,
-        checkpoint=released,
-        source_file=src.name,
-        source_sha256=source_sha,
-    )
-    metadata = {
-        "architecture": model_name,
-        "kernel_code": model.kernel_code,
-        "source_file": src.name,
-        "source_sha256": source_sha,
-    }
-    if ckpt is not None:
-        metadata["checkpoint"] = ckpt.name
+    card, metadata = _card_and_metadata(model, model_name, src.name, source_sha)
     x = _fixed_input(check_size)
     with torch.no_grad():
         expected = model(x)
@@ -153,3 +132,29 @@ def convert_checkpoint(
         f"{check_size}x{check_size} input (max abs diff 0)"
     )
     return ConversionReport(Path(out_dir), model_name, model.kernel_code, source_sha, diff, notes)
+
+
+def _card_and_metadata(
+    model: torch.nn.Module, model_name: str, source: str, source_sha: str
+) -> Tuple[str, Dict[str, str]]:
+    """The converted folder's model card and the weights file's metadata (the release's figures where the file's
+    kernel code is the released one)."""
+    ckpt = find_checkpoint(model_name)
+    released = ckpt if ckpt and ckpt.kernel_code == model.kernel_code else None
+    hf_hub_id = released.hf_hub_id if released else f"ORG/{model_name}"
+    card = render_model_card(
+        repo_name=hf_hub_id.split("/")[-1],
+        model_name=model_name,
+        kernel_code=model.kernel_code,
+        num_params=count_params(model),
+        gmacs=count_macs(model) / 1e9,
+        hf_hub_id=hf_hub_id,
+        checkpoint=released,
+        source_file=source,
+        source_sha256=source_sha,
+    )
+    metadata = {"architecture": model_name, "kernel_code": model.kernel_code, "source_file": source}
+    metadata["source_sha256"] = source_sha
+    if ckpt is not None:
+        metadata["checkpoint"] = ckpt.name
+    return card, metadata

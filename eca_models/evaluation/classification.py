@@ -88,10 +88,8 @@ def evaluate(
         loss_fn: Also average this loss (mean-reduced) over the images.
     """
     samples = loader.dataset.samples
-    correct1 = correct5 = images = 0
-    loss_sum = 0.0
+    counts = [0, 0, 0, 0.0]  # images, Top-1 hits, Top-5 hits, loss sum
     failed: List[str] = []
-    k = min(5, model.num_classes)
     start = time.perf_counter()
     bar = tqdm(total=len(loader.sampler), desc=desc, unit="img", disable=not distributed.is_main(), dynamic_ncols=True)
     with torch.inference_mode(), autocast_for(device, amp):
@@ -104,24 +102,26 @@ def evaluate(
             failed += bad
             x, y = x[ok].to(device, non_blocking=True), y[ok].to(device, non_blocking=True)
             if len(y):
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                logits = model(x)
-                if loss_fn is not None:
-                    loss_sum += float(loss_fn(logits.float(), y)) * len(y)
-                top = logits.topk(k, dim=1).indices
-                hits = top.eq(y[:, None])
-                correct1 += int(hits[:, 0].sum())
-                correct5 += int(hits.any(dim=1).sum())
-                images += len(y)
+                x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+                _count(model(x), y, loss_fn, counts)
             bar.update(len(ok))
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}", refresh=False)
     bar.close()
     seconds = time.perf_counter() - start
-    images, correct1, correct5, loss_sum = distributed.all_reduce_sum([images, correct1, correct5, loss_sum], device)
+    images, correct1, correct5, loss_sum = distributed.all_reduce_sum(counts, device)
     failed = sorted(sum(distributed.all_gather_objects(failed), []))
     loss = loss_sum / images if images else float("nan")
     return Counts(int(images), int(correct1), int(correct5), failed, seconds, loss)
+
+
+def _count(logits: torch.Tensor, y: torch.Tensor, loss_fn: Optional[Callable], counts: List[Any]) -> None:
+    """Add a batch's images, Top-1 and Top-5 hits and loss sum to ``counts``."""
+    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(y[:, None])
+    counts[0] += len(y)
+    counts[1] += int(hits[:, 0].sum())
+    counts[2] += int(hits.any(dim=1).sum())
+    if loss_fn is not None:
+        counts[3] += float(loss_fn(logits.float(), y)) * len(y)
 
 
 def wilson_interval(percent: float, n: int, z: float = 1.959964) -> Tuple[float, float]:

@@ -11,7 +11,7 @@ add. The two-digit kernel code gives the size for blocks with fewer than 96 outp
 then for the rest: the released ``k13`` uses k=1 for features.1-10 and k=3 for features.11-17.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from timm.layers import DropPath, SelectAdaptivePool2d
@@ -76,6 +76,7 @@ class EcaInvertedResidual(nn.Module):
             drop_path_rate: Stochastic depth on the residual branch.
         """
         super().__init__()
+        self.out_chs = out_chs
         hidden = int(round(in_chs * expand_ratio))
         self.use_res_connect = stride == 1 and in_chs == out_chs
         layers: List[nn.Module] = []
@@ -94,6 +95,30 @@ class EcaInvertedResidual(nn.Module):
         if self.use_res_connect:
             return x + self.drop_path(self.conv(x))
         return self.conv(x)
+
+
+def _make_blocks(
+    in_chans: int, width_mult: float, sizes: Any, eca_args: Dict[str, Any], drop_path_rate: float
+) -> Tuple[List[nn.Module], List[Dict[str, Any]]]:
+    """The stem and the inverted residual blocks of ``INVERTED_RESIDUAL_SETTING`` (ECA kernel sizes by width,
+    stochastic depth rising linearly), and timm's feature taps: the last block before each downsample, and the
+    last block."""
+    in_chs = _make_divisible(32 * width_mult)
+    blocks: List[nn.Module] = [ConvBNReLU(in_chans, in_chs, stride=2)]
+    feature_info = []
+    reduction, num_blocks = 2, sum(n for _, _, n, _ in INVERTED_RESIDUAL_SETTING)
+    for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+        out_chs = _make_divisible(c * width_mult)
+        if s > 1:  # the last block before a downsample is a feature tap
+            feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"features.{len(blocks) - 1}"))
+            reduction *= s
+        for i in range(n):
+            kernel = None if sizes == "adaptive" else sizes[int(out_chs >= WIDE_CHANNELS)]
+            dpr = drop_path_rate * (len(blocks) - 1) / (num_blocks - 1)
+            blocks.append(EcaInvertedResidual(in_chs, out_chs, s if i == 0 else 1, t, kernel, eca_args, dpr))
+            in_chs = out_chs
+    feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"features.{len(blocks) - 1}"))
+    return blocks, feature_info
 
 
 class EcaMobileNetV2(nn.Module):
@@ -140,26 +165,10 @@ class EcaMobileNetV2(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        in_chs = _make_divisible(32 * width_mult)
         self.num_features = self.head_hidden_size = _make_divisible(last_channel * max(1.0, width_mult))
-        features: List[nn.Module] = [ConvBNReLU(in_chans, in_chs, stride=2)]
-        self.feature_info = []
-        reduction, num_blocks = 2, sum(n for _, _, n, _ in INVERTED_RESIDUAL_SETTING)
-        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
-            out_chs = _make_divisible(c * width_mult)
-            if s > 1:  # the last block before a downsample is a feature tap
-                self.feature_info.append(
-                    dict(num_chs=in_chs, reduction=reduction, module=f"features.{len(features) - 1}")
-                )
-                reduction *= s
-            for i in range(n):
-                kernel = None if sizes == "adaptive" else sizes[int(out_chs >= WIDE_CHANNELS)]
-                dpr = drop_path_rate * (len(features) - 1) / (num_blocks - 1)
-                features.append(EcaInvertedResidual(in_chs, out_chs, s if i == 0 else 1, t, kernel, eca_args, dpr))
-                in_chs = out_chs
-        self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"features.{len(features) - 1}"))
-        features.append(ConvBNReLU(in_chs, self.num_features, kernel_size=1))
-        self.features = nn.Sequential(*features)
+        blocks = _make_blocks(in_chans, width_mult, sizes, eca_args, drop_path_rate)
+        self.features = nn.Sequential(*blocks[0], ConvBNReLU(blocks[0][-1].out_chs, self.num_features, kernel_size=1))
+        self.feature_info = blocks[1]
         self.kernel_sizes = tuple(m.kernel_size for m in self.modules() if isinstance(m, EcaLayer))
         self.kernel_code = format_kernel_code(sizes)
 
