@@ -11,6 +11,7 @@ from . import models
 from .attention import attention_figure, attention_weights, capture_attention
 from .errors import EcaModelsError
 from .factory import load
+from .insertion import add_eca
 from .layers import EcaLayer, adaptive_kernel_size, parse_kernel_code
 from .models import EcaMobileNetV2, EcaResNet
 from .version import __version__
@@ -45,6 +46,7 @@ __all__ = [
     "EcaMobileNetV2",
     "EcaResNet",
     "WeightsError",
+    "add_eca",
     "adaptive_kernel_size",
     "attention_figure",
     "attention_weights",

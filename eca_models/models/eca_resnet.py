@@ -17,12 +17,20 @@ from timm.layers import is_exportable, is_scriptable
 from timm.models import register_model, register_notrace_function
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
+from torchvision.models import resnet as torchvision_resnet
 
 from ..layers import EcaLayer, KernelSizes, bn_state, eca_block_end, format_kernel_code, parse_kernel_code
 from ..layers.eca_residual import has_hooks
 from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
 
-__all__ = ["EcaBasicBlock", "EcaBottleneck", "EcaResNet"]
+__all__ = [
+    "ECA_BLOCKS",
+    "EcaBasicBlock",
+    "EcaBottleneck",
+    "EcaResNet",
+    "EcaTorchvisionBasicBlock",
+    "EcaTorchvisionBottleneck",
+]
 
 # a leaf of every torch.fx trace: plain symbolic_trace (torch.fx.wrap patches this module's global while
 # tracing) and timm's and torchvision's feature extractors alike
@@ -40,6 +48,20 @@ class _EcaResidual:
         self.eca = EcaLayer(last_conv.out_channels, kernel_size, **(eca_args or {}), **dd)
         # the fused autograd functions cannot be exported or scripted: timm's exportable and scriptable flags turn them off
         self.fused = not (is_exportable() or is_scriptable())
+        c3, bn3 = getattr(self, "conv3", None), getattr(self, "bn3", None)
+        # In inference, mean(bn3(conv3(h))) = bn3(W3 @ mean(h)) exactly: conv3 is a 1x1 linear map and an eval-mode
+        # BatchNorm is affine. Pooling h (a quarter of the channels) instead of the block output makes ECA's pool cheap.
+        self.pool_before_conv3 = (
+            c3 is not None and c3.kernel_size == (1, 1) and c3.stride == (1, 1) and c3.groups == 1
+            and c3.bias is None and type(bn3) is nn.BatchNorm2d and bn3.track_running_stats and bn3.affine
+        )  # fmt: skip
+
+    def add_eca(self, kernel_size: Optional[int], eca_args: Optional[Dict[str, Any]] = None) -> None:
+        """Make this block, built as its plain parent class, the ECA block (what `eca_models.add_eca` does)."""
+        self.drop_path = getattr(self, "drop_path", None)
+        if hasattr(self, "se"):
+            del self.se
+        self._init_eca(getattr(self, "conv3", None) or self.conv2, kernel_size, eca_args)
 
     def _end(self, z: torch.Tensor, shortcut: torch.Tensor, bn: nn.Module, h: Optional[torch.Tensor] = None):
         """``shortcut + eca(bn(z))``; ``h`` is conv3's input, for the bottleneck's cheaper pooling in inference.
@@ -109,13 +131,6 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
         super().__init__(*args, **kwargs)
         del self.se
         self._init_eca(self.conv3, eca_kernel_size, eca_args)
-        c3, bn3 = self.conv3, self.bn3
-        # In inference, mean(bn3(conv3(h))) = bn3(W3 @ mean(h)) exactly: conv3 is a 1x1 linear map and an eval-mode
-        # BatchNorm is affine. Pooling h (a quarter of the channels) instead of the block output makes ECA's pool cheap.
-        self.pool_before_conv3 = (
-            c3.kernel_size == (1, 1) and c3.stride == (1, 1) and c3.groups == 1 and c3.bias is None
-            and type(bn3) is nn.BatchNorm2d and bn3.track_running_stats and bn3.affine
-        )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -135,6 +150,40 @@ class EcaBottleneck(_EcaResidual, Bottleneck):
             return self.act3((x if self.drop_path is None else self.drop_path(x)) + shortcut)
         else:
             return self.act3(self._end(x, shortcut, self.bn3, h))
+
+
+class EcaTorchvisionBasicBlock(_EcaResidual, torchvision_resnet.BasicBlock):
+    """torchvision's BasicBlock with ECA after ``bn2`` (`eca_models.add_eca` turns its blocks into these)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv2(self.relu(self.bn1(self.conv1(x))))
+        if torch.jit.is_scripting():
+            return self.relu(self.eca(self.bn2(out)) + identity)
+        else:
+            return self.relu(self._end(out, identity, self.bn2))
+
+
+class EcaTorchvisionBottleneck(_EcaResidual, torchvision_resnet.Bottleneck):
+    """torchvision's Bottleneck with ECA after ``bn3`` (`eca_models.add_eca` turns its blocks into these)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        h = self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+        out = self.conv3(h)
+        if torch.jit.is_scripting():
+            return self.relu(self.eca(self.bn3(out)) + identity)
+        else:
+            return self.relu(self._end(out, identity, self.bn3, h))
+
+
+# the ECA block of each plain residual block, timm's and torchvision's
+ECA_BLOCKS: Dict[type, type] = {
+    BasicBlock: EcaBasicBlock,
+    Bottleneck: EcaBottleneck,
+    torchvision_resnet.BasicBlock: EcaTorchvisionBasicBlock,
+    torchvision_resnet.Bottleneck: EcaTorchvisionBottleneck,
+}
 
 
 def _stage_block(

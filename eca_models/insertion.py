@@ -1,0 +1,167 @@
+"""ECA in your own network: `add_eca` puts the paper's layer where the paper puts it, in a built timm or
+torchvision CNN, and `state_dict_in_order` carries a released checkpoint over where the parameter names differ.
+
+Where the layer goes (Wang et al., CVPR 2020, Fig. 2 and Sec. 4.1): at the end of every residual branch, after its
+last normalisation and before the addition, in ResNet-style blocks (ResNet, ResNeXt, Wide ResNet) and in
+MobileNetV2's inverted residuals. In blocks that already hold a squeeze-and-excitation layer (SE-ResNet, RegNetY,
+MobileNetV3, EfficientNet), ``where="replace-se"`` puts ECA in its place, over the same channels.
+"""
+
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
+
+from .errors import UsageError
+from .layers import ADAPTIVE, EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
+from .models.eca_mobilenetv2 import WIDE_CHANNELS
+from .models.eca_resnet import ECA_BLOCKS
+
+__all__ = ["SUPPORTED", "WHERE", "add_eca", "state_dict_in_order"]
+
+WHERE = ("paper", "replace-se")
+SUPPORTED = (
+    "residual blocks of ResNet, ResNeXt and Wide ResNet and MobileNetV2's inverted residuals (timm and "
+    "torchvision); with where='replace-se', blocks holding a squeeze-and-excitation layer (SE-ResNet, RegNetY, "
+    "MobileNetV3, EfficientNet, ...)"
+)
+# timm's inverted residuals (its efficientnet builder's blocks, found by name: timm does not export the classes)
+# and the norm each ends in
+_TIMM_INVERTED = {"InvertedResidual": "bn3", "DepthwiseSeparableConv": "bn2"}
+_SE_NAMES = ("SqueezeExcitation", "SqueezeExcite", "SEModule", "EffectiveSEModule")  # torchvision's and timm's
+
+
+def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: str = "paper") -> nn.Module:
+    """Put ECA layers into ``model`` (in place) where the paper puts them, and return it.
+
+    Example:
+        ```python
+        model = eca_models.add_eca(timm.create_model("resnet50", pretrained=True), "k3557")
+        model.eca_insertion  # {'where': 'paper', 'kernel_code': 'k3557', 'layers': 16}
+        ```
+
+    Args:
+        model: A built CNN; its plain residual blocks become ECA blocks (the package's own, with their fast
+            path, for ResNet blocks), its other parameters stay as they were.
+        kernel_sizes: ``'adaptive'`` (every layer's size from its channels, paper eq. 12, unclamped), a kernel code
+            (``'k3557'``: one size per ResNet stage; ``'k13'``: MobileNetV2 blocks below 96 channels, then from 96 on)
+            or one size per stage as a tuple. With ``replace-se``: ``'adaptive'`` or a single size.
+        where: ``'paper'``, or ``'replace-se'`` to swap every squeeze-and-excitation layer for ECA.
+
+    Returns:
+        ``model``, with ``model.eca_insertion`` saying what was done (``where``, ``kernel_code``, ``layers``: how
+        many ECA layers went in).
+
+    Raises:
+        UsageError: An unknown ``where`` or kernel code; blocks that already hold SE (with ``'paper'``); a model
+            with no block it knows (the line names the classes it found and the families it supports).
+    """
+    if where not in WHERE:
+        raise UsageError(f"where={where!r}: choose one of {', '.join(WHERE)}")
+    if where == "replace-se":
+        sizes = ADAPTIVE if kernel_sizes == ADAPTIVE else parse_kernel_code(kernel_sizes, num_stages=1)
+        layers = _replace_se(model, None if sizes == ADAPTIVE else sizes[0])
+    else:
+        residual = [(n, m) for n, m in model.named_modules() if type(m) in ECA_BLOCKS]
+        inverted = [(n, m) for n, m in model.named_modules() if _is_inverted(m)]
+        sizes = parse_kernel_code(kernel_sizes, num_stages=4 if residual else 2)
+        _refuse_se(model)
+        layers = sum(_residual(name, block, sizes) for name, block in residual) + sum(
+            _inverted(block, sizes) for _, block in inverted
+        )
+    if not layers:
+        found = sorted({type(m).__name__ for m in model.modules() if list(m.children())})
+        raise UsageError(
+            f"add_eca found no block it knows in {type(model).__name__} (its modules: {', '.join(found[:12])}); it "
+            f"supports {SUPPORTED}; elsewhere place eca_models.layers.EcaLayer by hand (docs: ECA in your network)"
+        )
+    model.eca_insertion = {"where": where, "kernel_code": format_kernel_code(sizes), "layers": layers}
+    return model
+
+
+def _stage(name: str) -> int:
+    """The ResNet stage (0-3) of a block named ``layer2.0`` (timm's and torchvision's names)."""
+    first = name.split(".")[0]
+    if not (first.startswith("layer") and first[5:].isdigit() and 1 <= int(first[5:]) <= 4):
+        raise UsageError(f"add_eca: block {name} is not in a stage layer1 ... layer4; pass kernel_sizes='adaptive'")
+    return int(first[5:]) - 1
+
+
+def _residual(name: str, block: nn.Module, sizes: Any) -> int:
+    block.__class__ = ECA_BLOCKS[type(block)]
+    block.add_eca(None if sizes == ADAPTIVE else sizes[_stage(name)])
+    return 1
+
+
+def _is_inverted(module: nn.Module) -> bool:
+    kind = type(module)
+    return kind is TorchvisionInvertedResidual or (
+        kind.__name__ in _TIMM_INVERTED and kind.__module__.startswith("timm.")
+    )
+
+
+def _inverted(block: nn.Module, sizes: Any) -> int:
+    """ECA after the block's last normalisation, where the released ECA-MobileNetV2 has it."""
+    if isinstance(block, TorchvisionInvertedResidual):
+        norm, channels = None, block.out_channels
+    else:
+        norm = _TIMM_INVERTED[type(block).__name__]
+        channels = getattr(block, norm).num_features
+    kernel = None if sizes == ADAPTIVE else sizes[int(channels >= WIDE_CHANNELS)]
+    eca = EcaLayer(channels, kernel, device=_device(block), dtype=_dtype(block))
+    if norm is None:
+        block.conv.append(eca)
+    else:
+        setattr(block, norm, nn.Sequential(getattr(block, norm), eca))
+    return 1
+
+
+def _refuse_se(model: nn.Module) -> None:
+    """A network whose blocks hold SE takes ECA in its place (``replace-se``), not beside it."""
+    found = [name for name, m in model.named_modules() if type(m).__name__ in _SE_NAMES]
+    if found:
+        raise UsageError(
+            f"{type(model).__name__} already holds {len(found)} squeeze-and-excitation layers ({found[0]}, ...): pass "
+            "where='replace-se' to put ECA in their place"
+        )
+
+
+def _replace_se(model: nn.Module, kernel: Optional[int]) -> int:
+    """Every SE layer (torchvision's and timm's) swapped for ECA over its input channels."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ in _SE_NAMES:
+                channels = next(m for m in child.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+                channels = channels.in_channels if isinstance(channels, nn.Conv2d) else channels.in_features
+                setattr(parent, name, EcaLayer(channels, kernel, device=_device(child), dtype=_dtype(child)))
+                swapped += 1
+    return swapped
+
+
+def _device(module: nn.Module) -> Optional[torch.device]:
+    return next((p.device for p in module.parameters()), None)
+
+
+def _dtype(module: nn.Module) -> Optional[torch.dtype]:
+    return next((p.dtype for p in module.parameters()), None)
+
+
+def state_dict_in_order(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """``state_dict`` under ``model``'s parameter and buffer names, matched in order: the key map between two
+    builds of one architecture whose names differ (the released ECA-MobileNetV2, in torchvision's names, and timm's
+    ``mobilenetv2_100`` with `add_eca`). Each pair must have the same shape.
+
+    Raises:
+        UsageError: Another number of tensors, or a pair of other shapes (named).
+    """
+    target = model.state_dict()
+    if len(target) != len(state_dict):
+        raise UsageError(f"the checkpoint has {len(state_dict)} tensors, the model {len(target)}: not one architecture")
+    mapped = {}
+    for (name, tensor), (own, expected) in zip(state_dict.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise UsageError(f"{name} {tuple(tensor.shape)} does not fit {own} {tuple(expected.shape)}")
+        mapped[own] = tensor
+    return mapped

@@ -1,0 +1,144 @@
+"""add_eca: timm's and torchvision's plain models with ECA where the paper puts it are the released layouts
+(the authors' files load into them and give the released models' logits), deploy as the package's models do,
+and anything else is refused in one line."""
+
+import io
+
+import pytest
+import timm
+import torch
+import torchvision
+from helpers import save_authors_checkpoint
+from timm.models import EfficientNet
+from torchvision.models.feature_extraction import create_feature_extractor
+
+import eca_models
+from eca_models.conversion.imagenet import remap_checkpoint
+from eca_models.errors import UsageError
+from eca_models.insertion import state_dict_in_order
+from eca_models.layers import EcaLayer
+from eca_models.weights.loading import read_weights_file
+
+# the released classifiers and the plain models of each library they are built from
+RELEASED = {
+    "eca_resnet18_k3577": ("resnet18", "resnet18", 8),
+    "eca_resnet34_k3357": ("resnet34", "resnet34", 16),
+    "eca_resnet50_k3557": ("resnet50", "resnet50", 16),
+    "eca_resnet101_k3357": ("resnet101", "resnet101", 33),
+    "eca_resnet152_k3357": ("resnet152", "resnet152", 50),
+    "eca_mobilenetv2_k13": ("mobilenetv2_100", "mobilenet_v2", 17),
+}
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("released", list(RELEASED))
+def test_plain_models_with_add_eca_are_the_released_layouts(released, tmp_path, x64):
+    """The authors' file (written here in their format) loads into timm's and torchvision's plain model after
+    add_eca with the release's kernel code, and both give the released model's logits."""
+    torch.manual_seed(3)
+    source = timm.create_model(released)
+    path = save_authors_checkpoint(source.state_dict(), tmp_path / f"{released}.pth.tar")
+    reference, _ = remap_checkpoint(read_weights_file(path), released, path.name)
+    code = released.split("_")[-1]
+    timm_name, torchvision_name, layers = RELEASED[released]
+    for plain in (timm.create_model(timm_name), getattr(torchvision.models, torchvision_name)()):
+        model = eca_models.add_eca(plain, code).eval()
+        assert model.eca_insertion == {"where": "paper", "kernel_code": code, "layers": layers}
+        assert _params(model) == _params(reference)
+        state = reference.state_dict()
+        if isinstance(plain, EfficientNet):  # timm's MobileNetV2 names its layers otherwise: the documented key map
+            state = state_dict_in_order(state, model)
+        model.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x64), reference(x64), rtol=0, atol=0)
+
+
+def test_another_kernel_code_is_not_the_release(tmp_path):
+    model = eca_models.add_eca(torchvision.models.resnet18(), "k3333")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        model.load_state_dict(timm.create_model("eca_resnet18_k3577").state_dict())
+
+
+def test_adaptive_sizes_follow_the_channels_unclamped():
+    model = eca_models.add_eca(timm.create_model("resnet18"))
+    sizes = [m.kernel_size for m in model.modules() if isinstance(m, EcaLayer)]
+    assert model.eca_insertion["kernel_code"] == "adaptive"
+    assert sizes == [3, 3, 5, 5, 5, 5, 5, 5]  # 64, 128: k 3 and 5 (paper eq. 12, gamma 2, b 1); 256, 512: 5
+    assert [
+        m.kernel_size
+        for m in eca_models.add_eca(torchvision.models.mobilenet_v2()).modules()
+        if isinstance(m, EcaLayer)
+    ][0] == 3
+
+
+def test_squeeze_and_excitation_is_replaced_where_asked_and_refused_otherwise(x64):
+    for plain, count in (
+        (timm.create_model("seresnet50"), 16),
+        (timm.create_model("efficientnet_b0"), 16),
+        (torchvision.models.mobilenet_v3_small(), 9),
+        (torchvision.models.regnet_y_400mf(), 16),
+    ):
+        with pytest.raises(
+            UsageError, match="squeeze-and-excitation layers .*: pass where='replace-se' to put ECA in their place$"
+        ):
+            eca_models.add_eca(plain)
+        model = eca_models.add_eca(plain, where="replace-se").eval()
+        assert model.eca_insertion["layers"] == count
+        assert not any(type(m).__name__ in ("SEModule", "SqueezeExcite", "SqueezeExcitation") for m in model.modules())
+        with torch.no_grad():
+            assert torch.isfinite(model(x64)).all()
+
+
+def test_a_network_it_does_not_know_is_one_line():
+    for model in (
+        torchvision.models.vgg11(),
+        torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU()),
+    ):
+        with pytest.raises(UsageError) as raised:
+            eca_models.add_eca(model)
+        message = str(raised.value)
+        assert "\n" not in message and "found no block it knows" in message and "MobileNetV2" in message
+    with pytest.raises(UsageError, match="^where='after-bn'"):
+        eca_models.add_eca(torchvision.models.resnet18(), where="after-bn")
+    with pytest.raises(UsageError, match="invalid kernel code"):
+        eca_models.add_eca(torchvision.models.resnet18(), "k35")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: eca_models.add_eca(torchvision.models.resnet18(), "k3577"),
+        lambda: eca_models.add_eca(timm.create_model("mobilenetv2_100"), "k13"),
+        lambda: eca_models.add_eca(torchvision.models.mobilenet_v3_small(), where="replace-se"),
+    ],
+    ids=["residual", "inverted-residual", "replace-se"],
+)
+def test_models_with_add_eca_deploy_as_the_packages_own(build, x64):
+    """torch.fx, torchvision's feature extractor, torch.export, TorchScript and ONNX Runtime give eager's values."""
+    import onnxruntime
+
+    torch.manual_seed(5)
+    model = build().eval()
+    with torch.no_grad():
+        expected = model(x64)
+        close = dict(rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(torch.fx.symbolic_trace(model)(x64), expected, **close)
+        last = [n for n, _ in model.named_children()][-1]
+        torch.testing.assert_close(create_feature_extractor(model, {last: "out"})(x64)["out"], expected, **close)
+        torch.testing.assert_close(torch.export.export(model, (x64,)).module()(x64), expected, **close)
+        torch.testing.assert_close(torch.jit.script(model)(x64), expected, **close)
+        buffer = io.BytesIO()
+        torch.onnx.export(model, (x64,), buffer, dynamo=False, input_names=["x"])
+        session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"x": x64.numpy()})[0])
+        torch.testing.assert_close(got, expected, **close)
+
+
+@pytest.mark.slow
+def test_models_with_add_eca_compile(x64):
+    model = eca_models.add_eca(torchvision.models.resnet18(), "k3577").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(x64), model(x64), rtol=1e-4, atol=1e-4)
