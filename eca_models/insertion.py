@@ -9,7 +9,9 @@ MobileNetV3, EfficientNet), ``where="replace-se"`` puts ECA in its place, over t
 
 from typing import Any, Dict, Mapping, Optional
 
+import timm
 import torch
+from timm.models import load_pretrained, register_model
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
 
@@ -18,7 +20,7 @@ from .layers import ADAPTIVE, EcaLayer, KernelSizes, format_kernel_code, parse_k
 from .models.eca_mobilenetv2 import WIDE_CHANNELS
 from .models.eca_resnet import ECA_BLOCKS
 
-__all__ = ["SUPPORTED", "WHERE", "add_eca", "state_dict_in_order"]
+__all__ = ["SUPPORTED", "WHERE", "add_eca", "state_dict_in_order", "with_eca"]
 
 WHERE = ("paper", "replace-se")
 SUPPORTED = (
@@ -51,7 +53,7 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
 
     Returns:
         ``model``, with ``model.eca_insertion`` saying what was done (``where``, ``kernel_code``, ``layers``: how
-        many ECA layers went in).
+        many ECA layers went in, ``base``: the timm architecture it was, if any) and ``model.kernel_code``.
 
     Raises:
         UsageError: An unknown ``where`` or kernel code; blocks that already hold SE (with ``'paper'``); a model
@@ -76,7 +78,42 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
             f"add_eca found no block it knows in {type(model).__name__} (its modules: {', '.join(found[:12])}); it "
             f"supports {SUPPORTED}; elsewhere place eca_models.layers.EcaLayer by hand (docs: ECA in your network)"
         )
-    model.eca_insertion = {"where": where, "kernel_code": format_kernel_code(sizes), "layers": layers}
+    model.kernel_code = format_kernel_code(sizes)
+    base = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    model.eca_insertion = {"where": where, "kernel_code": model.kernel_code, "layers": layers, "base": base}
+    return model
+
+
+@register_model
+def with_eca(
+    pretrained: bool = False,
+    base: str = "resnet50",
+    kernel_sizes: KernelSizes = ADAPTIVE,
+    where: str = "paper",
+    **kwargs,
+) -> nn.Module:
+    """timm's ``base`` model with `add_eca`: the architecture a folder fine-tuned with ``add_eca`` names in its
+    ``config.json``, so that ``timm.create_model('local-dir:RUN')`` and `eca_models.load` rebuild it.
+
+    Args:
+        pretrained: From a model folder (``local-dir:``): its weights; else ``base``'s pretrained weights, the ECA
+            layers new.
+        base: A timm model name.
+        kernel_sizes: As `add_eca` takes them.
+        where: As `add_eca` takes it.
+        **kwargs: ``timm.create_model`` arguments for ``base``.
+    """
+    cfg = kwargs.pop("pretrained_cfg", None)
+    cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg or {})
+    for key in ("pretrained_cfg_overlay", "pretrained_model_args", "cache_dir"):
+        kwargs.pop(key, None)
+    from_folder = pretrained and bool(cfg.get("file"))
+    model = add_eca(
+        timm.create_model(base, pretrained=pretrained and not from_folder, **kwargs), kernel_sizes, where=where
+    )
+    model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **cfg, "architecture": "with_eca"}
+    if from_folder:
+        load_pretrained(model, num_classes=model.num_classes, in_chans=kwargs.get("in_chans", 3))
     return model
 
 

@@ -3,12 +3,13 @@
 and anything else is refused in one line."""
 
 import io
+import json
 
 import pytest
 import timm
 import torch
 import torchvision
-from helpers import save_authors_checkpoint
+from helpers import save_authors_checkpoint, write_image
 from timm.models import EfficientNet
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -142,3 +143,43 @@ def test_models_with_add_eca_compile(x64):
     model = eca_models.add_eca(torchvision.models.resnet18(), "k3577").eval()
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(model)(x64), model(x64), rtol=1e-4, atol=1e-4)
+
+
+def test_a_timm_model_fine_tuned_with_add_eca_reloads_everywhere_to_the_same_outputs(tmp_path, monkeypatch, capsys):
+    """The run folder names the with_eca architecture; eca_models.load, timm's local-dir and a rebuild by hand from
+    its weights file agree exactly; predict and export take the folder."""
+    from safetensors.torch import load_file
+
+    from eca_models.cli import main
+
+    data = tmp_path / "data"
+    for split, count in (("train", 4), ("val", 2)):
+        for c, name in enumerate("ab"):
+            for i in range(count):
+                write_image(data / split / name / f"{i}.png", seed=10 * c + i + (5 if split == "val" else 0), size=40)
+    run = tmp_path / "run"
+    argv = ["finetune", "--model", "resnet18", "--add-eca", "k3577", "--data", str(data), "--output", str(run)]
+    assert (
+        main([*argv, "--no-pretrained", "--epochs", "1", "--img-size", "32", "--batch-size", "4", "--workers", "0"])
+        == 0
+    )
+    config = json.loads((run / "config.json").read_text())
+    assert config["architecture"] == "with_eca" and config["model_args"]["base"] == "resnet18"
+    assert json.loads((run / "args.json").read_text())["add_eca"] == "k3577"
+    x = torch.randn(2, 3, 32, 32)
+    by_hand = eca_models.add_eca(timm.create_model("resnet18", num_classes=2), "k3577").eval()
+    by_hand.load_state_dict(load_file(run / "model.safetensors"))
+    with torch.no_grad():
+        expected = by_hand(x)
+        torch.testing.assert_close(eca_models.load(run)(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(
+            timm.create_model(f"local-dir:{run}", pretrained=True).eval()(x), expected, rtol=0, atol=0
+        )
+    assert eca_models.predict(data / "val", run, top_k=1).results[0]["top"][0]["class"] in ("a", "b")
+    check = eca_models.export.export(run, "onnx", tmp_path / "m.onnx", img_size=32)
+    assert check.passed
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # timm's own weights: not cached here, said in one line
+    capsys.readouterr()
+    other = [*argv[:-2], "--output", str(tmp_path / "other"), "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    assert main(other) == 2
+    assert "no pretrained weights for resnet18 here" in capsys.readouterr().err

@@ -69,6 +69,11 @@ def _add_classifier_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drop-rate", type=float, help="dropout before the classifier (default: the model's)")
     group.add_argument("--drop-path-rate", type=float, help="(default %(default)s)")
     group.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
+    group.add_argument(
+        "--add-eca", nargs="?", const="adaptive", metavar="CODE",
+        help="put ECA into --model (any timm CNN it supports) where the paper does: the adaptive rule, or a kernel "
+        "code such as k3557; the model's own pretrained weights, the ECA layers new",
+    )  # fmt: skip
 
 
 def _add_detector_args(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import timm
 import torch
 from timm.data import Mixup, create_transform, resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -23,6 +24,7 @@ from ..data.images import ImageListDataset, ShardSampler, unreadable
 from ..errors import UsageError
 from ..evaluation.classification import evaluate
 from ..factory import load
+from ..insertion import add_eca
 from ..plots import plot_curves
 from ..runtime import loader_workers
 from ..weights import WeightsError, find_checkpoint
@@ -51,7 +53,9 @@ def start_classifier(options: FinetuneOptions, num_classes: int) -> torch.nn.Mod
             )
         model = load(options.model, pretrained=False, **kwargs)
     else:
-        available = Path(options.model).is_dir() or weights_state(find_checkpoint(options.model)) in AVAILABLE
+        ckpt = find_checkpoint(options.model)
+        available = Path(options.model).is_dir() or weights_state(ckpt) in AVAILABLE
+        available = available or (ckpt is None and _timm_has_weights(options.model))
         advice = "pass checkpoint= with the authors' .pth.tar or a converted folder, or no_pretrained=True to train from scratch"
         if not (options.pretrained or available):
             raise UsageError(f"no pretrained weights for {options.model} here (not published on the Hub yet): {advice}")
@@ -59,8 +63,16 @@ def start_classifier(options: FinetuneOptions, num_classes: int) -> torch.nn.Mod
             model = load(options.model, **kwargs)  # the release's weights, fetched and cached on first use
         except WeightsError as e:
             raise UsageError(f"no pretrained weights for {options.model} here ({e}); {advice}") from None
+    if options.add_eca:
+        add_eca(model, options.add_eca)
     model.reset_classifier(num_classes)
     return model
+
+
+def _timm_has_weights(name: str) -> bool:
+    """Whether timm itself names pretrained weights for ``name`` (a timm model that is not one of ours)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
 
 
 def freeze_backbone(model: torch.nn.Module) -> List[torch.nn.Parameter]:

@@ -7,6 +7,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import UsageError, require_number, require_whole_number
+from ..layers import parse_kernel_code
 from ..runtime import default_device, default_workers
 
 __all__ = ["CLASSIFIER", "DETECTOR", "FinetuneOptions"]
@@ -71,6 +72,7 @@ class FinetuneOptions:
     drop_rate: Optional[float] = _only(CLASSIFIER)
     drop_path_rate: float = _only(CLASSIFIER, 0.0)
     freeze_backbone: bool = _only(CLASSIFIER, False)
+    add_eca: Optional[str] = _only(CLASSIFIER)
     train_annotations: Optional[str] = _only(DETECTOR)
     train_images: Optional[str] = _only(DETECTOR)
     val_annotations: Optional[str] = _only(DETECTOR)
@@ -101,6 +103,9 @@ class FinetuneOptions:
         for name, (allowed, expected) in RANGES.items():
             require_number(name, getattr(self, name), allowed, expected)
         self.scale = _scale(self.scale)
+        if self.add_eca is not None:
+            self.add_eca = str(self.add_eca)
+            parse_kernel_code(self.add_eca, len(self.add_eca.lstrip("k")))  # its form; its length with the model
         if sum((self.pretrained, self.checkpoint is not None, self.no_pretrained)) > 1:
             raise UsageError("pretrained=True, checkpoint= and no_pretrained=True exclude each other")
         if self.resume and self.overwrite:

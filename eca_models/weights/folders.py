@@ -102,6 +102,10 @@ def hub_config(
     pool = getattr(getattr(model, "global_pool", None), "pool_type", None)
     model_args = {"kernel_sizes": model.kernel_code, "in_chans": in_chans, "num_classes": model.num_classes}
     config = {"architecture": source["architecture"], "num_classes": model.num_classes}
+    insertion = getattr(model, "eca_insertion", None)
+    if insertion:  # a timm model with add_eca: the with_eca entrypoint rebuilds it
+        config["architecture"] = "with_eca"
+        model_args.update(base=insertion["base"], where=insertion["where"])
     config["num_features"] = model.num_features
     if isinstance(pool, str) and pool:
         config["global_pool"] = model_args["global_pool"] = pool
