@@ -61,6 +61,21 @@ def test_mobilenetv2_backbone_and_paper_ratios():
     assert results[1].paper_infer_ratio == 2010 / 2086
 
 
+def test_any_timm_model_with_and_without_add_eca(tmp_path, capsys):
+    results = tmp_path / "bench.json"
+    argv = ["benchmark", "--backbone", "regnetx_002", "--batch-size", "2", "--img-size", "32", "--reps", "1"]
+    assert main([*argv, "--warmup", "0", "--no-train", "--add-eca"]) == 2  # a RegNetX: not a block it knows
+    assert "found no block it knows" in capsys.readouterr().err
+    argv[2] = "resnet18"
+    assert main([*argv, "--warmup", "0", "--no-train", "--add-eca", "k3577", "--results-file", str(results)]) == 0
+    report = json.loads(results.read_text())
+    assert [m["name"] for m in report["models"]] == ["resnet18", "resnet18+eca"] and report["loading"] is None
+    assert report["models"][1]["params"] - report["models"][0]["params"] == 44  # the release's k3577 layout
+    assert report["settings"]["add_eca"] == "k3577" and report["models"][1]["infer_ratio"] > 0
+    assert main(["benchmark", "--backbone", "resnet18x", "--reps", "1"]) == 2
+    assert "one of resnet18" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_memory_stops_page_faults_on_reallocation():

@@ -38,6 +38,7 @@ from ..complexity import count_macs, count_params
 from ..errors import UsageError
 from ..export import require_onnx, write_onnx
 from ..files import check_output_file, write_text_atomic
+from ..insertion import add_eca as insert_eca
 from ..runtime import autocast_for
 from ..weights import read_weights_file
 
@@ -60,7 +61,7 @@ DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (B
 DEPTHS.update({101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))})
 # the run's settings, as the report and the command's first line give them
 SETTINGS = ("backbone", "device", "batch_size", "img_size", "channels_last", "amp", "compile", "trace", "onnxruntime")
-SETTINGS += ("reps", "warmup", "iters")
+SETTINGS += ("reps", "warmup", "iters", "add_eca")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
 
 # Paper Table 3 (2080Ti GPUs, batch not stated): training and inference FPS.
@@ -112,8 +113,16 @@ def _timm_eca(depth: int, kernel_sizes) -> torch.nn.Module:
     )
 
 
-def build_models(backbone: str) -> Dict[str, Callable[[], torch.nn.Module]]:
-    """Constructors of the models to compare, keyed by display name, the plain model first."""
+def build_models(backbone: str, add_eca: Optional[str] = None) -> Dict[str, Callable[[], torch.nn.Module]]:
+    """Constructors of the models to compare, keyed by display name, the plain model first; with ``add_eca`` (a
+    kernel code or ``'adaptive'``), ``backbone`` is any timm model, timed without and with `eca_models.add_eca`."""
+    if add_eca is not None:
+        return {
+            backbone: partial(timm.create_model, backbone),
+            f"{backbone}+eca": partial(_with_eca, backbone, add_eca),
+        }
+    if backbone not in BACKBONES:
+        raise UsageError(f"backbone={backbone!r}: one of {', '.join(BACKBONES)}, or any timm model with add_eca=")
     if backbone == "mobilenetv2":
         return {
             "mobilenetv2_100": partial(timm.create_model, "mobilenetv2_100"),
@@ -130,6 +139,10 @@ def build_models(backbone: str) -> Dict[str, Callable[[], torch.nn.Module]]:
         f"timm_eca_{backbone}": partial(_timm_eca, depth, kernel_sizes),
         f"eca_{backbone}": ours,
     }
+
+
+def _with_eca(name: str, kernel_sizes: str) -> torch.nn.Module:
+    return insert_eca(timm.create_model(name), kernel_sizes)
 
 
 def keep_freed_memory() -> bool:
@@ -153,7 +166,7 @@ def _kind(name: str) -> str:
     for prefix, kind in (("timm_eca", "timm-eca"), ("eca", "eca"), ("se", "se"), ("cbam", "cbam")):
         if name.startswith(prefix):
             return kind
-    return "plain"
+    return "eca" if name.endswith("+eca") else "plain"
 
 
 def _sync(device: torch.device) -> None:
@@ -176,6 +189,7 @@ def run_benchmark(
     log: Callable[[str], None] = print,
     trace: bool = False,
     onnxruntime: bool = False,
+    add_eca: Optional[str] = None,
 ) -> List[Result]:
     """Measure the models of ``backbone``; every repetition times each model once, in an order shuffled
     afresh each repetition (the same sequence of orders in every run).
@@ -196,6 +210,7 @@ def run_benchmark(
         trace: Time every model as ``torch.fx.symbolic_trace`` gives it (traced in each mode), the path FX
             tools (quantization, feature extractors) run.
         onnxruntime: Also time inference of every model exported to ONNX, in ONNX Runtime's CPU provider.
+        add_eca: Time ``backbone`` (any timm model) without and with `eca_models.add_eca` at these kernel sizes.
     """
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -203,7 +218,7 @@ def run_benchmark(
     y = torch.randint(0, 1000, (batch_size,), device=dev)
     results: List[Result] = []
     steps: Dict[str, Dict[str, Callable[[], None]]] = {}
-    for name, make in build_models(backbone).items():
+    for name, make in build_models(backbone, add_eca).items():
         model = make()
         params, macs = count_params(model), count_macs(model, (3, img_size, img_size))
         results.append(Result(name, _kind(name), params, macs / 1e9))
@@ -417,7 +432,7 @@ def benchmark(
         "settings": settings,
         "machine": machine(),
         "models": [dataclasses.asdict(r) for r in results],
-        "loading": time_loading(results[-1].name),
+        "loading": time_loading(results[-1].name) if call.arguments["add_eca"] is None else None,
         "paper_table3": PAPER_TABLE3.get(backbone),
     }
     if results_file:

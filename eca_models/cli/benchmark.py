@@ -14,7 +14,15 @@ HELP = "time plain, SE, CBAM and ECA models side by side (the paper's Table 3)"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", default="resnet50", choices=BACKBONES)
+    parser.add_argument(
+        "--backbone",
+        default="resnet50",
+        help=f"{', '.join(BACKBONES)}; with --add-eca, any timm model (default %(default)s)",
+    )
+    parser.add_argument(
+        "--add-eca", nargs="?", const="adaptive", metavar="CODE",
+        help="time --backbone without and with eca_models.add_eca (the adaptive rule, or a kernel code such as k3557)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default 32; detectors 1)")
     parser.add_argument(
@@ -54,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.detector:
         return _run_detector(args, announce)
     options = ("device", "img_size", "channels_last", "amp", "compile", "trace", "onnxruntime", "reps", "warmup")
-    options += ("iters", "keep_memory", "results_file", "plot")
+    options += ("iters", "keep_memory", "results_file", "plot", "add_eca")
     batch = 32 if args.batch_size is None else args.batch_size
     report = benchmark(
         args.backbone, batch_size=batch, train=not args.no_train, announce=announce,
@@ -63,10 +71,11 @@ def run(args: argparse.Namespace) -> int:
     results = [SimpleNamespace(**r) for r in report["models"]]
     loading = report["loading"]
     _print_table(results, not args.no_train, args.onnxruntime)
-    print(
-        f"\nloading {results[-1].name} ({loading['file_mb']:.1f} MiB): safetensors {1000 * loading['safetensors']:.1f} ms, "
-        f"authors' pickle (torch.load weights_only=True) {1000 * loading['pickle']:.1f} ms"
-    )
+    if loading:
+        print(
+            f"\nloading {results[-1].name} ({loading['file_mb']:.1f} MiB): safetensors {1000 * loading['safetensors']:.1f} ms, "
+            f"authors' pickle (torch.load weights_only=True) {1000 * loading['pickle']:.1f} ms"
+        )
     for path in (args.results_file, args.plot):
         if path:
             print(f"wrote {path}")
