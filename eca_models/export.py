@@ -1,20 +1,24 @@
 """Export a model to ONNX, TorchScript or a ``torch.export`` program, and check the file against PyTorch.
 
 The model is built under timm's ``set_exportable(True)``, so its blocks take plain operations (the fused
-training functions are autograd functions no exporter can write). The file has a dynamic batch dimension,
-is written beside its target and renamed into place only once it has been loaded back (ONNX Runtime for
-ONNX) and its outputs at two batch sizes matched PyTorch's within the tolerance.
+training functions are autograd functions no exporter can write). A classifier's file has a dynamic batch
+dimension; a detector's (ONNX or TorchScript) takes one image of any height and width, as torchvision's
+detectors do. The file is written beside its target and renamed into place only once it has been loaded back
+(ONNX Runtime for ONNX) and its outputs matched PyTorch's within the tolerance: a classifier's at two batch sizes,
+a detector's boxes, scores, labels (and masks) on two real-sized images, landscape and portrait.
 """
 
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.layers import set_layer_config
 
+from .data.images import open_rgb
+from .detection import load_detector
 from .detection.weights import is_detector_source
 from .errors import UsageError
 from .factory import load
@@ -32,6 +36,9 @@ __all__ = [
 ]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
+DETECTOR_FORMATS = ("onnx", "torchscript")  # torch.export does not take torchvision's detectors
+DETECTOR_CHECK_SIZES = ((480, 640), (640, 480))  # height, width: real-sized images, both orientations
+DETECTOR_OPSET = 17  # the highest torchvision's detection ops are exported at by the TorchScript-based exporter
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 CHECK_BATCH_SIZES = (1, 3)
 
@@ -47,6 +54,7 @@ class ExportCheck:
     batch_sizes: Tuple[int, ...]
     img_size: int = 0
     scale: float = 1.0  # the largest |output| of PyTorch, at least 1
+    detections: Optional[int] = None  # a detector's: how many detections were compared (both images)
 
     @property
     def allowed(self) -> float:
@@ -160,6 +168,107 @@ def export_model(
     return check
 
 
+def detector_metadata(model: torch.nn.Module) -> Dict[str, str]:
+    """A deployed detector's facts: architecture, kernel code, resize, mean and std, and its categories in head
+    order (``background``: whether label 0 is background)."""
+    meta = {k: list(v) if isinstance(v, tuple) else v for k, v in model.detector_cfg.items()}
+    meta["label_map"] = model.label_map.to_json()
+    return {k: json.dumps(v) for k, v in meta.items()}
+
+
+def export_detector(
+    model: torch.nn.Module,
+    fmt: str,
+    out: Union[str, Path],
+    tolerance: float = 1e-4,
+    images: Sequence[Union[str, Path]] = (),
+) -> ExportCheck:
+    """Export a torchvision detector (one image of any size per call) to ``out`` and check the file: on each
+    check image, the same number of detections, the same labels, and boxes, scores (and masks) within ``tolerance``
+    times the largest of each output (at least 1). ONNX: inputs ``image`` (3, H, W), outputs as the model names
+    them (``boxes``, ``labels``, ``scores``, ``masks``); TorchScript: ``model([image])[1][0]``, torchvision's form.
+    """
+    out, model = Path(out), model.eval().cpu()
+    gen = torch.Generator().manual_seed(0)
+    tensors = [_image_tensor(p) for p in images] or [
+        torch.rand(3, h, w, generator=gen) for h, w in DETECTOR_CHECK_SIZES
+    ]
+    with atomic_path(out, ".tmp") as tmp, torch.no_grad():
+        expected = [model([t])[0] for t in tensors]
+        write = _detector_onnx if fmt == "onnx" else _detector_torchscript
+        run = write(model, tensors[0], list(expected[0]), tmp, detector_metadata(model))
+        diff, scale = _compare_detections([run(t) for t in tensors], expected)
+        check = ExportCheck(out, diff, tolerance, (1,), max(tensors[0].shape[1:]), scale)
+        check.detections = sum(len(e["boxes"]) for e in expected)
+        if not check.passed:
+            del run
+            tmp.unlink()
+    return check
+
+
+def _image_tensor(path: Union[str, Path]) -> torch.Tensor:
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(open_rgb(path), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def _detector_onnx(model, image, names: List[str], path: Path, meta: Dict[str, str]) -> Callable:
+    import onnx
+    import onnxruntime
+
+    axes = {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, ([image],), str(path), dynamo=False, opset_version=DETECTOR_OPSET, input_names=["image"],
+            output_names=names, dynamic_axes=axes,
+        )  # fmt: skip
+    proto = onnx.load(str(path))
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda t: {n: torch.from_numpy(v) for n, v in zip(names, session.run(None, {"image": t.numpy()}))}
+
+
+def _detector_torchscript(model, image, names: List[str], path: Path, meta: Dict[str, str]) -> Callable:
+    loaded = _torchscript(model, image, path, 0, meta)
+    return lambda t: loaded([t])[1][0]
+
+
+def _compare_detections(got: List[Dict[str, torch.Tensor]], expected: List[Dict[str, torch.Tensor]]):
+    """The worst difference of any output relative to its scale, as (difference, scale), each expected detection
+    paired with the runtime's of the same label and nearest box (near-equal scores may come in another order);
+    another number of detections, or a detection with no partner, is an infinite difference."""
+    worst = (0.0, 1.0)
+    for g, e in zip(got, expected):
+        if len(g["boxes"]) != len(e["boxes"]):
+            return float("inf"), 1.0
+        order = _pair_detections(g, e)
+        if order is None:
+            return float("inf"), 1.0
+        for name in (n for n in e if n != "labels" and len(e[n])):
+            diff = float((g[name][order].float() - e[name].float()).abs().max())
+            scale = max(1.0, float(e[name].abs().max()))
+            worst = max(worst, (diff, scale), key=lambda pair: pair[0] / pair[1])
+    return worst
+
+
+def _pair_detections(got: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+    """For each expected detection, the index of the runtime's detection of the same label with the nearest box
+    (each used once); None where a label has no partner left."""
+    distance = torch.cdist(expected["boxes"].float(), got["boxes"].float())
+    distance[expected["labels"].long()[:, None] != got["labels"].long()[None, :]] = float("inf")
+    order = []
+    for row in distance:
+        j = int(row.argmin())
+        if not torch.isfinite(row[j]):
+            return None
+        order.append(j)
+        distance[:, j] = float("inf")
+    return torch.tensor(order, dtype=torch.long)
+
+
 def read_metadata(path: Union[str, Path], fmt: str) -> Dict[str, Any]:
     """The metadata `export_model` stored in a file, decoded."""
     if fmt == "onnx":
@@ -199,8 +308,9 @@ def export(
     img_size: Optional[int] = None,
     opset: int = 18,
     tolerance: float = 1e-4,
+    images: Sequence[Union[str, Path]] = (),
 ) -> ExportCheck:
-    """Load a classifier in its exportable form and export it to ``out``, checked against PyTorch.
+    """Load a classifier or a detector in its exportable form and export it to ``out``, checked against PyTorch.
 
     Args:
         model: A registered name or a model folder.
@@ -210,29 +320,33 @@ def export(
         num_classes: Classes of ``checkpoint``'s classifier, when not 1000.
         pretrained: False: random weights (to try the export path).
         img_size: Input height and width (default: the model's).
-        opset: ONNX opset version.
+        opset: ONNX opset version (a detector's is 17).
         tolerance: Largest difference allowed, relative to the outputs' scale (``tolerance * max(1, largest
             |output|)``).
+        images: A detector's check images (default: two synthetic ones at real size); pass photos with objects
+            in them so that detections are compared.
 
     Returns:
-        The check: ``passed``, ``max_abs_diff``.
+        The check: ``passed``, ``max_abs_diff`` (and for a detector, ``detections`` compared).
 
     Raises:
-        UsageError: A folder or unwritable path as ``out``, a detector, ONNX's packages missing.
+        UsageError: A folder or unwritable path as ``out``, a format the model cannot take, ONNX's packages
+            missing.
     """
     if format not in FORMATS:
         raise UsageError(f"format={format!r}: choose one of {', '.join(FORMATS)}")
     out = _check_out(Path(out), format)
     if not pretrained and checkpoint:
         raise UsageError("no_weights=True and checkpoint= exclude each other")
-    if is_detector_source(str(model)):
-        raise UsageError(
-            f"{model} is a detector: export takes classifiers only for now (torchvision's detectors need their "
-            "own ONNX path, not built yet); in Python, torch.export or TorchScript of the detector may serve"
-        )
+    detector = is_detector_source(str(model))
+    if detector and format not in DETECTOR_FORMATS:
+        raise UsageError(f"format={format!r}: a detector exports to {' or '.join(DETECTOR_FORMATS)}")
     if format == "onnx":
         require_onnx()
     with set_layer_config(exportable=True):  # plain operations: exporters cannot write autograd functions
+        if detector:
+            net = load_detector(model, checkpoint=checkpoint, pretrained=pretrained)
+            return export_detector(net, format, out, tolerance=tolerance, images=images)
         net = load(model, checkpoint=checkpoint, pretrained=pretrained, num_classes=num_classes)
     img_size = img_size or net.pretrained_cfg["input_size"][-1]
     return export_model(net, format, out, img_size, opset=opset, tolerance=tolerance)

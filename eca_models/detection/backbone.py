@@ -6,10 +6,10 @@ The trunk is our ECA-ResNet with torchvision's ``FrozenBatchNorm2d`` and the ste
 ``backbone.fpn`` is torchvision's ``FeaturePyramidNetwork``.
 """
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import timm
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
@@ -39,7 +39,7 @@ class LastLevelP6P7FromC5(LastLevelP6P7):
     """RetinaNet's P6 and P7 as mmdetection v1 made them: P6 a 3x3 stride-2 conv on C5, P7 one on P6, no ReLU
     between them (torchvision's ``LastLevelP6P7`` applies one)."""
 
-    def forward(self, p, c, names):
+    def forward(self, p: List[Tensor], c: List[Tensor], names: List[str]) -> Tuple[List[Tensor], List[str]]:
         p6 = self.p6(c[-1])
         p7 = self.p7(p6)
         return p + [p6, p7], names + ["p6", "p7"]

@@ -8,19 +8,50 @@ swaps in v1's: `use_legacy_coordinates`. Converted folders record it (``legacy_c
 areas without the +1, mask pasting, and resizing boxes back with a ratio per axis (v1: one scale factor).
 """
 
-from typing import List, Sequence, Tuple
+import math
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork
 
-__all__ = ["LegacyAnchorGenerator", "LegacyBoxCoder", "LegacyRoIPool", "use_legacy_coordinates"]
+__all__ = [
+    "LegacyAnchorGenerator",
+    "LegacyBoxCoder",
+    "LegacyRegionProposalNetwork",
+    "LegacyRetinaNet",
+    "LegacyRoIHeads",
+    "LegacyRoIPool",
+    "use_legacy_coordinates",
+]
 
 
 class LegacyBoxCoder(BoxCoder):
     """Box deltas as v1's ``bbox2delta`` / ``delta2bbox``: widths ``x2 - x1 + 1``, decoded corners
     ``centre -/+ (w / 2 - 0.5)``, log-size deltas clipped on both sides."""
+
+    def __init__(self, weights: Tuple[float, float, float, float], bbox_xform_clip: float = math.log(1000.0 / 16)):
+        # TorchScript compiles a class's attributes from its own __init__, not its parent's
+        self.weights = weights
+        self.bbox_xform_clip = bbox_xform_clip
+
+    # encode and decode as torchvision's, written here because TorchScript compiles no inherited method
+    def encode(self, reference_boxes: List[Tensor], proposals: List[Tensor]) -> List[Tensor]:
+        counts = [len(b) for b in reference_boxes]
+        return list(self.encode_single(torch.cat(reference_boxes), torch.cat(proposals)).split(counts, 0))
+
+    def decode(self, rel_codes: Tensor, boxes: List[Tensor]) -> Tensor:
+        count = 0
+        for b in boxes:
+            count += b.size(0)
+        if count > 0:
+            rel_codes = rel_codes.reshape(count, -1)
+        decoded = self.decode_single(rel_codes, torch.cat(boxes))
+        return decoded.reshape(count, -1, 4) if count > 0 else decoded
 
     def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
         wx, wy, ww, wh = self.weights
@@ -58,7 +89,7 @@ class LegacyAnchorGenerator(AnchorGenerator):
         self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[Sequence[float]], strides: Sequence[int]
     ) -> None:
         super().__init__(tuple(tuple(s) for s in sizes), tuple(tuple(a) for a in aspect_ratios))
-        self.strides = tuple(strides)
+        self.strides: List[int] = list(strides)
         self.cell_anchors = [
             self.legacy_cell_anchors(stride, size, ratio) for stride, size, ratio in zip(strides, sizes, aspect_ratios)
         ]
@@ -77,9 +108,18 @@ class LegacyAnchorGenerator(AnchorGenerator):
         ).round()
 
     def grid_anchors(self, grid_sizes: List[List[int]], strides: List[List[Tensor]]) -> List[Tensor]:
-        device = self.cell_anchors[0].device
-        nominal = [[torch.tensor(s, dtype=torch.int64, device=device)] * 2 for s in self.strides]
-        return super().grid_anchors(grid_sizes, nominal)
+        """torchvision's grid of each level's cell anchors, at the nominal stride (``strides`` is not used); written
+        out rather than through ``super()``, which TorchScript cannot compile."""
+        anchors = []
+        for level, base in enumerate(self.cell_anchors):
+            stride, (height, width) = self.strides[level], grid_sizes[level]
+            shifts_x = torch.arange(0, width, dtype=torch.int64, device=base.device) * stride
+            shifts_y = torch.arange(0, height, dtype=torch.int64, device=base.device) * stride
+            shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+            shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
+            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
+            anchors.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))
+        return anchors
 
 
 class LegacyRoIPool(nn.Module):
@@ -90,9 +130,28 @@ class LegacyRoIPool(nn.Module):
         super().__init__()
         self.pool = pool
 
-    def forward(self, x, boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
-        grown = [b + b.new_tensor([0.0, 0.0, 1.0, 1.0]) for b in boxes]
+    def forward(self, x: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
+        grown = [b + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=b.dtype, device=b.device) for b in boxes]
         return self.pool(x, grown, image_shapes)
+
+
+class LegacyRegionProposalNetwork(RegionProposalNetwork):
+    """torchvision's RPN, its box coder declared as v1's: TorchScript compiles an attribute by the class its owner
+    declares (torchvision declares ``BoxCoder``), so without this a scripted detector would decode as torchvision."""
+
+    __annotations__ = {**RegionProposalNetwork.__annotations__, "box_coder": LegacyBoxCoder}
+
+
+class LegacyRoIHeads(RoIHeads):
+    """torchvision's RoI heads, their box coder declared as v1's (see `LegacyRegionProposalNetwork`)."""
+
+    __annotations__ = {**RoIHeads.__annotations__, "box_coder": LegacyBoxCoder}
+
+
+class LegacyRetinaNet(RetinaNet):
+    """torchvision's RetinaNet, its box coder declared as v1's (see `LegacyRegionProposalNetwork`)."""
+
+    __annotations__ = {**RetinaNet.__annotations__, "box_coder": LegacyBoxCoder}
 
 
 def _legacy_anchors(generator: AnchorGenerator, strides: Sequence[int]) -> LegacyAnchorGenerator:
@@ -106,6 +165,8 @@ def use_legacy_coordinates(model: nn.Module) -> nn.Module:
     if hasattr(model, "rpn"):
         model.rpn.anchor_generator = _legacy_anchors(model.rpn.anchor_generator, (4, 8, 16, 32, 64))
         model.rpn.box_coder = LegacyBoxCoder(model.rpn.box_coder.weights, model.rpn.box_coder.bbox_xform_clip)
+        model.rpn.__class__ = LegacyRegionProposalNetwork
+        model.roi_heads.__class__ = LegacyRoIHeads
         heads = model.roi_heads
         heads.box_coder = LegacyBoxCoder(heads.box_coder.weights, heads.box_coder.bbox_xform_clip)
         heads.box_roi_pool = LegacyRoIPool(heads.box_roi_pool)
@@ -114,5 +175,7 @@ def use_legacy_coordinates(model: nn.Module) -> nn.Module:
     else:
         model.anchor_generator = _legacy_anchors(model.anchor_generator, (8, 16, 32, 64, 128))
         model.box_coder = LegacyBoxCoder(model.box_coder.weights, model.box_coder.bbox_xform_clip)
+        if type(model) is RetinaNet:
+            model.__class__ = LegacyRetinaNet
     model.detector_cfg["legacy_coordinates"] = True
     return model
