@@ -339,7 +339,7 @@ def test_a_detector_folder_where_a_classifier_goes_is_named_as_one(converted, tw
     detector = str(converted["fasterrcnn"][2])
     image = str(write_image(tmp_path / "a.png", 1))
     for argv in (
-        ["export", "--model", detector, "--format", "onnx", "--out", str(tmp_path / "d.onnx")],
+        ["export", "--model", detector, "--format", "exported-program", "--out", str(tmp_path / "d.pt2")],
         ["predict", image, "--model", "eca_resnet50_k3557", "--checkpoint", detector],
         ["finetune", "--model", "eca_resnet50", "--checkpoint", detector, "--data", str(two_class_run["data"])]
         + ["--output", str(tmp_path / "run"), "--batch-size", "2"],
