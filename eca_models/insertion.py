@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import timm
 import torch
-from timm.models import load_pretrained, register_model
+from timm.models import register_model
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
 
@@ -19,6 +19,7 @@ from .errors import UsageError
 from .layers import ADAPTIVE, EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
 from .models.eca_mobilenetv2 import WIDE_CHANNELS
 from .models.eca_resnet import ECA_BLOCKS
+from .weights import load_pretrained_weights
 
 __all__ = ["SUPPORTED", "WHERE", "add_eca", "state_dict_in_order", "with_eca"]
 
@@ -112,8 +113,8 @@ def with_eca(
         timm.create_model(base, pretrained=pretrained and not from_folder, **kwargs), kernel_sizes, where=where
     )
     model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **cfg, "architecture": "with_eca"}
-    if from_folder:
-        load_pretrained(model, num_classes=model.num_classes, in_chans=kwargs.get("in_chans", 3))
+    if from_folder:  # the package's reader: model.safetensors only (timm's may pick another file of the folder)
+        model.load_state_dict(load_pretrained_weights(cfg))
     return model
 
 
