@@ -17,8 +17,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from timm.layers import set_layer_config
 
-from .data.images import open_rgb
+from .data.images import IMAGE_ERRORS, reason
 from .detection import load_detector
+from .detection.coco import read_rgb
 from .detection.weights import is_detector_source
 from .errors import UsageError
 from .factory import load
@@ -87,9 +88,6 @@ def model_metadata(model: torch.nn.Module) -> Dict[str, str]:
 def write_onnx(model, x, path: Path, opset: int = 18, meta: Optional[Dict[str, str]] = None) -> Callable:
     """Export ``model`` to ONNX at ``path`` (dynamic batch, input ``images``) and open it in ONNX Runtime's CPU
     provider; returns a function from a tensor to the output tensor."""
-    import onnx  # the optional 'export' extra: imported only to export
-    import onnxruntime
-
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,15 +95,22 @@ def write_onnx(model, x, path: Path, opset: int = 18, meta: Optional[Dict[str, s
             model, (x,), dynamo=True, opset_version=opset, dynamic_shapes=({0: batch},),
             input_names=["images"], output_names=["output"], verbose=False,
         )  # fmt: skip
-    proto = program.model_proto
-    for key, value in (meta or {}).items():
+    session = _save_and_open(program.model_proto, path, meta or {})
+    return lambda t: torch.from_numpy(session.run(None, {"images": t.numpy()})[0])
+
+
+def _save_and_open(proto: Any, path: Path, meta: Dict[str, str]) -> Any:
+    """Write an ONNX model with ``meta`` as its metadata and open it in ONNX Runtime's CPU provider."""
+    import onnx
+    import onnxruntime
+
+    for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
     options = onnxruntime.SessionOptions()
     # no busy-waiting between runs: it would take the cores from whatever runs next (a benchmark's other models)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda t: torch.from_numpy(session.run(None, {"images": t.numpy()})[0])
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _torchscript(model, x, path: Path, opset: int, meta: Dict[str, str]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -181,18 +186,17 @@ def export_detector(
     fmt: str,
     out: Union[str, Path],
     tolerance: float = 1e-4,
-    images: Sequence[Union[str, Path]] = (),
+    images: Sequence[torch.Tensor] = (),
 ) -> ExportCheck:
     """Export a torchvision detector (one image of any size per call) to ``out`` and check the file: on each
     check image, the same number of detections, the same labels, and boxes, scores (and masks) within ``tolerance``
     times the largest of each output (at least 1). ONNX: inputs ``image`` (3, H, W), outputs as the model names
     them (``boxes``, ``labels``, ``scores``, ``masks``); TorchScript: ``model([image])[1][0]``, torchvision's form.
+    ``images``: the check images as `read_check_images` gives them (default: two random ones at real size).
     """
     out, model = Path(out), model.eval().cpu()
     gen = torch.Generator().manual_seed(0)
-    tensors = [_image_tensor(p) for p in images] or [
-        torch.rand(3, h, w, generator=gen) for h, w in DETECTOR_CHECK_SIZES
-    ]
+    tensors = list(images) or [torch.rand(3, h, w, generator=gen) for h, w in DETECTOR_CHECK_SIZES]
     with atomic_path(out, ".tmp") as tmp, torch.no_grad():
         expected = [model([t])[0] for t in tensors]
         write = _detector_onnx if fmt == "onnx" else _detector_torchscript
@@ -206,15 +210,23 @@ def export_detector(
     return check
 
 
-def _image_tensor(path: Union[str, Path]) -> torch.Tensor:
-    import numpy as np
+def read_check_images(paths: Sequence[Union[str, Path]]) -> List[torch.Tensor]:
+    """A detector's check images as float tensors in [0, 1] (what torchvision's detectors take).
 
-    return torch.from_numpy(np.asarray(open_rgb(path), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    Raises:
+        UsageError: An image that cannot be read, named.
+    """
+    tensors = []
+    for path in paths:
+        try:
+            tensors.append(read_rgb(path).float().div(255))
+        except IMAGE_ERRORS as e:
+            raise UsageError(f"check image {path} cannot be read ({reason(e)})") from None
+    return tensors
 
 
 def _detector_onnx(model, image, names: List[str], path: Path, meta: Dict[str, str]) -> Callable:
-    import onnx
-    import onnxruntime
+    import onnx  # the optional 'export' extra: imported only to export
 
     axes = {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
     with warnings.catch_warnings():
@@ -223,11 +235,7 @@ def _detector_onnx(model, image, names: List[str], path: Path, meta: Dict[str, s
             model, ([image],), str(path), dynamo=False, opset_version=DETECTOR_OPSET, input_names=["image"],
             output_names=names, dynamic_axes=axes,
         )  # fmt: skip
-    proto = onnx.load(str(path))
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _save_and_open(onnx.load(str(path)), path, meta)
     return lambda t: {n: torch.from_numpy(v) for n, v in zip(names, session.run(None, {"image": t.numpy()}))}
 
 
@@ -343,10 +351,11 @@ def export(
         raise UsageError(f"format={format!r}: a detector exports to {' or '.join(DETECTOR_FORMATS)}")
     if format == "onnx":
         require_onnx()
+    checks = read_check_images(images)  # before the model: a bad path costs no load
     with set_layer_config(exportable=True):  # plain operations: exporters cannot write autograd functions
         if detector:
             net = load_detector(model, checkpoint=checkpoint, pretrained=pretrained)
-            return export_detector(net, format, out, tolerance=tolerance, images=images)
+            return export_detector(net, format, out, tolerance=tolerance, images=checks)
         net = load(model, checkpoint=checkpoint, pretrained=pretrained, num_classes=num_classes)
     img_size = img_size or net.pretrained_cfg["input_size"][-1]
     return export_model(net, format, out, img_size, opset=opset, tolerance=tolerance)

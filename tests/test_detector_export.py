@@ -80,3 +80,12 @@ def test_detections_are_paired_by_label_and_box_whatever_their_order():
     assert _compare_detections([swapped], [expected]) == (0.0, 1.0)
     other = dict(swapped, labels=torch.tensor([1, 1]))
     assert _compare_detections([other], [expected])[0] == float("inf")
+
+
+def test_an_unreadable_check_image_is_one_line_before_any_model(tmp_path, capsys):
+    (tmp_path / "street.jpg").write_text("not an image")
+    argv = ["export", "--model", "fasterrcnn_eca_resnet50_fpn", "--no-weights", "--format", "torchscript"]
+    assert main([*argv, "--out", str(tmp_path / "d.pt"), "--check-image", str(tmp_path / "street.jpg")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"eca-models export: error: check image {tmp_path / 'street.jpg'} cannot be read (")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "d.pt").exists()
