@@ -11,6 +11,7 @@ a detector's boxes, scores, labels (and masks) on two real-sized images, landsca
 import json
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -24,6 +25,7 @@ from .detection.weights import is_detector_source
 from .errors import UsageError
 from .factory import load
 from .files import atomic_path, check_output_file
+from .layers import ONNX_FORMS, onnx_form
 
 __all__ = [
     "FORMATS",
@@ -33,6 +35,7 @@ __all__ = [
     "model_metadata",
     "read_metadata",
     "require_onnx",
+    "write_detector_onnx",
     "write_onnx",
 ]
 
@@ -85,18 +88,58 @@ def model_metadata(model: torch.nn.Module) -> Dict[str, str]:
     return {k: json.dumps(v) for k, v in meta.items()}  # ONNX metadata holds strings: every value as JSON
 
 
-def write_onnx(model, x, path: Path, opset: int = 18, meta: Optional[Dict[str, str]] = None) -> Callable:
-    """Export ``model`` to ONNX at ``path`` (dynamic batch, input ``images``) and open it in ONNX Runtime's CPU
-    provider; returns a function from a tensor to the output tensor."""
+def write_onnx(
+    model, x, path: Path, opset: int = 18, meta: Optional[Dict[str, str]] = None, form: str = "blocked"
+) -> Callable:
+    """Export ``model`` to ONNX at ``path`` (dynamic batch, input ``images``; height and width as ``x``'s) and open it
+    in ONNX Runtime's CPU provider; returns a function from a tensor to the output tensor.
+
+    ``form``: ``'blocked'`` writes ECA layers as ONNX Runtime runs them fastest (`eca_models.layers.onnx_form`) and
+    every spatial mean as a GlobalAveragePool, which runs in its blocked layout where a ReduceMean does not;
+    ``'plain'`` writes the graph as the exporter gives it.
+    """
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), onnx_form(form):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (x,), dynamo=True, opset_version=opset, dynamic_shapes=({0: batch},),
             input_names=["images"], output_names=["output"], verbose=False,
         )  # fmt: skip
-    session = _save_and_open(program.model_proto, path, meta or {})
+    proto = program.model_proto
+    if form == "blocked":
+        _global_pools(proto.graph)
+    session = _save_and_open(proto, path, {**(meta or {}), "onnx_form": json.dumps(form)})
     return lambda t: torch.from_numpy(session.run(None, {"images": t.numpy()})[0])
+
+
+def _global_pools(graph: Any) -> None:
+    """Rewrite, in place, every ReduceMean over the height and width of a 4-D tensor (a spatial mean) as
+    GlobalAveragePool (and Flatten, where the mean drops those axes): the same values, in an operation ONNX Runtime
+    runs in its blocked layout."""
+    from onnx import helper, numpy_helper
+
+    constants = {n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant" and n.attribute}
+    constants.update({t.name: t for t in graph.initializer})
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.input, *graph.value_info]}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute} if node.op_type == "ReduceMean" else {}
+        axes = attrs.get("axes")
+        if node.op_type == "ReduceMean" and axes is None and node.input[1:] and node.input[1] in constants:
+            axes = numpy_helper.to_array(constants[node.input[1]]).tolist()
+        if ranks.get(node.input[0]) != 4 or sorted(a % 4 for a in axes or []) != [2, 3]:
+            nodes.append(node)
+            continue
+        pooled = node.output[0] if attrs.get("keepdims", 1) else f"{node.output[0]}_pooled"
+        nodes.append(helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=f"{node.name}_pool"))
+        if pooled != node.output[0]:
+            nodes.append(helper.make_node("Flatten", [pooled], [node.output[0]], axis=1, name=f"{node.name}_flat"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    unused = [t for t in graph.initializer if t.name not in used]  # the means' axes, now read by no node
+    for tensor in unused:
+        graph.initializer.remove(tensor)
 
 
 def _save_and_open(proto: Any, path: Path, meta: Dict[str, str]) -> Any:
@@ -139,6 +182,7 @@ def export_model(
     img_size: int,
     opset: int = 18,
     tolerance: float = 1e-4,
+    onnx_form: str = "blocked",
 ) -> ExportCheck:
     """Export ``model`` (in eval mode, on the CPU) to ``out`` and check the file against it.
 
@@ -150,6 +194,7 @@ def export_model(
         opset: ONNX opset version.
         tolerance: Largest difference from PyTorch's outputs that passes, relative to their scale: the allowed
             difference is ``tolerance * max(1, largest |output|)``.
+        onnx_form: How ECA layers are written to ONNX (`write_onnx`'s ``form``).
 
     Returns:
         The check; where it failed, ``out`` was not written.
@@ -162,7 +207,8 @@ def export_model(
     checks = [torch.randn(n, chans, img_size, img_size, generator=gen) for n in CHECK_BATCH_SIZES]
     suffix = ".tmp.pt2" if fmt == "exported-program" else ".tmp"  # torch.export.save wants a .pt2 name
     with atomic_path(out, suffix) as tmp, torch.no_grad():
-        run = _WRITERS[fmt](model, example, tmp, opset, model_metadata(model))
+        write = partial(write_onnx, form=onnx_form) if fmt == "onnx" else _WRITERS[fmt]
+        run = write(model, example, tmp, opset, model_metadata(model))
         pairs = [(run(x).float(), model(x).float()) for x in checks]
         diff = max(float((got - want).abs().max()) for got, want in pairs)
         scale = max([1.0] + [float(want.abs().max()) for _, want in pairs])
@@ -199,7 +245,7 @@ def export_detector(
     tensors = list(images) or [torch.rand(3, h, w, generator=gen) for h, w in DETECTOR_CHECK_SIZES]
     with atomic_path(out, ".tmp") as tmp, torch.no_grad():
         expected = [model([t])[0] for t in tensors]
-        write = _detector_onnx if fmt == "onnx" else _detector_torchscript
+        write = write_detector_onnx if fmt == "onnx" else _detector_torchscript
         run = write(model, tensors[0], list(expected[0]), tmp, detector_metadata(model))
         diff, scale = _compare_detections([run(t) for t in tensors], expected)
         check = ExportCheck(out, diff, tolerance, (1,), max(tensors[0].shape[1:]), scale)
@@ -225,7 +271,9 @@ def read_check_images(paths: Sequence[Union[str, Path]]) -> List[torch.Tensor]:
     return tensors
 
 
-def _detector_onnx(model, image, names: List[str], path: Path, meta: Dict[str, str]) -> Callable:
+def write_detector_onnx(model, image, names: List[str], path: Path, meta: Optional[Dict[str, str]] = None) -> Callable:
+    """Export a torchvision detector to ONNX at ``path`` (input ``image``, one (3, H, W) image of any size; outputs
+    ``names``) and open it in ONNX Runtime's CPU provider; returns a function from an image to the outputs."""
     import onnx  # the optional 'export' extra: imported only to export
 
     axes = {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
@@ -235,7 +283,7 @@ def _detector_onnx(model, image, names: List[str], path: Path, meta: Dict[str, s
             model, ([image],), str(path), dynamo=False, opset_version=DETECTOR_OPSET, input_names=["image"],
             output_names=names, dynamic_axes=axes,
         )  # fmt: skip
-    session = _save_and_open(onnx.load(str(path)), path, meta)
+    session = _save_and_open(onnx.load(str(path)), path, meta or {})
     return lambda t: {n: torch.from_numpy(v) for n, v in zip(names, session.run(None, {"image": t.numpy()}))}
 
 
@@ -317,6 +365,7 @@ def export(
     opset: int = 18,
     tolerance: float = 1e-4,
     images: Sequence[Union[str, Path]] = (),
+    onnx_form: str = "blocked",
 ) -> ExportCheck:
     """Load a classifier or a detector in its exportable form and export it to ``out``, checked against PyTorch.
 
@@ -333,6 +382,9 @@ def export(
             |output|)``).
         images: A detector's check images (default: two synthetic ones at real size); pass photos with objects
             in them so that detections are compared.
+        onnx_form: A classifier's ECA layers in ONNX: ``'blocked'``, the form ONNX Runtime runs fastest (its height
+            and width fixed), or ``'plain'``, the graph as PyTorch runs it (`eca_models.layers.ONNX_FORMS`). A
+            detector's are plain: its image size is free.
 
     Returns:
         The check: ``passed``, ``max_abs_diff`` (and for a detector, ``detections`` compared).
@@ -349,6 +401,8 @@ def export(
     detector = is_detector_source(str(model))
     if detector and format not in DETECTOR_FORMATS:
         raise UsageError(f"format={format!r}: a detector exports to {' or '.join(DETECTOR_FORMATS)}")
+    if onnx_form not in ONNX_FORMS:
+        raise UsageError(f"onnx_form={onnx_form!r}: choose one of {', '.join(ONNX_FORMS)}")
     if format == "onnx":
         require_onnx()
     checks = read_check_images(images)  # before the model: a bad path costs no load
@@ -358,7 +412,7 @@ def export(
             return export_detector(net, format, out, tolerance=tolerance, images=checks)
         net = load(model, checkpoint=checkpoint, pretrained=pretrained, num_classes=num_classes)
     img_size = img_size or net.pretrained_cfg["input_size"][-1]
-    return export_model(net, format, out, img_size, opset=opset, tolerance=tolerance)
+    return export_model(net, format, out, img_size, opset=opset, tolerance=tolerance, onnx_form=onnx_form)
 
 
 def _check_out(out: Path, format: str) -> Path:

@@ -2,18 +2,21 @@
 torchvision CNN, and `state_dict_in_order` carries a released checkpoint over where the parameter names differ.
 
 Where the layer goes (Wang et al., CVPR 2020, Fig. 2 and Sec. 4.1): at the end of every residual branch, after its
-last normalisation and before the addition, in ResNet-style blocks (ResNet, ResNeXt, Wide ResNet) and in
-MobileNetV2's inverted residuals. In blocks that already hold a squeeze-and-excitation layer (SE-ResNet, RegNetY,
+last normalisation and before the addition, in ResNet-style blocks (ResNet, ResNeXt, Wide ResNet), RegNet's and
+timm's ByobNet blocks, and in MobileNetV2's inverted residuals. In blocks that already hold a squeeze-and-excitation layer (SE-ResNet, RegNetY,
 MobileNetV3, EfficientNet), ``where="replace-se"`` puts ECA in its place, over the same channels.
 """
 
-from typing import Any, Dict, Mapping, Optional
+from functools import partial
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import timm
 import torch
 from timm.models import register_model
+from timm.models.regnet import Bottleneck as TimmRegNetBottleneck
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
+from torchvision.models.regnet import ResBottleneckBlock as TorchvisionResBottleneck
 
 from .errors import UsageError
 from .layers import ADAPTIVE, EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
@@ -25,9 +28,9 @@ __all__ = ["SUPPORTED", "WHERE", "add_eca", "state_dict_in_order", "with_eca"]
 
 WHERE = ("paper", "replace-se")
 SUPPORTED = (
-    "residual blocks of ResNet, ResNeXt and Wide ResNet and MobileNetV2's inverted residuals (timm and "
-    "torchvision); with where='replace-se', blocks holding a squeeze-and-excitation layer (SE-ResNet, RegNetY, "
-    "MobileNetV3, EfficientNet, ...)"
+    "residual blocks of ResNet, ResNeXt, Wide ResNet and RegNet and MobileNetV2's inverted residuals (timm and "
+    "torchvision), timm's ByobNet blocks; with where='replace-se', blocks holding a squeeze-and-excitation layer "
+    "(SE-ResNet, RegNetY, MobileNetV3, EfficientNet, ...)"
 )
 # timm's inverted residuals (its efficientnet builder's blocks, found by name: timm does not export the classes)
 # and the norm each ends in
@@ -46,10 +49,12 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
 
     Args:
         model: A built CNN; its plain residual blocks become ECA blocks (the package's own, with their fast
-            path, for ResNet blocks), its other parameters stay as they were.
+            path, for ResNet blocks; the plain layer at the end of the branch in RegNet and ByobNet blocks), its
+            other parameters stay as they were.
         kernel_sizes: ``'adaptive'`` (every layer's size from its channels, paper eq. 12, unclamped), a kernel code
-            (``'k3557'``: one size per ResNet stage; ``'k13'``: MobileNetV2 blocks below 96 channels, then from 96 on)
-            or one size per stage as a tuple. With ``replace-se``: ``'adaptive'`` or a single size.
+            (``'k3557'``: one size per ResNet stage; ``'k13'``: MobileNetV2 blocks below 96 channels, then from 96 on;
+            RegNet, ByobNet: one size per stage, the stages told apart by width) or one size per stage as a tuple.
+            With ``replace-se``: ``'adaptive'`` or a single size.
         where: ``'paper'``, or ``'replace-se'`` to swap every squeeze-and-excitation layer for ECA.
 
     Returns:
@@ -68,8 +73,11 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
     else:
         residual = [(n, m) for n, m in model.named_modules() if type(m) in ECA_BLOCKS]
         inverted = [(n, m) for n, m in model.named_modules() if _is_inverted(m)]
-        sizes = parse_kernel_code(kernel_sizes, num_stages=4 if residual else 2)
         _refuse_se(model)
+        ends = [(m, *end) for m in model.modules() if (end := _branch_end(m)) is not None]
+        if ends and not residual:
+            return _finish(model, where, _branch_ends(ends, kernel_sizes), len(ends))
+        sizes = parse_kernel_code(kernel_sizes, num_stages=4 if residual else 2)
         layers = sum(_residual(name, block, sizes) for name, block in residual) + sum(
             _inverted(block, sizes) for _, block in inverted
         )
@@ -79,6 +87,10 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
             f"add_eca found no block it knows in {type(model).__name__} (its modules: {', '.join(found[:12])}); it "
             f"supports {SUPPORTED}; elsewhere place eca_models.layers.EcaLayer by hand (docs: ECA in your network)"
         )
+    return _finish(model, where, sizes, layers)
+
+
+def _finish(model: nn.Module, where: str, sizes: Any, layers: int) -> nn.Module:
     model.kernel_code = format_kernel_code(sizes)
     base = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     model.eca_insertion = {"where": where, "kernel_code": model.kernel_code, "layers": layers, "base": base}
@@ -153,6 +165,33 @@ def _inverted(block: nn.Module, sizes: Any) -> int:
     else:
         setattr(block, norm, nn.Sequential(getattr(block, norm), eca))
     return 1
+
+
+def _branch_end(block: nn.Module) -> Optional[Tuple[int, Callable[[nn.Module], None]]]:
+    """For a residual block whose branch ends in a slot the layer can take, after its last normalisation and before
+    the addition: the channels there and how to put the layer in. timm's RegNet blocks: the last norm's activation
+    (an identity there); timm's ByobNet blocks: their ``attn_last``; torchvision's RegNet blocks: the end of their
+    branch ``f``. None for any other module."""
+    kind = type(block)
+    if kind is TimmRegNetBottleneck and isinstance(getattr(block.conv3.bn, "act", None), nn.Identity):
+        return block.conv3.bn.num_features, lambda eca: setattr(block.conv3.bn, "act", eca)
+    if kind.__module__ == "timm.models.byobnet" and isinstance(getattr(block, "attn_last", None), nn.Identity):
+        convs = [m for name, child in block.named_children() if name != "shortcut" for m in child.modules()]
+        return [m for m in convs if isinstance(m, nn.Conv2d)][-1].out_channels, partial(setattr, block, "attn_last")
+    if kind is TorchvisionResBottleneck:
+        return block.f.c[0].out_channels, partial(block.f.add_module, "eca")
+    return None
+
+
+def _branch_ends(ends: List[Tuple[nn.Module, int, Callable]], kernel_sizes: KernelSizes) -> Any:
+    """An ECA layer at each branch end; a kernel code has one size per stage, the stages told apart by width (these
+    families widen every stage). Returns the sizes as parsed."""
+    widths = sorted({channels for _, channels, _ in ends})
+    sizes = parse_kernel_code(kernel_sizes, num_stages=len(widths))
+    for block, channels, put in ends:
+        kernel = None if sizes == ADAPTIVE else sizes[widths.index(channels)]
+        put(EcaLayer(channels, kernel, device=_device(block), dtype=_dtype(block)))
+    return sizes
 
 
 def _refuse_se(model: nn.Module) -> None:

@@ -11,7 +11,7 @@ import sys
 import pytest
 import timm
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from helpers import randomize
 from timm.models.resnet import Bottleneck
 
@@ -63,8 +63,8 @@ def test_mobilenetv2_backbone_and_paper_ratios():
 
 def test_any_timm_model_with_and_without_add_eca(tmp_path, capsys):
     results = tmp_path / "bench.json"
-    argv = ["benchmark", "--backbone", "regnetx_002", "--batch-size", "2", "--img-size", "32", "--reps", "1"]
-    assert main([*argv, "--warmup", "0", "--no-train", "--add-eca"]) == 2  # a RegNetX: not a block it knows
+    argv = ["benchmark", "--backbone", "convnext_atto", "--batch-size", "2", "--img-size", "32", "--reps", "1"]
+    assert main([*argv, "--warmup", "0", "--no-train", "--add-eca"]) == 2  # a ConvNeXt: not a block it knows
     assert "found no block it knows" in capsys.readouterr().err
     argv[2] = "resnet18"
     assert main([*argv, "--warmup", "0", "--no-train", "--add-eca", "k3577", "--results-file", str(results)]) == 0
@@ -181,16 +181,44 @@ def test_counts_out_of_range_are_refused_in_one_line(command, flag, value, minim
     assert exit_info.value.code == 2 and re.fullmatch(f"{expected}, got '{value}'", err[-1]), err[-1]
 
 
-def test_traced_and_onnxruntime_paths_are_timed(tmp_path, capsys):
-    """--trace times the FX-traced models, --onnxruntime adds each model exported to ONNX in ONNX Runtime."""
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_traced_and_exported_paths_are_timed(tmp_path):
+    """--trace times the FX-traced models; --runtime onnxruntime openvino adds each model exported to ONNX, in ONNX
+    Runtime and in OpenVINO, timed alternately as the PyTorch modes are. (In a process of its own: OpenVINO's
+    threads in the test process crashed a later fork there.)"""
     results = tmp_path / "b.json"
     args = ["benchmark", "--backbone", "mobilenetv2", "--batch-size", "2", "--img-size", "32", "--reps", "2"]
-    assert main([*args, "--warmup", "0", "--trace", "--onnxruntime", "--no-train", "--results-file", str(results)]) == 0
-    out = capsys.readouterr().out
-    assert "trace=True" in out and "ORT img/s" in out and "ONNX Runtime's CPU provider" in out
+    args += ["--warmup", "0", "--trace", "--no-train", "--results-file", str(results)]
+    done = run_cli(*args, "--runtime", "torch", "onnxruntime", "openvino")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "trace=True" in out and "ORT img/s" in out and "OpenVINO img/s" in out and "ONNX Runtime's CPU" in out
+    report = json.loads(results.read_text())
+    assert report["settings"]["runtimes"] == ["torch", "onnxruntime", "openvino"]
+    assert report["settings"]["onnx_form"] == "blocked"
+    for m in report["models"]:
+        assert all(len(m[f"{mode}_runs"]) == 2 and m[f"{mode}_img_s"] > 0 for mode in ("infer", "ort", "ov"))
+    assert report["models"][0]["ort_ratio"] == 1.0 and report["models"][1]["name"] == "eca_mobilenetv2"
+
+
+def test_an_exported_runtime_alone_times_no_pytorch_mode(tmp_path, capsys):
+    results = tmp_path / "b.json"
+    args = ["benchmark", "--backbone", "mobilenetv2", "--batch-size", "2", "--img-size", "32", "--reps", "1"]
+    assert (
+        main(
+            [*args, "--warmup", "0", "--runtime", "onnxruntime", "--onnx-form", "plain", "--results-file", str(results)]
+        )
+        == 0
+    )
+    assert "infer img/s" not in capsys.readouterr().out
     models = json.loads(results.read_text())["models"]
-    assert all(len(m["ort_runs"]) == 2 and m["ort_img_s"] > 0 and len(m["infer_runs"]) == 2 for m in models)
-    assert models[0]["ort_ratio"] == 1.0 and models[1]["name"] == "eca_mobilenetv2"
+    assert all(m["ort_runs"] and not m["infer_runs"] and not m["train_runs"] for m in models)
+    from eca_models.benchmark import benchmark
+    from eca_models.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"runtimes=\['tensorrt'\]: choose from torch, onnxruntime, openvino"):
+        benchmark("mobilenetv2", runtimes=["tensorrt"])
 
 
 def test_detector_against_its_plain_twin(tmp_path, capsys):
@@ -206,3 +234,23 @@ def test_detector_against_its_plain_twin(tmp_path, capsys):
     assert len(ours["runs"]) == 1 and ours["runs"][0] > 0
     assert main(["benchmark", "--detector", "yolo"]) == 2
     assert "unknown detector 'yolo'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_detector_exported_to_each_runtime_against_its_plain_twin(tmp_path):
+    """--runtime times the plain and the ECA detector exported to ONNX, each runtime's ratio against its own plain
+    detector (in a process of its own, for OpenVINO's threads)."""
+    out = tmp_path / "det.json"
+    args = ["benchmark", "--detector", "fasterrcnn_eca_resnet50_fpn", "--det-size", "96", "128", "--reps", "1"]
+    done = run_cli(*args, "--warmup", "0", "--runtime", "torch", "onnxruntime", "openvino", "--results-file", str(out))
+    assert done.returncode == 0, done.stderr
+    detectors = json.loads(out.read_text())["detectors"]
+    assert [(d["name"], d["runtime"]) for d in detectors] == [
+        (name, runtime)
+        for name in ("fasterrcnn_resnet50_fpn", "fasterrcnn_eca_resnet50_fpn")
+        for runtime in ("torch", "onnxruntime", "openvino")
+    ]
+    assert all(d["runs"][0] > 0 for d in detectors)
+    assert [d["ratio"] for d in detectors[:3]] == [1.0, 1.0, 1.0]
+    assert "openvino" in done.stdout

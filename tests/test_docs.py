@@ -241,3 +241,36 @@ def test_detection_example_figures_are_the_recorded_ones():
     last = history[-1]
     assert len(history) == 6 and (ROOT / "docs" / "assets" / "detection-example.png").is_file()
     assert f"val box AP {last['val_box_map']:.2f} (AP50 {last['val_box_map_50']:.2f})" in page
+
+
+def test_runtime_figures_are_the_recorded_ones():
+    """docs/performance.md's ONNX Runtime and OpenVINO ratios, recomputed from the runs committed beside it; the
+    page's summary repeats the batch-32 ones."""
+    page = (ROOT / "docs" / "performance.md").read_text()
+    rows = {cells[0]: cells for cells in _table_rows(page, "speed against the plain model | eager")}
+
+    def ratio(path: str, name: str, mode: str) -> str:
+        run = {m["name"]: m for m in _results(f"assets/benchmark-runtimes/{path}")["models"]}
+        return _median_and_interval(_paired(run[name], next(iter(run.values())), mode))
+
+    for row, name, blocked, plain in (
+        ("ECA-ResNet-50, batch 32", "eca_resnet50", "pair_r50_b32.json", "r50_b32_plain.json"),
+        ("ECA-MobileNetV2, batch 32", "eca_mobilenetv2", "pair_mnv2_b32_final.json", "pair_mnv2_b32_plain.json"),
+    ):
+        assert rows[row][3:7] == [ratio(f, name, mode) for mode in ("ort", "ov") for f in (blocked, plain)], row
+    batch16 = rows["ECA-ResNet-50, batch 16"]
+    assert [batch16[3], batch16[5]] == [ratio("pair_r50_b16.json", "eca_resnet50", m) for m in ("ort", "ov")]
+    detectors = _results("assets/benchmark-runtimes/det_runtimes.json")["detectors"]
+    ours = {d["runtime"]: d for d in detectors if "_eca_" in d["name"]}
+    plain = {d["runtime"]: d for d in detectors if "_eca_" not in d["name"]}
+    medians = {r: statistics.median(a / b for a, b in zip(ours[r]["runs"], plain[r]["runs"])) for r in ours}
+    cells = rows["Faster R-CNN ECA-R50-FPN, one 800 x 1216 image"]
+    assert [cells[1], cells[3], cells[5]] == [
+        f"{medians['torch']:.3f}, 5 reps",
+        f"{medians['onnxruntime']:.3f}, 5 reps (plain form)",
+        f"{medians['openvino']:.3f}, 5 reps (plain form)",
+    ]
+    summary = {cells[0]: cells[1] for cells in _table_rows(page, "speed against the plain ResNet-50")}
+    r50 = rows["ECA-ResNet-50, batch 32"]
+    assert summary["our ECA-ResNet-50 exported to ONNX (blocked form), in ONNX Runtime, batch 32"] == r50[3]
+    assert summary["our ECA-ResNet-50 exported to ONNX, in OpenVINO, batch 32"] == r50[5]

@@ -88,3 +88,66 @@ def test_the_tolerance_is_relative_to_the_outputs_scale(tmp_path):
     check = export_model(model, "onnx", tmp_path / "big.onnx", 64)
     assert check.scale > 1e3 and check.max_abs_diff > 1e-4  # an absolute 1e-4 would refuse it
     assert check.passed and check.allowed == pytest.approx(1e-4 * check.scale) and (tmp_path / "big.onnx").is_file()
+
+
+@pytest.fixture(scope="module")
+def eca_resnet50():
+    """ECA-ResNet-50 with spread BN statistics and ECA weights, so that the gates differ across channels."""
+    return randomize(timm.create_model("eca_resnet50", num_classes=10), seed=5).eval()
+
+
+@pytest.mark.parametrize("form", ["blocked", "plain"])
+def test_onnx_forms_match_pytorch_and_say_which_they_are(eca_resnet50, tmp_path, form):
+    """The blocked form (the default) multiplies each ECA gate at full size and pools spatially with
+    GlobalAveragePool, the bottleneck's gate from conv3's input where that pays; the plain form is the graph as
+    PyTorch runs it. Both within the tolerance of PyTorch, and the file says which it is."""
+    import onnx
+
+    from eca_models.export import export_model
+
+    out = tmp_path / f"{form}.onnx"
+    check = export_model(eca_resnet50, "onnx", out, 64, onnx_form=form)
+    assert check.passed, check
+    ops = [node.op_type for node in onnx.load(str(out)).graph.node]
+    if form == "blocked":
+        assert ops.count("Resize") == 16 and ops.count("GlobalAveragePool") == 17 and "ReduceMean" not in ops
+        assert ops.count("Gemm") > 1  # gates pooled before conv3 (a Gemm each), besides the classifier
+    else:
+        assert "Resize" not in ops and ops.count("ReduceMean") == 17
+    assert read_metadata(out, "onnx")["onnx_form"] == form
+
+
+def test_blocked_form_leaves_mobilenetv2_gates_plain_and_an_unknown_form_is_refused(tmp_path, capsys):
+    """MobileNetV2's blocks keep the (N, C, 1, 1) gate in the blocked form (the full-size gate measured slower there);
+    its spatial means still become global pools."""
+    import onnx
+
+    out = tmp_path / "m.onnx"
+    args = ["--model", "eca_mobilenetv2", "--no-weights", "--format", "onnx", "--img-size", "64"]
+    assert main(["export", *args, "--out", str(out)]) == 0
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "Resize" not in ops and ops.count("GlobalAveragePool") == 18 and "ReduceMean" not in ops
+    with pytest.raises(SystemExit):
+        main(["export", *args, "--out", str(out), "--onnx-form", "nchwc"])
+    assert "invalid choice: 'nchwc'" in capsys.readouterr().err
+    from eca_models.errors import UsageError
+    from eca_models.export import export
+
+    with pytest.raises(UsageError, match="onnx_form='nchwc': choose one of blocked, plain"):
+        export("eca_mobilenetv2", "onnx", out, pretrained=False, onnx_form="nchwc")
+
+
+def test_only_spatial_means_of_4d_tensors_become_global_pools(tmp_path):
+    import onnx
+
+    from eca_models.export import write_onnx
+
+    class Means(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) + x.mean(dim=(-2, -1)) + x.mean(dim=1).mean(dim=(1, 2))[:, None]
+
+    run = write_onnx(Means(), torch.randn(2, 4, 5, 6), tmp_path / "m.onnx")
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert ops.count("GlobalAveragePool") == 2 and ops.count("ReduceMean") == 2
+    x = torch.randn(3, 4, 5, 6)
+    torch.testing.assert_close(run(x), Means()(x), atol=1e-5, rtol=1e-5)

@@ -10,7 +10,7 @@ import timm
 import torch
 import torchvision
 from helpers import save_authors_checkpoint, write_image
-from timm.models import EfficientNet
+from timm.models import EfficientNet, FeatureListNet
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import eca_models
@@ -97,6 +97,24 @@ def test_squeeze_and_excitation_is_replaced_where_asked_and_refused_otherwise(x6
             assert torch.isfinite(model(x64)).all()
 
 
+def test_regnet_and_byobnet_blocks_take_eca_after_their_last_norm():
+    """timm's and torchvision's RegNet blocks and timm's ByobNet blocks: one layer per block, after the branch's last
+    normalisation (before the addition), a kernel code's size by stage (the stages' widths)."""
+    timm_regnet = eca_models.add_eca(timm.create_model("regnetx_002"), "k3557")  # depths 1, 1, 4, 7
+    sizes = [b.conv3.bn.act.kernel_size for b in timm_regnet.modules() if type(b).__name__ == "Bottleneck"]
+    assert sizes == [3, 5] + [5] * 4 + [7] * 7 and timm_regnet.eca_insertion["layers"] == 13
+    tv_regnet = eca_models.add_eca(torchvision.models.regnet_x_400mf())  # depths 1, 2, 7, 12
+    ends = [b.f[-1] for b in tv_regnet.modules() if type(b).__name__ == "ResBottleneckBlock"]
+    assert len(ends) == 22 and all(isinstance(e, EcaLayer) for e in ends)
+    assert [e.kernel_size for e in ends[:1] + ends[-1:]] == [3, 5]  # 32 and 400 channels, paper eq. 12
+    byob = eca_models.add_eca(timm.create_model("gernet_s"))
+    assert all(isinstance(b.attn_last, EcaLayer) for b in byob.modules() if hasattr(b, "attn_last"))
+    with pytest.raises(UsageError, match="expected 'k' and 4 odd digits"):  # gernet_s's blocks have four widths
+        eca_models.add_eca(timm.create_model("gernet_s"), "k355")
+    with pytest.raises(UsageError, match="where='replace-se'"):  # RegNetY holds SE already
+        eca_models.add_eca(torchvision.models.regnet_y_400mf())
+
+
 def test_a_network_it_does_not_know_is_one_line():
     for model in (
         torchvision.models.vgg11(),
@@ -118,11 +136,15 @@ def test_a_network_it_does_not_know_is_one_line():
         lambda: eca_models.add_eca(torchvision.models.resnet18(), "k3577"),
         lambda: eca_models.add_eca(timm.create_model("mobilenetv2_100"), "k13"),
         lambda: eca_models.add_eca(torchvision.models.mobilenet_v3_small(), where="replace-se"),
+        lambda: eca_models.add_eca(timm.create_model("regnetx_002"), "k3557"),
+        pytest.param(lambda: eca_models.add_eca(torchvision.models.regnet_x_400mf()), marks=pytest.mark.slow),
+        pytest.param(lambda: eca_models.add_eca(timm.create_model("gernet_s")), marks=pytest.mark.slow),
     ],
-    ids=["residual", "inverted-residual", "replace-se"],
+    ids=["residual", "inverted-residual", "replace-se", "timm-regnet", "torchvision-regnet", "timm-byobnet"],
 )
 def test_models_with_add_eca_deploy_as_the_packages_own(build, x64):
-    """torch.fx, torchvision's feature extractor, torch.export, TorchScript and ONNX Runtime give eager's values."""
+    """torch.fx, timm's and torchvision's feature extractors, torch.export, TorchScript and ONNX Runtime give eager's
+    values."""
     import onnxruntime
 
     torch.manual_seed(5)
@@ -130,6 +152,10 @@ def test_models_with_add_eca_deploy_as_the_packages_own(build, x64):
     with torch.no_grad():
         expected = model(x64)
         close = dict(rtol=1e-4, atol=1e-4)
+        if hasattr(model, "feature_info"):  # timm's: its feature wrapper over the model as built, at its last level
+            features = FeatureListNet(model, tuple(range(len(model.feature_info))), flatten_sequential=True)
+            deepest = create_feature_extractor(model, {model.feature_info[-1]["module"]: "f"})(x64)["f"]
+            torch.testing.assert_close(features(x64)[-1], deepest, **close)
         torch.testing.assert_close(torch.fx.symbolic_trace(model)(x64), expected, **close)
         last = [n for n, _ in model.named_children()][-1]
         torch.testing.assert_close(create_feature_extractor(model, {last: "out"})(x64)["out"], expected, **close)

@@ -16,6 +16,7 @@ from .classification import (
     time_loading,
 )
 from .detection import DetectorResult, benchmark_detector, run_detector_benchmark
+from .tables import classifier_table, detector_table
 
 __all__ = [
     "BACKBONES",
@@ -25,6 +26,8 @@ __all__ = [
     "benchmark",
     "benchmark_detector",
     "build_models",
+    "classifier_table",
+    "detector_table",
     "interleaved_orders",
     "keep_freed_memory",
     "machine",

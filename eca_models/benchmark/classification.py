@@ -12,9 +12,11 @@ shuffled afresh every repetition (seeded) so that none always runs right after t
 first of a repetition follows the same model every time.
 """
 
+import copy
 import ctypes
 import ctypes.util
 import dataclasses
+import importlib.util
 import inspect
 import io
 import json
@@ -39,6 +41,7 @@ from ..errors import UsageError
 from ..export import require_onnx, write_onnx
 from ..files import check_output_file, write_text_atomic
 from ..insertion import add_eca as insert_eca
+from ..layers import ONNX_FORMS
 from ..runtime import autocast_for
 from ..weights import read_weights_file
 
@@ -60,8 +63,11 @@ T = TypeVar("T")
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
 DEPTHS.update({101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))})
 # the run's settings, as the report and the command's first line give them
-SETTINGS = ("backbone", "device", "batch_size", "img_size", "channels_last", "amp", "compile", "trace", "onnxruntime")
-SETTINGS += ("reps", "warmup", "iters", "add_eca")
+SETTINGS = ("backbone", "device", "batch_size", "img_size", "channels_last", "amp", "compile", "trace", "runtimes")
+SETTINGS += ("onnx_form", "reps", "warmup", "iters", "add_eca", "models")
+# where the models run: PyTorch (inference and training, mode names "infer" and "train"), or exported to ONNX
+# (inference only) in ONNX Runtime's CPU provider ("ort") or OpenVINO's CPU plugin ("ov")
+RUNTIMES = {"torch": ("infer", "train"), "onnxruntime": ("ort",), "openvino": ("ov",)}
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
 
 # Paper Table 3 (2080Ti GPUs, batch not stated): training and inference FPS.
@@ -92,12 +98,17 @@ class Result:
     train_ratio_interval: Optional[Tuple[float, float]] = None
     infer_runs: List[float] = dataclasses.field(default_factory=list)
     train_runs: List[float] = dataclasses.field(default_factory=list)
-    # inference in ONNX Runtime (CPU provider) of the model exported to ONNX, where asked
+    # inference of the model exported to ONNX, where asked: in ONNX Runtime (CPU provider) and OpenVINO (CPU)
     ort_img_s: float = 0.0
     ort_spread: float = 0.0
     ort_ratio: float = 0.0
     ort_ratio_interval: Optional[Tuple[float, float]] = None
     ort_runs: List[float] = dataclasses.field(default_factory=list)
+    ov_img_s: float = 0.0
+    ov_spread: float = 0.0
+    ov_ratio: float = 0.0
+    ov_ratio_interval: Optional[Tuple[float, float]] = None
+    ov_runs: List[float] = dataclasses.field(default_factory=list)
     paper_infer_ratio: Optional[float] = None
     paper_train_ratio: Optional[float] = None
 
@@ -141,6 +152,17 @@ def build_models(backbone: str, add_eca: Optional[str] = None) -> Dict[str, Call
     }
 
 
+def select_models(built: Dict[str, T], names: Optional[Sequence[str]]) -> Dict[str, T]:
+    """The plain model (the first) and those of ``built`` named in ``names`` (all where None), in their order."""
+    if names is None:
+        return built
+    unknown = [n for n in names if n not in built]
+    if unknown:
+        raise UsageError(f"models={list(names)!r}: {unknown[0]!r} is not compared here; choose from {', '.join(built)}")
+    plain = next(iter(built))
+    return {n: make for n, make in built.items() if n == plain or n in names}
+
+
 def _with_eca(name: str, kernel_sizes: str) -> torch.nn.Module:
     return insert_eca(timm.create_model(name), kernel_sizes)
 
@@ -169,7 +191,8 @@ def _kind(name: str) -> str:
     return "eca" if name.endswith("+eca") else "plain"
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA), so that a timer reads the work's end."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -188,8 +211,10 @@ def run_benchmark(
     train: bool = True,
     log: Callable[[str], None] = print,
     trace: bool = False,
-    onnxruntime: bool = False,
+    runtimes: Sequence[str] = ("torch",),
+    onnx_form: str = "blocked",
     add_eca: Optional[str] = None,
+    models: Optional[Sequence[str]] = None,
 ) -> List[Result]:
     """Measure the models of ``backbone``; every repetition times each model once, in an order shuffled
     afresh each repetition (the same sequence of orders in every run).
@@ -209,8 +234,13 @@ def run_benchmark(
         log: Progress lines.
         trace: Time every model as ``torch.fx.symbolic_trace`` gives it (traced in each mode), the path FX
             tools (quantization, feature extractors) run.
-        onnxruntime: Also time inference of every model exported to ONNX, in ONNX Runtime's CPU provider.
+        runtimes: Where to time the models (`RUNTIMES`): ``'torch'`` (inference, and training unless ``train`` is
+            False), ``'onnxruntime'`` and ``'openvino'`` (inference of every model exported to one ONNX file each,
+            by `eca_models.export.write_onnx`, the same export for the plain model and ours).
+        onnx_form: How the ECA layers are written to ONNX (`eca_models.layers.ONNX_FORMS`).
         add_eca: Time ``backbone`` (any timm model) without and with `eca_models.add_eca` at these kernel sizes.
+        models: Time only these of the comparison's models (e.g. the plain one and ours: a pair), by name; the
+            plain model is always timed, first, as the ratios' reference.
     """
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -218,15 +248,14 @@ def run_benchmark(
     y = torch.randint(0, 1000, (batch_size,), device=dev)
     results: List[Result] = []
     steps: Dict[str, Dict[str, Callable[[], None]]] = {}
-    for name, make in build_models(backbone, add_eca).items():
+    for name, make in select_models(build_models(backbone, add_eca), models).items():
         model = make()
         params, macs = count_params(model), count_macs(model, (3, img_size, img_size))
         results.append(Result(name, _kind(name), params, macs / 1e9))
         model = model.to(dev, memory_format=fmt)
-        steps[name] = _steps(model, x, y, dev, amp, compile, train, trace)
-        if onnxruntime:
-            steps[name]["ort"] = _onnxruntime_step(model, x)
-    modes = (["infer", "train"] if train else ["infer"]) + (["ort"] if onnxruntime else [])
+        steps[name] = _steps(model, x, y, dev, amp, compile, train, trace) if "torch" in runtimes else {}
+        steps[name].update(_exported_steps(model, x, runtimes, onnx_form))
+    modes = [m for r in runtimes for m in RUNTIMES[r] if train or m != "train"]
     for mode in modes:
         _time_mode(mode, results, steps, dev, batch_size * iters, reps, warmup, iters, log)
     _summarise(results, modes, PAPER_TABLE3.get(backbone, {}))
@@ -241,11 +270,11 @@ def _time_mode(mode: str, results: List[Result], steps, dev: torch.device, image
             steps[name][mode]()
     for rep, order in enumerate(interleaved_orders(results, reps)):
         for r in order:
-            _sync(dev)
+            synchronize(dev)
             start = time.perf_counter()
             for _ in range(iters):
                 steps[r.name][mode]()
-            _sync(dev)
+            synchronize(dev)
             getattr(r, f"{mode}_runs").append(images / (time.perf_counter() - start))
         log(f"{mode} repetition {rep + 1}/{reps} done")
 
@@ -328,21 +357,44 @@ def _steps(model, x, y, device, amp, compile, train, trace=False) -> Dict[str, C
     return {"infer": infer, "train": train_step}
 
 
-def _onnxruntime_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """Inference of ``model`` exported to ONNX with plain operations (as ``eca-models export`` writes it), in
-    ONNX Runtime's CPU provider, on the same batch."""
+def on_cpu(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` where it is on the CPU, else a copy of it there (the exporters trace on the CPU; the model itself
+    stays where PyTorch's own steps run it)."""
+    on_device = any(t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()])
+    return copy.deepcopy(model).cpu() if on_device else model
 
+
+def _exported_steps(model: torch.nn.Module, x: torch.Tensor, runtimes: Sequence[str], form: str):
+    """Inference of ``model`` exported to ONNX (as ``eca-models export`` writes it, in ``form``) on the same batch, in
+    each runtime of ``runtimes`` that runs ONNX files: ONNX Runtime's CPU provider, OpenVINO's CPU plugin."""
+    exported = [r for r in runtimes if r != "torch"]
+    if not exported:
+        return {}
     fused = {m: m.fused for m in model.modules() if hasattr(m, "fused")}
     for module in fused:
         module.fused = False  # the exported path, as under timm's set_exportable(True)
+    batch, steps = x.cpu().contiguous(), {}
     try:
         with tempfile.TemporaryDirectory() as folder, torch.no_grad():
-            run = write_onnx(model.eval().cpu(), x[:2].cpu().contiguous(), Path(folder) / "model.onnx")
+            path = Path(folder) / "model.onnx"
+            run = write_onnx(on_cpu(model).eval(), batch[:2], path, form=form)
+            if "onnxruntime" in exported:
+                steps["ort"] = lambda: run(batch)
+            if "openvino" in exported:
+                infer, images = openvino_request(path), batch.numpy()
+                steps["ov"] = lambda: infer({0: images})
     finally:
         for module, value in fused.items():
             module.fused = value
-    batch = x.cpu().contiguous()
-    return lambda: run(batch)
+    return steps
+
+
+def openvino_request(path: Path) -> Callable:
+    """The ONNX file at ``path`` compiled by OpenVINO for its CPU plugin, as one inference request's ``infer``
+    (requests run one at a time, as the other runtimes are timed)."""
+    import openvino
+
+    return openvino.Core().compile_model(str(path), "CPU").create_infer_request().infer
 
 
 def time_loading(model_name: str, reps: int = 5) -> Dict[str, float]:
@@ -422,8 +474,9 @@ def benchmark(
         raise UsageError("keep_memory=True works with glibc on Linux only; run without it")
     call = inspect.signature(run_benchmark).bind(backbone, **timing)  # an unknown keyword: TypeError
     call.apply_defaults()
-    if call.arguments["onnxruntime"]:
-        require_onnx()
+    call.arguments["runtimes"] = check_runtimes(call.arguments["runtimes"])
+    if call.arguments["onnx_form"] not in ONNX_FORMS:
+        raise UsageError(f"onnx_form={call.arguments['onnx_form']!r}: choose one of {', '.join(ONNX_FORMS)}")
     settings = {k: call.arguments[k] for k in SETTINGS}
     settings["keep_memory"] = keep_memory
     announce(settings)
@@ -446,6 +499,18 @@ def benchmark(
             f"{backbone}, batch {settings['batch_size']}, {settings['img_size']}px, {settings['device']}",
         )
     return report
+
+
+def check_runtimes(runtimes: Sequence[str]) -> Tuple[str, ...]:
+    """``runtimes`` as a tuple, refused in one line where one is unknown or its packages are missing."""
+    runtimes = tuple(runtimes)
+    if not runtimes or any(r not in RUNTIMES for r in runtimes):
+        raise UsageError(f"runtimes={list(runtimes)!r}: choose from {', '.join(RUNTIMES)}")
+    if set(runtimes) - {"torch"}:
+        require_onnx()
+    if "openvino" in runtimes and importlib.util.find_spec("openvino") is None:
+        raise UsageError("runtimes=['openvino'] needs OpenVINO: pip install 'eca-models[openvino]'")
+    return runtimes
 
 
 def check_outputs(results_file: Optional[Union[str, Path]], plot: Optional[Union[str, Path]]) -> None:

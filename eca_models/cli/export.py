@@ -11,6 +11,7 @@ format, out, **options).
 import argparse
 
 from ..export import CHECK_BATCH_SIZES, FORMATS, export
+from ..layers import ONNX_FORMS
 from .common import add_num_classes_arg, positive_int
 
 HELP = "export to ONNX, TorchScript or torch.export, checked against PyTorch"
@@ -26,6 +27,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=positive_int, help="input height and width (default: the model's)")
     parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset version (default 18; detectors 17)")
     parser.add_argument(
+        "--onnx-form", choices=ONNX_FORMS, default="blocked",
+        help="a classifier's ECA layers in ONNX: blocked (default; the form ONNX Runtime runs fastest, height and "
+        "width fixed) or plain (the graph as PyTorch runs it)",
+    )  # fmt: skip
+    parser.add_argument(
         "--check-image", action="append", dest="images", default=[], metavar="IMAGE",
         help="detectors: check the file on this photo (repeatable; default two synthetic real-sized images)",
     )  # fmt: skip
@@ -35,7 +41,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {k: getattr(args, k) for k in ("checkpoint", "num_classes", "img_size", "opset", "tolerance", "images")}
+    options = {
+        k: getattr(args, k)
+        for k in ("checkpoint", "num_classes", "img_size", "opset", "tolerance", "images", "onnx_form")
+    }
     check = export(args.model, args.format, args.out, pretrained=not args.no_weights, **options)
     sizes = " and ".join(str(n) for n in CHECK_BATCH_SIZES)
     status = f"largest difference from PyTorch {check.max_abs_diff:.3g} at batch sizes {sizes}, {check.img_size} px"

@@ -10,14 +10,42 @@ released MobileNetV2 uses it) and the adaptive rule is only clamped when asked.
 """
 
 import math
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
 
-__all__ = ["EcaLayer", "adaptive_kernel_size"]
+__all__ = ["ONNX_FORMS", "EcaLayer", "adaptive_kernel_size", "onnx_form", "writing_blocked_onnx"]
+
+# How the ECA layers of residual blocks are written into an ONNX file: "blocked" multiplies by a gate of the block
+# output's full size, so ONNX Runtime keeps the block in its blocked (NCHWc) layout; "plain" multiplies by the
+# (N, C, 1, 1) gate, the graph as PyTorch runs it, which makes ONNX Runtime reorder the block output to NCHW and
+# back around the multiply. Elsewhere (MobileNetV2's blocks) the layer is plain in both: there the blocked form
+# measured slower, in ONNX Runtime and in OpenVINO (docs/performance.md).
+ONNX_FORMS = ("blocked", "plain")
+_onnx_form = ["plain"]
+
+
+@contextmanager
+def onnx_form(form: str) -> Iterator[None]:
+    """Write ECA layers in ``form`` (one of `ONNX_FORMS`) while ONNX export runs inside this context; outside,
+    and for any other tracer, the layer is the plain one."""
+    if form not in ONNX_FORMS:
+        raise UsageError(f"onnx_form={form!r}: choose one of {', '.join(ONNX_FORMS)}")
+    previous, _onnx_form[0] = _onnx_form[0], form
+    try:
+        yield
+    finally:
+        _onnx_form[0] = previous
+
+
+def writing_blocked_onnx() -> bool:
+    """Whether an ONNX exporter is recording the model now, asked for the blocked form."""
+    return _onnx_form[0] == "blocked" and torch.onnx.is_in_onnx_export()
 
 
 def adaptive_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0, min_size: int = 1) -> int:
@@ -83,6 +111,17 @@ class EcaLayer(nn.Module):
     def gate_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """Channel weights from the per-channel means ``pooled`` (N, C), shaped (N, C, 1, 1)."""
         return self.conv(pooled.unsqueeze(1)).sigmoid()[:, 0, :, None, None]
+
+    def full_gate(self, pooled: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """The gate from the per-channel means ``pooled`` (N, C), repeated to ``size`` (N, C, H, W): the form ONNX
+        Runtime multiplies without leaving its blocked layout (it takes element-wise operations in that layout only
+        between tensors of one shape, and repeats a (N, C, 1, 1) tensor to full size in it by a nearest Resize with
+        fixed scales). The sigmoid rides on a depthwise identity convolution, an operation that hands the gate to
+        that layout. Equal to `gate` (within float rounding); the height and width are fixed in the graph."""
+        logits = self.conv(pooled.unsqueeze(1))[:, 0, :, None, None]
+        identity = logits.new_ones(self.channels, 1, 1, 1)
+        gate = F.conv2d(logits, identity, groups=self.channels).sigmoid()
+        return F.interpolate(gate, scale_factor=(int(size[2]), int(size[3])), mode="nearest")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)

@@ -19,8 +19,16 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 from torchvision.models import resnet as torchvision_resnet
 
-from ..layers import EcaLayer, KernelSizes, bn_state, eca_block_end, format_kernel_code, parse_kernel_code
-from ..layers.eca_residual import has_hooks
+from ..layers import (
+    EcaLayer,
+    KernelSizes,
+    bn_state,
+    eca_block_end,
+    format_kernel_code,
+    parse_kernel_code,
+    writing_blocked_onnx,
+)
+from ..layers.eca_residual import has_hooks, pooled_before_conv3
 from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
 
 __all__ = [
@@ -70,6 +78,8 @@ class _EcaResidual:
         tensors is decided inside ``eca_block_end``, a leaf of the trace.
         """
         eca = self.eca
+        if writing_blocked_onnx() and type(eca) is EcaLayer and self.drop_path is None and not has_hooks(eca):
+            return self._blocked_onnx_end(z, shortcut, bn, h)
         plain = not self.fused or self.drop_path is not None or type(eca) is not EcaLayer
         if plain or has_hooks(eca) or has_hooks(eca.conv):  # hooks (e.g. capture_attention) need the calls
             x = eca(bn(z))
@@ -79,6 +89,15 @@ class _EcaResidual:
             return eca_block_end(bn(z), shortcut, eca.conv.weight)
         conv3 = (h, self.conv3.weight) if h is not None and self.pool_before_conv3 else None
         return eca_block_end(z, shortcut, eca.conv.weight, state, conv3)
+
+    def _blocked_onnx_end(self, z: torch.Tensor, shortcut: torch.Tensor, bn: nn.Module, h: Optional[torch.Tensor]):
+        """The block end as ONNX Runtime runs it fastest: the gate at full size (`EcaLayer.full_gate`), pooled from
+        conv3's input where the bottleneck allows it (a quarter of the channels, read in the blocked layout)."""
+        x, state = bn(z), bn_state(bn)
+        pooled = None
+        if h is not None and self.pool_before_conv3 and state is not None and not state.training:
+            pooled = pooled_before_conv3(h, self.conv3.weight, state)
+        return x * self.eca.full_gate(x.mean(dim=(2, 3)) if pooled is None else pooled, x.shape) + shortcut
 
 
 class EcaBasicBlock(_EcaResidual, BasicBlock):
