@@ -25,7 +25,7 @@ from .detection.weights import is_detector_source
 from .errors import UsageError
 from .factory import load
 from .files import atomic_path, check_output_file
-from .layers import ONNX_FORMS, onnx_form
+from .layers import check_onnx_form, onnx_form
 
 __all__ = [
     "FORMATS",
@@ -401,8 +401,7 @@ def export(
     detector = is_detector_source(str(model))
     if detector and format not in DETECTOR_FORMATS:
         raise UsageError(f"format={format!r}: a detector exports to {' or '.join(DETECTOR_FORMATS)}")
-    if onnx_form not in ONNX_FORMS:
-        raise UsageError(f"onnx_form={onnx_form!r}: choose one of {', '.join(ONNX_FORMS)}")
+    check_onnx_form(onnx_form)
     if format == "onnx":
         require_onnx()
     checks = read_check_images(images)  # before the model: a bad path costs no load

@@ -41,7 +41,7 @@ from ..errors import UsageError
 from ..export import require_onnx, write_onnx
 from ..files import check_output_file, write_text_atomic
 from ..insertion import add_eca as insert_eca
-from ..layers import ONNX_FORMS
+from ..layers import check_onnx_form
 from ..runtime import autocast_for
 from ..weights import read_weights_file
 
@@ -475,8 +475,7 @@ def benchmark(
     call = inspect.signature(run_benchmark).bind(backbone, **timing)  # an unknown keyword: TypeError
     call.apply_defaults()
     call.arguments["runtimes"] = check_runtimes(call.arguments["runtimes"])
-    if call.arguments["onnx_form"] not in ONNX_FORMS:
-        raise UsageError(f"onnx_form={call.arguments['onnx_form']!r}: choose one of {', '.join(ONNX_FORMS)}")
+    check_onnx_form(call.arguments["onnx_form"])
     settings = {k: call.arguments[k] for k in SETTINGS}
     settings["keep_memory"] = keep_memory
     announce(settings)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import UsageError
 
-__all__ = ["ONNX_FORMS", "EcaLayer", "adaptive_kernel_size", "onnx_form", "writing_blocked_onnx"]
+__all__ = ["ONNX_FORMS", "EcaLayer", "adaptive_kernel_size", "check_onnx_form", "onnx_form", "writing_blocked_onnx"]
 
 # How the ECA layers of residual blocks are written into an ONNX file: "blocked" multiplies by a gate of the block
 # output's full size, so ONNX Runtime keeps the block in its blocked (NCHWc) layout; "plain" multiplies by the
@@ -30,13 +30,18 @@ ONNX_FORMS = ("blocked", "plain")
 _onnx_form = ["plain"]
 
 
+def check_onnx_form(form: str) -> str:
+    """``form`` where it is one of `ONNX_FORMS`, else a one-line `UsageError` naming them."""
+    if form not in ONNX_FORMS:
+        raise UsageError(f"onnx_form={form!r}: choose one of {', '.join(ONNX_FORMS)}")
+    return form
+
+
 @contextmanager
 def onnx_form(form: str) -> Iterator[None]:
     """Write ECA layers in ``form`` (one of `ONNX_FORMS`) while ONNX export runs inside this context; outside,
     and for any other tracer, the layer is the plain one."""
-    if form not in ONNX_FORMS:
-        raise UsageError(f"onnx_form={form!r}: choose one of {', '.join(ONNX_FORMS)}")
-    previous, _onnx_form[0] = _onnx_form[0], form
+    previous, _onnx_form[0] = _onnx_form[0], check_onnx_form(form)
     try:
         yield
     finally:
