@@ -1,4 +1,5 @@
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -14,10 +15,13 @@ os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("ECA_MODELS_SOURCES", None)
 os.environ.pop("ECA_MODELS_MANIFEST", None)
 os.environ["ECA_MODELS_DRIVE_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="eca-models-tests-torch-")  # torchvision's downloads, likewise
+atexit.register(shutil.rmtree, os.environ["TORCH_HOME"], True)
 
 import pytest  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
+from detection_helpers import write_coco_dataset  # noqa: E402
 from helpers import RANKED, ranking_checkpoint, save_authors_checkpoint, write_image  # noqa: E402
 
 import eca_models  # noqa: E402, F401  (registers the models)
@@ -25,6 +29,20 @@ from eca_models.cli import main  # noqa: E402
 from eca_models.data.imagenet import imagenet_wnids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def coco_root(tmp_path_factory):
+    """train2017 (4 images, one without objects, one crowd box) and val2017 (3 images) of categories 3 'car' and
+    18 'dog', 128x96 pixels."""
+    root = tmp_path_factory.mktemp("coco")
+    write_coco_dataset(root, "train2017", n_images=4, size=(128, 96), seed=1)
+    write_coco_dataset(root, "val2017", n_images=3, size=(128, 96), seed=2)
+    path = root / "annotations" / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    data["annotations"].append({**data["annotations"][0], "id": 999, "iscrowd": 1})
+    path.write_text(json.dumps(data))
+    return root
 
 
 @pytest.fixture(autouse=True)

@@ -25,20 +25,6 @@ from eca_models.evaluation.detection import coco_evaluate
 SMALL = ["--min-size", "96", "--max-size", "128", "--workers", "0"]
 
 
-@pytest.fixture(scope="module")
-def coco_root(tmp_path_factory):
-    """train2017 (4 images, one without objects, one crowd box) and val2017 (3 images) of categories 3 'car' and
-    18 'dog', 128x96 pixels."""
-    root = tmp_path_factory.mktemp("coco")
-    write_coco_dataset(root, "train2017", n_images=4, size=(128, 96), seed=1)
-    write_coco_dataset(root, "val2017", n_images=3, size=(128, 96), seed=2)
-    path = root / "annotations" / "instances_train2017.json"
-    data = json.loads(path.read_text())
-    data["annotations"].append({**data["annotations"][0], "id": 999, "iscrowd": 1})
-    path.write_text(json.dumps(data))
-    return root
-
-
 def _one_error_line(capsys, *needles):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err

@@ -17,6 +17,7 @@ from PIL import Image
 
 import eca_models
 from eca_models.cli import main
+from eca_models.errors import UsageError
 
 FAST = ["--img-size", "32", "--batch-size", "64", "--workers", "0", "--opt", "adamw", "--lr", "0.003"]
 FAST += ["--weight-decay", "0.01", "--scale", "0.6", "1.0", "--hflip", "0", "--no-pretrained"]
@@ -355,3 +356,17 @@ class _Augmented(torch.utils.data.Dataset):
         import random
 
         return torch.tensor([index, random.random(), float(np.random.rand()), float(torch.rand(()))])
+
+
+def test_a_timm_model_without_eca_is_refused_before_the_run(tmp_path, capsys):
+    """A plain timm model is fine-tuned with the paper's layers put in (add_eca), or not at all: refused before any
+    folder, weights or epoch."""
+    with pytest.raises(UsageError, match="resnet18 is not one of the package's ECA models: add_eca="):
+        eca_models.finetune("resnet18", tmp_path, output=tmp_path / "run", **FAST_OPTIONS)
+    assert (
+        main(["finetune", "--model", "resnet18", "--data", str(tmp_path), "--output", str(tmp_path / "run"), *FAST])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--add-eca puts the paper's layers into it" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -24,7 +24,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="architecture (eca_resnet50, maskrcnn_eca_resnet50_fpn, ...) or a fine-tuned / converted folder",
+        help="architecture (eca_resnet50, maskrcnn_eca_resnet50_fpn, any timm CNN or torchvision detector with "
+        "--add-eca, ...) or a fine-tuned / converted folder",
     )
     parser.add_argument(
         "--data",
@@ -40,6 +41,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     weights.add_argument("--checkpoint", help="start from this weights file or folder (e.g. the authors' .pth.tar)")
     weights.add_argument("--no-pretrained", action="store_true", help="train from scratch")
+    parser.add_argument(
+        "--add-eca", nargs="?", const="adaptive", metavar="CODE",
+        help="put ECA where the paper does into --model (any timm CNN it supports, or the trunk of torchvision's "
+        "fasterrcnn_/maskrcnn_/retinanet_ detectors): the adaptive rule, or a kernel code such as k3557; the "
+        "model's own pretrained weights, the ECA layers new",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help="default 10; detectors 12, as released")
     add_runtime_args(parser, batch_size=None)
     parser.add_argument("--opt", help="timm optimizer name (default %(default)s; adamw, ...)")
@@ -69,11 +76,6 @@ def _add_classifier_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drop-rate", type=float, help="dropout before the classifier (default: the model's)")
     group.add_argument("--drop-path-rate", type=float, help="(default %(default)s)")
     group.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
-    group.add_argument(
-        "--add-eca", nargs="?", const="adaptive", metavar="CODE",
-        help="put ECA into --model (any timm CNN it supports) where the paper does: the adaptive rule, or a kernel "
-        "code such as k3557; the model's own pretrained weights, the ECA layers new",
-    )  # fmt: skip
 
 
 def _add_detector_args(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +87,8 @@ def _add_detector_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--weights-backbone",
         metavar="FILE",
-        help="start the trunk from ImageNet weights (the authors' .pth.tar); torchvision's name",
+        help="start the trunk from ImageNet weights: the authors' .pth.tar, or for torchvision's detectors the name "
+        "of torchvision's (DEFAULT)",
     )
     add_detector_size_args(group, prefix="")
     group.add_argument("--warmup-iters", type=non_negative_int, help="linear warm-up from lr/3 (default %(default)s)")

@@ -2,12 +2,22 @@
 code, classes), so that no code reads them from a name."""
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+from torchvision.models import detection as torchvision_detection
+from torchvision.models import list_models
 
 from ..errors import UnknownModel
 from ..weights.manifest import DETECTION_TASKS
 
-__all__ = ["ARCHITECTURES", "DetectorArchitecture", "find_architecture", "get_architecture"]
+__all__ = [
+    "ARCHITECTURES",
+    "DetectorArchitecture",
+    "find_architecture",
+    "get_architecture",
+    "is_torchvision_detector",
+    "torchvision_detectors",
+]
 
 _BOXES, _MASKS = DETECTION_TASKS
 TASKS = {"fasterrcnn": _BOXES, "retinanet": _BOXES, "maskrcnn": _MASKS}  # each head's task
@@ -76,15 +86,31 @@ ARCHITECTURES: Dict[str, DetectorArchitecture] = {
 
 
 def get_architecture(name: str) -> DetectorArchitecture:
-    """The facts of the detector ``name``.
+    """The facts of the detector ``name``: a registered one, or a torchvision builder of the three kinds (depth 0,
+    no release code or categories: what the builder and ``add_eca`` make of it).
 
     Raises:
         UnknownModel: Unknown name (a ``KeyError``); the message lists the known ones.
     """
-    try:
+    if name in ARCHITECTURES:
         return ARCHITECTURES[name]
-    except KeyError:
-        raise UnknownModel(f"unknown detector {name!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}") from None
+    if is_torchvision_detector(name):
+        return DetectorArchitecture(name, name.split("_")[0], 0, "none", 0)  # torchvision's, ECA by add_eca
+    raise UnknownModel(
+        f"unknown detector {name!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}, or torchvision's "
+        "fasterrcnn_*, maskrcnn_*, retinanet_* (with add_eca=)"
+    )
+
+
+def torchvision_detectors() -> List[str]:
+    """torchvision's detection builders of the three kinds the package runs (Faster / Mask R-CNN, RetinaNet), which
+    take ECA through ``add_eca=``."""
+    return [n for n in list_models(module=torchvision_detection) if n.split("_")[0] in TASKS]
+
+
+def is_torchvision_detector(name: str) -> bool:
+    """True for one of `torchvision_detectors`."""
+    return name in torchvision_detectors()
 
 
 def find_architecture(kind: str, depth: int) -> Optional[DetectorArchitecture]:

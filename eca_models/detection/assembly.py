@@ -3,11 +3,14 @@ backbone built, torchvision's class made by the builder's ``make``, the weights 
 exports need attached (``label_map``, ``detector_cfg``, mmdetection v1's box conventions where trained with them)."""
 
 import inspect
+import math
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from ..errors import UsageError
@@ -17,14 +20,14 @@ from .labels import LabelMap
 from .legacy import use_legacy_coordinates
 from .weights import DetectorWeights, load_detector_weights
 
-__all__ = ["assemble_detector", "resolve_label_map"]
+__all__ = ["assemble_detector", "finish_detector", "rebuild_heads", "refuse_unknown", "resolve_label_map"]
 
 # the builder's part: torchvision's class on the backbone, with the head for ``label_map`` and its own arguments
 MakeModel = Callable[..., nn.Module]
 _TORCHVISION = {"fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN, "retinanet": RetinaNet}
 
 
-def _refuse_unknown(arch: DetectorArchitecture, kwargs: Dict[str, Any]) -> None:
+def refuse_unknown(arch: DetectorArchitecture, kwargs: Dict[str, Any]) -> None:
     """torchvision's detectors hand keywords they do not know to their transform, which ignores them: a misspelt
     argument would change nothing, silently. Refused here, as a function refuses an unexpected keyword."""
     accepted = set()
@@ -73,7 +76,7 @@ def assemble_detector(
             ``min_size`` / ``max_size`` (the sizes it was fine-tuned at) apply unless given here.
     """
     arch = get_architecture(architecture)
-    _refuse_unknown(arch, kwargs)
+    refuse_unknown(arch, kwargs)
     weights = load_detector_weights(arch.name, pretrained, checkpoint)
     if trunk is None:
         code = kernel_sizes or (weights.kernel_code if weights is not None else None)
@@ -85,7 +88,9 @@ def assemble_detector(
     label_map = _classes(arch, weights, num_classes, categories)
     backbone = _backbone(arch, trunk or arch.trunk, code, trainable_backbone_layers, weights_backbone)
     model = make(backbone, label_map, **{**(weights.sizes if weights is not None else {}), **kwargs})
-    return _finish(model, arch, trunk or arch.trunk, backbone.body.kernel_code, label_map, weights, legacy_coordinates)
+    return finish_detector(
+        model, arch, trunk or arch.trunk, backbone.body.kernel_code, label_map, weights, legacy_coordinates
+    )
 
 
 def _backbone(
@@ -139,7 +144,7 @@ def resolve_label_map(
     return LabelMap(tuple(range(1, foreground + 1)), tuple(f"class_{i}" for i in range(1, foreground + 1)), background)
 
 
-def _finish(
+def finish_detector(
     model: nn.Module,
     arch: DetectorArchitecture,
     trunk: str,
@@ -167,3 +172,31 @@ def _finish(
     if legacy_coordinates:
         use_legacy_coordinates(model)
     return model.eval()
+
+
+def rebuild_heads(model: nn.Module, label_map: LabelMap) -> nn.Module:
+    """Give ``model`` classification layers for ``label_map``'s classes (kept as they are when it already has
+    them): torchvision's box and mask predictors for Faster / Mask R-CNN, RetinaNet's last classification conv
+    (its tower kept), each initialised as torchvision initialises it."""
+    if (
+        tuple(model.label_map.category_ids) == tuple(label_map.category_ids)
+        and model.label_map.names == label_map.names
+    ):
+        return model
+    if hasattr(model, "roi_heads"):
+        box = model.roi_heads.box_predictor
+        model.roi_heads.box_predictor = FastRCNNPredictor(box.cls_score.in_features, label_map.num_classes)
+        if model.roi_heads.has_mask():
+            mask = model.roi_heads.mask_predictor
+            model.roi_heads.mask_predictor = MaskRCNNPredictor(
+                mask.conv5_mask.in_channels, mask.conv5_mask.out_channels, label_map.num_classes
+            )
+    else:
+        head = model.head.classification_head
+        old = head.cls_logits
+        head.cls_logits = nn.Conv2d(old.in_channels, head.num_anchors * label_map.num_classes, 3, padding=1)
+        nn.init.normal_(head.cls_logits.weight, std=0.01)
+        nn.init.constant_(head.cls_logits.bias, -math.log((1 - 0.01) / 0.01))  # torchvision's prior probability
+        head.num_classes = label_map.num_classes
+    model.label_map = label_map
+    return model

@@ -20,7 +20,14 @@ from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_k
 from ..weights import WeightsError
 from ..weights.loading import read_weights_file, unwrap_checkpoint
 
-__all__ = ["FrozenBatchNorm", "LastLevelP6P7FromC5", "eca_resnet_fpn_backbone", "FPN_CHANNELS", "release_param_count"]
+__all__ = [
+    "FrozenBatchNorm",
+    "LastLevelP6P7FromC5",
+    "eca_resnet_fpn_backbone",
+    "FPN_CHANNELS",
+    "freeze_stages",
+    "release_param_count",
+]
 
 FPN_CHANNELS = 256
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -82,10 +89,7 @@ def eca_resnet_fpn_backbone(
         body = load(trunk, checkpoint=weights_backbone, **kwargs)
     else:
         body = timm.create_model(trunk, pretrained=False, **kwargs)
-    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_backbone_layers]
-    for name, parameter in body.named_parameters():
-        if not any(name.startswith(layer) for layer in trainable):
-            parameter.requires_grad_(False)
+    freeze_stages(body, trainable_backbone_layers)
     stage_channels = [body.feature_info[i + 1]["num_chs"] for i in range(4)]  # feature_info[0] is the stem
     return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}
     backbone = BackboneWithFPN(
@@ -98,6 +102,14 @@ def eca_resnet_fpn_backbone(
     backbone.body.kernel_code = getattr(body, "kernel_code", "none")  # "none": a plain ResNet trunk
     backbone.body.kernel_sizes = getattr(body, "kernel_sizes", ())
     return backbone
+
+
+def freeze_stages(body: nn.Module, trainable_backbone_layers: int) -> None:
+    """Freeze the trunk but its last ``trainable_backbone_layers`` stages, counted from ``layer4`` (5: the stem too)."""
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_backbone_layers]
+    for name, parameter in body.named_parameters():
+        if not any(name.startswith(layer) for layer in trainable):
+            parameter.requires_grad_(False)
 
 
 def trunk_kernel_code(path: str) -> Optional[str]:

@@ -89,8 +89,12 @@ def _detector_usage(model: nn.Module, arch: str, code: str) -> List[str]:
     return [
         f"# {arch} ({code})",
         "",
-        f"torchvision's {type(model).__name__} on an ECA-ResNet FPN trunk, kernel code `{code}`, from *ECA-Net: "
-        "Efficient Channel Attention for Deep Convolutional Neural Networks* (Wang et al., CVPR 2020).",
+        (
+            f"torchvision's `{arch}` with ECA layers put into its trunk by `eca_models.add_eca`, kernel code `{code}`, "
+            if model.detector_cfg["trunk"] == "torchvision"
+            else f"torchvision's {type(model).__name__} on an ECA-ResNet FPN trunk, kernel code `{code}`, "
+        )
+        + "from *ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks* (Wang et al., CVPR 2020).",
         "",
         "## Usage",
         "",

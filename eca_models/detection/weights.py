@@ -14,7 +14,7 @@ from ..weights.fetch import fetch_weights
 from ..weights.folders import CONFIG_FILE, read_model_config, write_model_files
 from ..weights.loading import WEIGHTS_FILE, read_safetensors
 from ._registry import is_detector
-from .architectures import get_architecture
+from .architectures import get_architecture, is_torchvision_detector
 from .labels import LabelMap
 
 __all__ = [
@@ -46,7 +46,8 @@ def state_dict_mismatch(
 class DetectorWeights:
     """A detector's state dict and what it was trained with (``legacy_coordinates``: mmdetection v1's box
     conventions, see `legacy`; ``sizes``: the ``min_size`` / ``max_size`` its folder records, which a model
-    built from it uses unless told otherwise)."""
+    built from it uses unless told otherwise; ``norm_eps``: the frozen trunk norms' epsilon, for torchvision's
+    detectors)."""
 
     architecture: str
     kernel_code: str
@@ -55,6 +56,7 @@ class DetectorWeights:
     source: str
     legacy_coordinates: bool = False
     sizes: Dict[str, int] = dataclasses.field(default_factory=dict)
+    norm_eps: Optional[float] = None
 
     def load_into(self, model: nn.Module) -> None:
         """Load strictly; a missing, unexpected or mis-shaped tensor is a one-line `WeightsError`."""
@@ -82,6 +84,7 @@ def detector_config(model: nn.Module, **extra: Any) -> Dict[str, Any]:
         "mean": list(cfg["mean"]),
         "std": list(cfg["std"]),
         "legacy_coordinates": bool(cfg.get("legacy_coordinates", False)),
+        **({"norm_eps": cfg["norm_eps"]} if "norm_eps" in cfg else {}),
         **extra,
     }
 
@@ -109,7 +112,7 @@ def released_checkpoint(architecture: str, kernel_code: str, label_map: LabelMap
 
 def is_detector_source(source: Union[str, Path]) -> bool:
     """True for a registered detector name or a folder whose ``config.json`` is a detector's."""
-    if is_detector(str(source)):
+    if is_detector(str(source)) or is_torchvision_detector(str(source)):
         return True
     if not (Path(source) / CONFIG_FILE).is_file():
         return False
@@ -145,6 +148,7 @@ def load_detector_weights(
             str(folder),
             bool(config.get("legacy_coordinates", False)),
             {k: int(config[k]) for k in ("min_size", "max_size") if isinstance(config.get(k), int)},
+            config.get("norm_eps"),
         )
     if not pretrained:
         return None

@@ -1,8 +1,8 @@
 """Fine-tuning a detector on any COCO-format dataset, with the release's recipe by default.
 
 The train and val annotation files come from a COCO-layout root (their ``instances_*.json`` names) or are named
-one by one; the model starts from the release's COCO detector, a detector folder, an ImageNet trunk
-(``weights_backbone``) or scratch, with heads rebuilt for the dataset's own categories (any number, any ids, names
+one by one; the model starts from the release's COCO detector (torchvision's, for torchvision's detectors, which
+take ECA by ``add_eca``), a detector folder, an ImageNet trunk (``weights_backbone``) or scratch, with heads rebuilt for the dataset's own categories (any number, any ids, names
 from the file). The recipe is mmdetection v1's: SGD, lr 0.02 per 16 images scaled to the batch, 500 warm-up
 iterations from a third of it, x0.1 after epochs 8 and 11 of 12, horizontal flips, crowd boxes out of the loss,
 images without objects kept. Box AP on val after each epoch; the shared runner checkpoints, resumes, exports the
@@ -16,13 +16,11 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import MultiStepLRScheduler
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
-from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 
 from .. import distributed
 from ..detection import create_detector, load_detector
-from ..detection.architectures import get_architecture
+from ..detection.architectures import get_architecture, is_torchvision_detector
+from ..detection.assembly import rebuild_heads
 from ..detection.coco import CocoData, CocoDataset, collate, find_coco_splits, read_coco
 from ..detection.labels import LabelMap
 from ..detection.model_card import render_detector_card
@@ -36,7 +34,7 @@ from ..zoo import AVAILABLE, weights_state
 from .options import FinetuneOptions
 from .runner import Progress, StepResult, Task, run_task, seed_everything, unreadable_recorder
 
-__all__ = ["finetune_detector", "read_splits", "rebuild_heads", "release_schedule", "start_detector"]
+__all__ = ["finetune_detector", "read_splits", "release_schedule", "start_detector"]
 
 SPLIT_OPTIONS = ("train_annotations", "train_images", "val_annotations", "val_images")
 
@@ -76,31 +74,6 @@ def _architecture(options: FinetuneOptions) -> Tuple[str, Optional[str]]:
     return options.model, options.checkpoint
 
 
-def rebuild_heads(model: torch.nn.Module, label_map: LabelMap) -> torch.nn.Module:
-    """Give ``model`` classification heads for ``label_map``'s classes (kept as they are when it already has them)."""
-    if (
-        tuple(model.label_map.category_ids) == tuple(label_map.category_ids)
-        and model.label_map.names == label_map.names
-    ):
-        return model
-    if hasattr(model, "roi_heads"):
-        box = model.roi_heads.box_predictor
-        model.roi_heads.box_predictor = FastRCNNPredictor(box.cls_score.in_features, label_map.num_classes)
-        if model.roi_heads.has_mask():
-            mask = model.roi_heads.mask_predictor
-            model.roi_heads.mask_predictor = MaskRCNNPredictor(
-                mask.conv5_mask.in_channels, mask.conv5_mask.out_channels, label_map.num_classes
-            )
-    else:
-        old = model.head.classification_head
-        anchors = old.num_anchors
-        model.head.classification_head = RetinaNetClassificationHead(
-            old.cls_logits.in_channels, anchors, label_map.num_classes
-        )
-    model.label_map = label_map
-    return model
-
-
 def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Module:
     """The model to fine-tune, with heads for the dataset's categories."""
     arch, folder = _architecture(options)
@@ -108,6 +81,7 @@ def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Mo
         min_size=options.min_size,
         max_size=options.max_size,
         trainable_backbone_layers=options.trainable_backbone_layers,
+        **({"add_eca": options.add_eca} if options.add_eca else {}),
     )
     categories = label_map.to_json()["categories"]
     if folder is not None:
@@ -125,9 +99,11 @@ def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Mo
     else:
         advice = (
             "pass checkpoint=DIR (a folder from `eca-models convert`), weights_backbone=FILE (the authors' "
-            "ImageNet .pth.tar), or no_pretrained=True to train from scratch"
+            "ImageNet .pth.tar; for torchvision's detectors its weights' name, e.g. DEFAULT), or no_pretrained=True "
+            "to train from scratch"
         )
-        if not (options.pretrained or weights_state(find_checkpoint(arch)) in AVAILABLE):
+        published = is_torchvision_detector(arch) or weights_state(find_checkpoint(arch)) in AVAILABLE
+        if not (options.pretrained or published):
             raise UsageError(f"no COCO weights for {arch} here (not published on the Hub yet): {advice}")
         try:
             model = load_detector(arch, **kwargs)  # fetched and cached on first use

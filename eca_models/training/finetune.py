@@ -4,8 +4,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+import timm
+
 from ..detection.weights import is_detector_source
+from ..errors import UsageError
 from ..factory import require_model
+from ..zoo import list_models
 from .classification import finetune_classifier
 from .detection import finetune_detector
 from .options import FinetuneOptions
@@ -71,6 +75,11 @@ def finetune(
     else:
         opts.use_classifier_defaults()
         require_model(opts.model)  # before the run folder, the weights or a word about training from scratch
+        if opts.add_eca is None and timm.is_model(opts.model) and opts.model.split(".")[0] not in list_models():
+            raise UsageError(
+                f"{opts.model} is not one of the package's ECA models: add_eca= puts the paper's layers into it (a "
+                "kernel code such as 'k3557', or 'adaptive'), or choose one of `eca-models list`"
+            )
         task = finetune_classifier
     progress = run_in_folder(opts, RUN_FILES, lambda run_dir, device: task(opts, run_dir, device))
     return FinetuneResult(Path(opts.output), progress.best, progress.history)

@@ -72,7 +72,7 @@ class FinetuneOptions:
     drop_rate: Optional[float] = _only(CLASSIFIER)
     drop_path_rate: float = _only(CLASSIFIER, 0.0)
     freeze_backbone: bool = _only(CLASSIFIER, False)
-    add_eca: Optional[str] = _only(CLASSIFIER)
+    add_eca: Optional[str] = None
     train_annotations: Optional[str] = _only(DETECTOR)
     train_images: Optional[str] = _only(DETECTOR)
     val_annotations: Optional[str] = _only(DETECTOR)
