@@ -7,6 +7,7 @@ is evidence that both follow the paper and the authors' layout.
 
 import hashlib
 import http.server
+import itertools
 import struct
 import threading
 import zlib
@@ -293,3 +294,18 @@ def one_line_error(capsys, command: str) -> str:
     assert err.startswith(f"eca-models {command}: error:") and len(err.splitlines()) == 1, err
     assert "Traceback" not in err
     return err
+
+
+def fault_at(monkeypatch, step: int, fault: BaseException) -> None:
+    """Raise ``fault`` in the run's process as its ``step``-th training step begins (counted over the run), as a
+    process killed there, or a Ctrl-C there, would stop it."""
+    from eca_models.training import runner
+
+    calls, real = itertools.count(1), runner.autocast_for
+
+    def autocast_for(*args, **kwargs):
+        if next(calls) == step:
+            raise fault
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "autocast_for", autocast_for)

@@ -1,18 +1,13 @@
 """eca-models finetune and predict on real images: scikit-learn's handwritten digits."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import timm
 import torch
 from conftest import run_python
-from helpers import ranking_checkpoint, write_image
+from helpers import fault_at, ranking_checkpoint, write_image
 from PIL import Image
 
 import eca_models
@@ -146,77 +141,43 @@ def _small_run(data, run_dir, epochs):
     ]
 
 
-def _kill_when(proc, path, predicate, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists():
-            try:
-                if predicate(torch.load(path, weights_only=True)):
-                    proc.send_signal(signal.SIGKILL)
-                    return proc.wait()
-            except Exception:  # noqa: BLE001 - mid-rename; try again
-                pass
-        time.sleep(0.05)
-    raise AssertionError("the run never reached the point to kill it at")
-
-
 @pytest.mark.slow
-def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(small_digits, tmp_path):
+def test_a_run_that_dies_mid_epoch_resumes_to_an_uninterrupted_runs_weights(small_digits, tmp_path, monkeypatch):
+    """Dying mid-way through epoch 2 (an error there: what is on disk is what a kill would leave, the last
+    snapshot), then resuming, gives the weights and history of the run that was never stopped."""
     args = ["--data", str(small_digits), "--epochs", "2", "--save-every-steps", "1", *FAST, "--batch-size", "16"]
     assert main(["finetune", "--model", "eca_resnet18", "--output", str(tmp_path / "straight"), *args]) == 0
-
-    run_dir = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "eca_models.cli",
-        "finetune",
-        "--model",
-        "eca_resnet18",
-        "--output",
-        str(run_dir),
-        *args,
-    ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "2"}
-    )
-    _kill_when(proc, run_dir / "last.pth", lambda s: s["epoch"] == 1 and s["step"] >= 3)  # mid-way through epoch 2
-    killed_at = torch.load(run_dir / "last.pth", weights_only=True)
-    assert killed_at["epoch"] == 1 and killed_at["step"] >= 3
-
-    # an existing run is never overwritten without --resume or --overwrite
-    assert main(["finetune", "--model", "eca_resnet18", "--output", str(run_dir), *args]) == 2
-    assert main(["finetune", "--model", "eca_resnet18", "--output", str(run_dir), *args, "--resume"]) == 0
+    per_epoch = len(list((small_digits / "train").rglob("*.png"))) // 16  # full batches only
+    run = ["finetune", "--model", "eca_resnet18", "--output", str(tmp_path / "died"), *args]
+    with monkeypatch.context() as patch:
+        fault_at(patch, per_epoch + 4, RuntimeError("the process dies here"))
+        with pytest.raises(RuntimeError, match="the process dies here"):
+            eca_models.finetune("eca_resnet18", small_digits, output=tmp_path / "died", epochs=2,
+                                save_every_steps=1, **{**FAST_OPTIONS, "batch_size": 16})  # fmt: skip
+    died_at = torch.load(tmp_path / "died" / "last.pth", weights_only=True)
+    assert (died_at["epoch"], died_at["step"]) == (1, 3)
+    assert main(run) == 2  # an existing run is never overwritten without --resume or --overwrite
+    assert main([*run, "--resume"]) == 0
     straight = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
-    resumed = torch.load(run_dir / "last.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "died" / "last.pth", weights_only=True)
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), f"{key} differs after resume"
     assert straight["history"] == resumed["history"]
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path):
-    """Ctrl-C once the first checkpoint is written; where the run stops does not matter, that it saves a
-    resumable state there does. A shell that starts the test suite in the background leaves SIGINT ignored,
-    and an ignored signal stays ignored across exec: the child gets the default disposition back here."""
-    run_dir = tmp_path / "interrupted"
-    args = _small_run(small_digits, run_dir, epochs=3)
-    cmd = [sys.executable, "-m", "eca_models.cli", "finetune", *args, "--save-every-steps", "2"]
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler, unlike SIG_IGN, resets on exec
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    deadline = time.time() + 120
-    while not (run_dir / "last.pth").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "continue it with the same options and resume=True" in err
-    state = torch.load(run_dir / "last.pth", weights_only=True)
-    assert state["epoch"] < 3 and (state["epoch"], state["step"]) >= (0, 2)
-    assert main(["finetune", *args, "--resume"]) == 0
-    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 3
+def test_ctrl_c_saves_and_resume_continues(small_digits, tmp_path, monkeypatch, capsys):
+    """Ctrl-C mid-way through an epoch saves the position it reached (between snapshots), says how to go on and
+    exits 130; the same command with --resume finishes the run."""
+    args = _small_run(small_digits, tmp_path / "interrupted", epochs=2)
+    with monkeypatch.context() as patch:
+        fault_at(patch, 3, KeyboardInterrupt())
+        assert main(["finetune", *args, "--save-every-steps", "100"]) == 130
+    assert "continue it with the same options and resume=True" in capsys.readouterr().err
+    state = torch.load(tmp_path / "interrupted" / "last.pth", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 2)  # the two steps done, though no snapshot was due
+    assert main(["finetune", *args, "--save-every-steps", "100", "--resume"]) == 0
+    assert json.loads((tmp_path / "interrupted" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
 
 
 @pytest.mark.slow
