@@ -148,6 +148,7 @@ def test_a_failed_atomic_write_names_the_users_path(tmp_path):
     assert "tmp" not in str(error.value).replace(str(tmp_path), "")
 
 
+@pytest.mark.slow
 def test_kill_9_during_convert_and_export_leaves_nothing_a_later_run_keeps(val, tmp_path):
     cli = [sys.executable, "-m", "eca_models.cli"]
     out = tmp_path / "out"

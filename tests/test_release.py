@@ -254,6 +254,7 @@ def _interrupt_when(cache: Path, seen: str) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_download_or_conversion_exits_130_and_the_next_call_starts_clean(served, cache):
     good = served["drive"].files[R18.release["drive_id"]]
     _serve(served, R18, ("slow", good))
