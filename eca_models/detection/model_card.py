@@ -4,7 +4,7 @@ from typing import Dict, List, Optional
 
 from torch import nn
 
-from ..weights.model_card import CITATION
+from ..weights.model_card import card_text, front_matter
 from .architectures import get_architecture
 from .backbone import release_param_count
 from .weights import released_checkpoint
@@ -56,14 +56,12 @@ def render_detector_card(
     arch, code = cfg["architecture"], cfg["kernel_code"]
     released = released_checkpoint(arch, code, model.label_map)
     body = _detector_usage(model, arch, code) + _detector_complexity(model, released)
-    if source_file:
-        body += ["", "## Source", "", f"Converted from `{source_file}` (sha256 `{source_sha256}`), mmdetection v1."]
-    body += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
-    return "\n".join(_detector_front_matter(arch, released, measured, dataset) + [""] + body)
+    provenance = f"Converted from `{source_file}` (sha256 `{source_sha256}`), mmdetection v1." if source_file else ""
+    return card_text(_detector_front_matter(arch, released, measured, dataset), body, provenance)
 
 
 def _detector_front_matter(arch: str, released, measured: Optional[Dict[str, float]], dataset: str) -> List[str]:
-    """The Hub's YAML: library, license, task tags, and the model index of reported and measured figures."""
+    """The Hub's YAML, with the model index of reported and measured figures."""
     task = get_architecture(arch).task
     results: List[str] = []
     for metrics, source, name in (
@@ -76,11 +74,7 @@ def _detector_front_matter(arch: str, released, measured: Optional[Dict[str, flo
                 f"        dataset: {{name: {name}, type: {'coco' if name.startswith('COCO') else 'custom'}}}",
                 "        metrics:",
             ] + _metric_lines(metrics, source)
-    front = ["---", "library_name: pytorch", "license: mit", f"pipeline_tag: {task.replace('instance-', 'image-')}"]
-    front += ["tags:", f"  - {task}", "  - torchvision", "  - eca-net", "  - eca-models"]
-    if results:
-        front += ["model-index:", f"  - name: {arch}", "    results:"] + results
-    return front + ["---"]
+    return front_matter("pytorch", task.replace("instance-", "image-"), [task, "torchvision"], arch, results)
 
 
 def _detector_usage(model: nn.Module, arch: str, code: str) -> List[str]:

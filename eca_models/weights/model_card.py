@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .manifest import Checkpoint, binary_units
 
-__all__ = ["CITATION", "render_model_card"]
+__all__ = ["CITATION", "card_text", "front_matter", "render_model_card"]
 
 CITATION = """@InProceedings{wang2020eca,
   title     = {ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks},
@@ -61,41 +61,36 @@ def render_model_card(
         class_names: Class names of a fine-tuned model.
         input_size: The input ``gmacs`` was measured at (a fine-tuned model's own size).
     """
-    front = _front_matter(repo_name, dataset, measured)
+    # the model index holds what was measured for these weights only (the release's reported figures are the
+    # release's, not a result of this file: the card's text gives them)
+    results = ["  " + line for line in _yaml_results(dataset, measured, "measured")] if measured else []
+    datasets = ["imagenet-1k" if dataset == "ImageNet-1K" else dataset]
+    front = front_matter("timm", "image-classification", ["image-classification", "timm"], repo_name, results, datasets)
     body = _usage(repo_name, model_name, kernel_code, hf_hub_id)
     body += _complexity(num_params, gmacs, checkpoint, input_size)
     body += _accuracy(checkpoint, measured, dataset, class_names)
-    if source_file:
-        body += [
-            "",
-            "## Provenance",
-            "",
-            f"Converted from the authors' `{source_file}` (sha256 `{source_sha256}`) by `eca-models convert`.",
-        ]
-    body += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
-    return "\n".join(front + [""] + body)
+    provenance = f"Converted from the authors' `{source_file}` (sha256 `{source_sha256}`) by `eca-models convert`."
+    return card_text(front, body, provenance if source_file else "")
 
 
-def _front_matter(repo_name: str, dataset: str, measured: Optional[Dict[str, float]]) -> List[str]:
-    """The Hub's YAML: library, license, tags, datasets, and the model index: what was measured for these weights
-    only (the release's reported figures are the release's, not a result of this file: the card's text gives them)."""
-    results = _yaml_results(dataset, measured, "measured") if measured else []
-    front = [
-        "---",
-        "library_name: timm",
-        "license: mit",
-        "pipeline_tag: image-classification",
-        "tags:",
-        "  - image-classification",
-        "  - timm",
-        "  - eca-net",
-        "  - eca-models",
-        "datasets:",
-        f"  - {'imagenet-1k' if dataset == 'ImageNet-1K' else dataset}",
-    ]
+def front_matter(
+    library: str, pipeline_tag: str, tags: Sequence[str], name: str, results: List[str], datasets: Sequence[str] = ()
+) -> List[str]:
+    """A card's Hub YAML, classifier's or detector's: library, license, task, tags (the package's own added),
+    datasets, and the model index of ``results`` (YAML lines under ``results:``; none: no index)."""
+    front = ["---", f"library_name: {library}", "license: mit", f"pipeline_tag: {pipeline_tag}", "tags:"]
+    front += [f"  - {tag}" for tag in (*tags, "eca-net", "eca-models")]
+    front += ["datasets:", *(f"  - {d}" for d in datasets)] if datasets else []
     if results:
-        front += ["model-index:", f"  - name: {repo_name}", "    results:"] + ["  " + line for line in results]
+        front += ["model-index:", f"  - name: {name}", "    results:"] + results
     return front + ["---"]
+
+
+def card_text(front: List[str], body: List[str], provenance: str = "") -> str:
+    """A card from its front matter and body, with its provenance (where the weights were converted from, if they
+    were) and the paper's citation."""
+    tail = ["", "## Provenance", "", provenance] if provenance else []
+    return "\n".join(front + [""] + body + tail + ["", "## Citation", "", "```bibtex", CITATION, "```", ""])
 
 
 def _usage(repo_name: str, model_name: str, kernel_code: str, hf_hub_id: str) -> List[str]:
