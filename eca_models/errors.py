@@ -17,6 +17,7 @@ __all__ = [
     "ModelUnavailable",
     "UnknownModel",
     "UsageError",
+    "first_line",
     "require_folder",
     "require_number",
     "require_whole_number",
@@ -46,6 +47,13 @@ class UnknownModel(ModelUnavailable, KeyError):
 
 class DataError(EcaModelsError, ValueError):
     """A data folder, label or annotation file that can't be used; the message says why, in one line."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an error's message (a ``KeyError``'s without the quotes ``str`` adds), or its type's name:
+    how a one-line report quotes an error."""
+    text = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def require_folder(path: Union[str, Path], what: str = "data folder") -> Path:

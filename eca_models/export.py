@@ -18,11 +18,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from timm.layers import set_layer_config
 
-from .data.images import IMAGE_ERRORS, reason
+from .data.images import IMAGE_ERRORS
 from .detection import load_detector
 from .detection.coco import read_rgb
 from .detection.weights import is_detector_source
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .factory import load
 from .files import atomic_path, check_output_file
 from .layers import check_onnx_form, onnx_form
@@ -267,7 +267,7 @@ def read_check_images(paths: Sequence[Union[str, Path]]) -> List[torch.Tensor]:
         try:
             tensors.append(read_rgb(path).float().div(255))
         except IMAGE_ERRORS as e:
-            raise UsageError(f"check image {path} cannot be read ({reason(e)})") from None
+            raise UsageError(f"check image {path} cannot be read ({first_line(e)})") from None
     return tensors
 
 

@@ -18,11 +18,11 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm import tqdm
 
 from .data.imagenet import imagenet_class_names
-from .data.images import IMAGE_ERRORS, find_images, open_rgb, reason
+from .data.images import IMAGE_ERRORS, find_images, open_rgb
 from .detection import load_detector
 from .detection.coco import read_rgb
 from .detection.weights import is_detector_source
-from .errors import UsageError, require_whole_number
+from .errors import UsageError, first_line, require_whole_number
 from .evaluation.detection import to_coco_results
 from .factory import load
 from .files import check_output_folder, write_bytes_atomic
@@ -119,7 +119,7 @@ def _readable(paths: List[Path], read, note: List[int]):
         try:
             image = read(path)
         except IMAGE_ERRORS as e:
-            tqdm.write(f"eca-models predict: cannot read {path}: {reason(e)}", file=sys.stderr)
+            tqdm.write(f"eca-models predict: cannot read {path}: {first_line(e)}", file=sys.stderr)
             note[0] += 1
             continue
         yield path, image

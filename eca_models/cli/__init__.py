@@ -17,7 +17,7 @@ from typing import Any, Dict, FrozenSet, List, Optional
 import torch
 from tqdm import tqdm
 
-from ..errors import EcaModelsError
+from ..errors import EcaModelsError, first_line
 from ..version import __version__
 from . import attention, benchmark, convert, download, export, finetune, list_models, predict, publish, validate
 from .common import check_device
@@ -83,9 +83,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if debug:
             raise
         if isinstance(e, (MemoryError, torch.OutOfMemoryError)):  # the machine's limit, not a bug
-            e = EcaModelsError(f"out of memory ({_one_line(e)}): lower batch_size= or img_size=")
+            e = EcaModelsError(f"out of memory ({first_line(e)}): lower batch_size= or img_size=")
         if isinstance(e, EcaModelsError) or _users_path(e, vars(args)):
-            tqdm.write(f"eca-models {args.command}: error: {as_flags(_one_line(e))}", file=sys.stderr)
+            tqdm.write(f"eca-models {args.command}: error: {as_flags(first_line(e))}", file=sys.stderr)
             return 2
         traceback.print_exc()
         tqdm.write(
@@ -118,8 +118,3 @@ def _users_path(error: BaseException, options: Dict[str, Any]) -> bool:
     given = [v for value in options.values() for v in (value if isinstance(value, list) else [value])]
     paths = [os.path.abspath(os.fspath(v)) for v in given if isinstance(v, (str, os.PathLike)) and v]
     return any(failed == p or failed.startswith(p.rstrip(os.sep) + os.sep) for p in paths)
-
-
-def _one_line(e: BaseException) -> str:
-    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__

@@ -21,7 +21,6 @@ __all__ = [
     "find_images",
     "is_image",
     "open_rgb",
-    "reason",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -45,12 +44,6 @@ def open_rgb(path: Union[str, Path]) -> Image.Image:
             pixels = np.asarray(img, dtype=np.float64)
             return Image.fromarray(np.clip(np.rint(pixels * (255.0 / 65535.0)), 0, 255).astype(np.uint8)).convert("RGB")
         return img.convert("RGB")
-
-
-def reason(e: BaseException) -> str:
-    """The first line of an error, or its type's name."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def find_images(paths: Sequence[Union[str, Path]]) -> List[Path]:

@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 from torchvision.ops import FrozenBatchNorm2d
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from ..insertion import add_eca as insert_eca
 from ..layers.kernel_codes import parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
@@ -118,7 +118,7 @@ def _weights_only(name: str) -> Iterator[None]:
         yield
     except pickle.UnpicklingError as e:
         raise WeightsError(
-            f"torchvision's weights for {name} hold more than tensors; not loaded ({_first_line(e)})"
+            f"torchvision's weights for {name} hold more than tensors; not loaded ({first_line(e)})"
         ) from None
     except URLError as e:
         raise WeightsError(
@@ -128,10 +128,6 @@ def _weights_only(name: str) -> Iterator[None]:
     finally:
         os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
         os.environ.update({k: v for k, v in saved.items() if v is not None})
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _folder_insertion(recorded: str, asked: Optional[str], folder: Optional[str]) -> Optional[str]:

@@ -29,7 +29,7 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..errors import EcaModelsError
+from ..errors import EcaModelsError, first_line
 from ..files import sha256_file
 from .manifest import Checkpoint
 
@@ -152,8 +152,7 @@ def read_safetensors(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise WeightsError(f"{path} is not a valid safetensors file (truncated or corrupt?): {reason}") from None
+        raise WeightsError(f"{path} is not a valid safetensors file (truncated or corrupt?): {first_line(e)}") from None
 
 
 def _read_torch_file(path: Path) -> Dict[str, Any]:
@@ -290,7 +289,7 @@ def download_from_hub(
         state = "is not published on the Hub yet" if unpublished else f"was not found on the Hub ({type(e).__name__})"
         raise WeightsError(f"{repo_id}@{revision or 'main'} {state}; " + ways_to_supply(ckpt, repo_id)) from None
     except HfHubHTTPError as e:
-        raise WeightsError(f"downloading {repo_id} failed: {str(e).splitlines()[0]}") from None
+        raise WeightsError(f"downloading {repo_id} failed: {first_line(e)}") from None
     if ckpt is not None and ckpt.sha256 and (not ckpt.revision or revision == ckpt.revision):
         _verify(path, ckpt)
     return path

@@ -7,6 +7,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 from safetensors import safe_open
 
+from ..errors import first_line
 from ..files import sha256_file
 from .loading import WEIGHTS_FILE, WeightsError
 from .manifest import find_checkpoint, get_checkpoint, list_checkpoints, update_manifest
@@ -50,9 +51,7 @@ def plan_publish(folder: Union[str, Path], repo_id: str) -> PublishPlan:
             meta = f.metadata() or {}
         json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except Exception as e:  # noqa: BLE001 - any parse failure means the folder is not usable
-        raise WeightsError(
-            f"{folder} holds an unreadable {WEIGHTS_FILE} or config.json: {str(e).splitlines()[0]}"
-        ) from None
+        raise WeightsError(f"{folder} holds an unreadable {WEIGHTS_FILE} or config.json: {first_line(e)}") from None
     name = meta.get("checkpoint")
     if name is None:
         found = find_checkpoint(hf_hub_id=repo_id)

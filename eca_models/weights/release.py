@@ -28,6 +28,7 @@ from filelock import FileLock
 from huggingface_hub import constants as hf_constants
 from tqdm import tqdm
 
+from ..errors import first_line
 from ..files import replace_folder, scratch_folder, write_text_atomic
 from ..version import __version__
 from .loading import WEIGHTS_FILE, WeightsError, intact_safetensors, sniff_format, ways_to_supply
@@ -283,9 +284,8 @@ def _download(ckpt: Checkpoint, release: Dict[str, Any], path: Path, log: Callab
             f"the download of {path.name} stalled (no data for {_timeout()[1]:g} s): run again; nothing was cached"
         ) from None
     except (requests.RequestException, DownloadError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ReleaseFetchError(
-            f"the download of {path.name} failed ({reason[:200]}): run again; nothing was cached"
+            f"the download of {path.name} failed ({first_line(e)[:200]}): run again; nothing was cached"
         ) from None
     finally:
         progress.close()
