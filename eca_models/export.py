@@ -8,12 +8,13 @@ detectors do. The file is written beside its target and renamed into place only 
 a detector's boxes, scores, labels (and masks) on two real-sized images, landscape and portrait.
 """
 
+import contextlib
 import json
 import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.layers import set_layer_config
@@ -99,7 +100,7 @@ def write_onnx(
     ``'plain'`` writes the graph as the exporter gives it.
     """
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings(), onnx_form(form):
+    with warnings.catch_warnings(), onnx_form(form), _unfused(model):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (x,), dynamo=True, opset_version=opset, dynamic_shapes=({0: batch},),
@@ -110,6 +111,20 @@ def write_onnx(
         _global_pools(proto.graph)
     session = _save_and_open(proto, path, {**(meta or {}), "onnx_form": json.dumps(form)})
     return lambda t: torch.from_numpy(session.run(None, {"images": t.numpy()})[0])
+
+
+@contextlib.contextmanager
+def _unfused(model: torch.nn.Module) -> Iterator[None]:
+    """``model``'s ECA blocks in plain operations for the ``with`` block, as timm's ``set_exportable(True)`` builds
+    them: their fused autograd functions cannot be traced by an exporter."""
+    fused = {m: m.fused for m in model.modules() if hasattr(m, "fused")}
+    for module in fused:
+        module.fused = False
+    try:
+        yield
+    finally:
+        for module, value in fused.items():
+            module.fused = value
 
 
 def _global_pools(graph: Any) -> None:

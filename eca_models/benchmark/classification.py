@@ -370,22 +370,15 @@ def _exported_steps(model: torch.nn.Module, x: torch.Tensor, runtimes: Sequence[
     exported = [r for r in runtimes if r != "torch"]
     if not exported:
         return {}
-    fused = {m: m.fused for m in model.modules() if hasattr(m, "fused")}
-    for module in fused:
-        module.fused = False  # the exported path, as under timm's set_exportable(True)
     batch, steps = x.cpu().contiguous(), {}
-    try:
-        with tempfile.TemporaryDirectory() as folder, torch.no_grad():
-            path = Path(folder) / "model.onnx"
-            run = write_onnx(on_cpu(model).eval(), batch[:2], path, form=form)
-            if "onnxruntime" in exported:
-                steps["ort"] = lambda: run(batch)
-            if "openvino" in exported:
-                infer, images = openvino_request(path), batch.numpy()
-                steps["ov"] = lambda: infer({0: images})
-    finally:
-        for module, value in fused.items():
-            module.fused = value
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+        path = Path(folder) / "model.onnx"
+        run = write_onnx(on_cpu(model).eval(), batch[:2], path, form=form)
+        if "onnxruntime" in exported:
+            steps["ort"] = lambda: run(batch)
+        if "openvino" in exported:
+            infer, images = openvino_request(path), batch.numpy()
+            steps["ov"] = lambda: infer({0: images})
     return steps
 
 
