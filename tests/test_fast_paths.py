@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 from helpers import RefEca, randomize
+from timm.layers import freeze_batch_norm_2d
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
 
@@ -175,6 +176,22 @@ def test_fused_training_keeps_precision_when_a_channel_mean_dwarfs_its_spread(su
     for fused, reference, truth in zip(grads["fused"], grads["autograd"], grads["truth"]):
         error = float((fused - truth).norm() / truth.norm())
         assert error <= 2 * float((reference - truth).norm() / truth.norm()) + 1e-6, error
+
+
+@pytest.mark.parametrize("eps", [1e-5, 0.0])
+def test_frozen_batch_norms_take_the_fast_path_as_their_own_forward_computes(eps):
+    """torchvision's FrozenBatchNorm2d (the detectors' trunks), at any epsilon: the 0 of torchvision's first COCO
+    weights included, which F.batch_norm refuses in some torch releases."""
+    block, chans = BLOCKS["bottleneck"]
+    block = copy.deepcopy(block).eval()
+    block.bn3 = freeze_batch_norm_2d(block.bn3)
+    block.bn3.eps = eps
+    x = torch.randn(2, chans, 6, 6)
+    with torch.no_grad():
+        expected = _reference(block, x)
+        out = block(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert bn_state(block.bn3).num_batches_tracked is None  # taken as frozen, the fast path used
 
 
 def test_fused_training_falls_back_where_the_bn_is_not_a_plain_one():

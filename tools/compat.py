@@ -30,14 +30,14 @@ PREINSTALLED = ["gdown==5.2.0", "timm==1.0.20"]  # what a notebook image may alr
 UPGRADE_TESTS = ["tests/test_release.py", "tests/test_packaging.py"]
 # every job once (test_api: fine-tuning, validation with pycocotools, predict, convert, export, benchmarks, the
 # attention figure with matplotlib), the models against timm and torch (fx, export, TorchScript, compile), add_eca on
-# timm's and torchvision's own blocks, the weights paths (huggingface_hub, safetensors, gdown, the authors' legacy
+# timm's and torchvision's own blocks and torchvision's detectors, the weights paths (huggingface_hub, safetensors, gdown, the authors' legacy
 # files), ONNX, torch.hub and packaging; the whole suite twice more would not fit CI's time
 TESTS = [
     f"tests/test_{name}.py"
     for name in (
         "api", "models", "registry", "layer", "kernel_codes", "tracing", "export", "hubconf", "packaging", "files",
         "manifest", "authors_files", "convert_publish", "hub", "release", "detection_models", "attention",
-        "insertion",
+        "insertion", "torchvision_detectors",
     )
 ]  # fmt: skip
 

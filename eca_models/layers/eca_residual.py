@@ -197,7 +197,8 @@ class _EcaAdd(torch.autograd.Function):
 
 
 class BnState(NamedTuple):
-    """A plain ``nn.BatchNorm2d`` as tensors and numbers (torch.fx passes a named tuple into a leaf as it is)."""
+    """A plain ``nn.BatchNorm2d`` as tensors and numbers (torch.fx passes a named tuple into a leaf as it is);
+    ``num_batches_tracked`` is None for a frozen one (torchvision's ``FrozenBatchNorm2d``)."""
 
     weight: torch.Tensor
     bias: torch.Tensor
@@ -295,7 +296,13 @@ def has_hooks(module: nn.Module) -> bool:
 
 
 def _batch_norm(z: torch.Tensor, bn: BnState) -> torch.Tensor:
-    """``nn.BatchNorm2d.forward`` for a plain BN given as a `BnState` (its statistics updated alike)."""
+    """``nn.BatchNorm2d.forward`` for a plain BN given as a `BnState` (its statistics updated alike); a frozen one's
+    as ``FrozenBatchNorm2d.forward`` computes it (the same values; any epsilon, the 0 of torchvision's first COCO
+    weights included, which ``F.batch_norm`` refuses in some torch releases)."""
+    if bn.num_batches_tracked is None:
+        shape = (1, -1) + (1,) * (z.dim() - 2)
+        scale = bn.weight.reshape(shape) * (bn.running_var.reshape(shape) + bn.eps).rsqrt()
+        return z * scale + (bn.bias.reshape(shape) - bn.running_mean.reshape(shape) * scale)
     factor = _bn_momentum(bn.num_batches_tracked, bn.momentum) if bn.training else 0.0
     return F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.training, factor, bn.eps)
 
@@ -307,8 +314,7 @@ def pooled_before_conv3(h: torch.Tensor, conv3_weight: torch.Tensor, bn: BnState
     up to C_in = 4 * H * W (stages 1 to 3 of ResNet-50, not 4). None where it does not pay."""
     if conv3_weight.shape[1] > 4 * h.shape[2] * h.shape[3]:
         return None
-    pooled = F.linear(h.mean(dim=(2, 3)), conv3_weight.flatten(1))
-    return F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    return _batch_norm(F.linear(h.mean(dim=(2, 3)), conv3_weight.flatten(1)), bn)
 
 
 def _fusable(z: torch.Tensor, bn: BnState) -> bool:
