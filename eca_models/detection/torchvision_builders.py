@@ -62,13 +62,14 @@ def build_torchvision_detector(
     arch = get_architecture(name)
     refuse_unknown(arch, kwargs)
     weights = load_detector_weights(name, checkpoint=checkpoint)
+    coco = _coco_labels(name) if pretrained else None  # the head torchvision's COCO weights come with
     if weights is not None:
         if pretrained or weights_backbone is not None:
             raise UsageError(f"{checkpoint} holds the weights already: drop pretrained= and weights_backbone=")
         add_eca = _folder_insertion(weights.kernel_code, add_eca, checkpoint)
         label_map = weights.label_map
-    elif pretrained and num_classes is None and categories is None:
-        label_map = _coco_labels(name)
+    elif coco is not None and num_classes is None and categories is None:
+        label_map = coco
     else:
         label_map = resolve_label_map(num_classes, categories, arch.background)
     trained = pretrained or weights_backbone is not None
@@ -81,31 +82,31 @@ def build_torchvision_detector(
             **({} if pretrained else {"num_classes": label_map.num_classes}),
             **{**(weights.sizes if weights is not None else {}), **kwargs},
         )
-    _prepare_trunk(model.backbone.body, add_eca, trainable_backbone_layers, weights)
-    if pretrained:
-        model.label_map = _coco_labels(name)
+    norm_eps = _prepare_trunk(model.backbone.body, add_eca, trainable_backbone_layers, weights)
+    if coco is not None:
+        model.label_map = coco
         rebuild_heads(model, label_map)
     model = finish_detector(model, arch, "torchvision", model.backbone.body.kernel_code, label_map, weights, False)
-    model.detector_cfg["norm_eps"] = model.backbone.body.norm_eps
+    model.detector_cfg["norm_eps"] = norm_eps
     return model
 
 
 def _prepare_trunk(
     body: nn.Module, add_eca: Optional[str], trainable_backbone_layers: int, weights: Optional[DetectorWeights]
-) -> None:
+) -> Optional[float]:
     """The trunk's norms frozen (at the epsilon a folder's weights were trained with: 0 for torchvision's first COCO
-    weights), its first stages frozen, ECA put in."""
+    weights), its first stages frozen, ECA put in; returns the norms' epsilon, for the folder to record."""
     freeze_batch_norm_2d(body)
     norms = [m for m in body.modules() if isinstance(m, FrozenBatchNorm2d)]
     for norm in norms if weights is not None and weights.norm_eps is not None else ():
         norm.eps = weights.norm_eps
-    body.norm_eps = norms[0].eps if norms else None
     freeze_stages(body, trainable_backbone_layers)
     if add_eca is not None:
         insert_eca(body, add_eca)
         body.kernel_sizes = tuple(min(sizes) for _, sizes in sorted(stage_kernel_sizes(body.state_dict()).items()))
     else:
         body.kernel_code, body.kernel_sizes = "none", ()
+    return norms[0].eps if norms else None
 
 
 @contextlib.contextmanager
