@@ -9,7 +9,7 @@ so ``except EcaModelsError`` catches them all and older ``except`` clauses keep 
 """
 
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 __all__ = [
     "DataError",
@@ -64,11 +64,13 @@ def require_folder(path: Union[str, Path], what: str = "data folder") -> Path:
     return path
 
 
-def require_whole_number(name: str, value: Any, minimum: int) -> None:
+def require_whole_number(name: str, value: Any, minimum: int, maximum: Optional[int] = None) -> None:
     """A `UsageError` naming the option ``name`` unless ``value`` is None or a whole number of at least
-    ``minimum`` (the check argparse makes on the command line, for a Python caller)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise UsageError(f"{name}={value!r}: expected a whole number of at least {minimum}")
+    ``minimum`` (and at most ``maximum``): the check argparse makes on the command line, for a Python caller."""
+    whole = not isinstance(value, bool) and isinstance(value, int)
+    if value is not None and (not whole or value < minimum or (maximum is not None and value > maximum)):
+        limits = f"at least {minimum}" if maximum is None else f"{minimum} to {maximum}"
+        raise UsageError(f"{name}={value!r}: expected a whole number of {limits}")
 
 
 def require_number(name: str, value: Any, allowed: Callable[[float], bool], expected: str) -> None:

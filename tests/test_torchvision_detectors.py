@@ -14,6 +14,7 @@ from eca_models.cli import main
 from eca_models.detection import create_detector, load_detector
 from eca_models.detection.model_card import render_detector_card
 from eca_models.detection.weights import detector_config, write_detector_files
+from eca_models.errors import UsageError
 from eca_models.layers import EcaLayer
 from eca_models.models.eca_resnet import EcaTorchvisionBottleneck
 from eca_models.weights import WeightsError
@@ -55,6 +56,9 @@ def test_add_eca_puts_the_papers_layers_into_the_trunk():
         [3, 5, 5, 7],
     )
     assert model.label_map.category_ids == (3, 18) and model.label_map.background
+    # trainable_backbone_layers=3 freezes the stem and layer1, but not the ECA layers just put there (they are new)
+    frozen = {n for n, p in model.backbone.body.named_parameters() if not p.requires_grad}
+    assert {n.split(".")[0] for n in frozen} == {"conv1", "layer1"} and not [n for n in frozen if ".eca." in n]
 
 
 def test_wrong_pairings_get_one_line():
@@ -64,6 +68,14 @@ def test_wrong_pairings_get_one_line():
         create_detector("retinanet_resnet50_fpn", kernel_sizes="k3557")
     with pytest.raises(Exception, match="squeeze-and-excitation"):  # MobileNetV3's blocks hold SE
         create_detector("fasterrcnn_mobilenet_v3_large_fpn", add_eca="k3")
+    for stages in (-1, 6, "3"):  # refused before torchvision builds anything, as for the release's detectors
+        for name, eca in (("fasterrcnn_resnet50_fpn", "k3557"), ("fasterrcnn_eca_resnet50_fpn", None)):
+            with pytest.raises(UsageError, match=r"trainable_backbone_layers=.+: expected a whole number of 0 to 5"):
+                create_detector(name, add_eca=eca, trainable_backbone_layers=stages)
+    with pytest.raises(UsageError, match="weights_backbone='IMAGENET': .* has torchvision's IMAGENET1K_V1, "):
+        create_detector("maskrcnn_resnet50_fpn", add_eca="k3557", weights_backbone="IMAGENET")
+    with pytest.raises(WeightsError, match="checkpoint .*missing does not exist"):
+        create_detector("maskrcnn_resnet50_fpn", add_eca="k3557", checkpoint="missing")
 
 
 def _torchvision_cache_file(name: str) -> str:
@@ -137,4 +149,7 @@ def test_unreachable_torchvision_weights_get_one_line(coco_root, tmp_path, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no COCO weights for fasterrcnn_resnet50_fpn here" in err[0], err
     assert "could not be downloaded" in err[0] and "--no-pretrained" in err[0]
+    assert main([*args, "--no-pretrained", "--weights-backbone", "DEFAULT"]) == 2  # the trunk's ImageNet weights
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not be downloaded" in err[0] and "leave --weights-backbone out" in err[0], err
     assert not (tmp_path / "r").exists()

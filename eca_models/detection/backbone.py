@@ -6,7 +6,7 @@ The trunk is our ECA-ResNet with torchvision's ``FrozenBatchNorm2d`` and the ste
 ``backbone.fpn`` is torchvision's ``FeaturePyramidNetwork``.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import timm
 from torch import Tensor, nn
@@ -14,7 +14,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
-from ..errors import UsageError
+from ..errors import require_whole_number
 from ..factory import load
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
@@ -25,12 +25,14 @@ __all__ = [
     "LastLevelP6P7FromC5",
     "eca_resnet_fpn_backbone",
     "FPN_CHANNELS",
+    "check_trainable_layers",
     "freeze_stages",
     "release_param_count",
 ]
 
 FPN_CHANNELS = 256
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
+_TRAINABLE = ("layer4", "layer3", "layer2", "layer1", "conv1")  # trainable_backbone_layers counts from the last
 
 
 class FrozenBatchNorm(FrozenBatchNorm2d):
@@ -72,8 +74,7 @@ def eca_resnet_fpn_backbone(
         weights_backbone: An ImageNet classification checkpoint for the trunk (the authors' ``.pth.tar``, a
             ``model.safetensors`` or a converted folder); None leaves it randomly initialised.
     """
-    if not 0 <= trainable_backbone_layers <= 5:
-        raise UsageError(f"trainable_backbone_layers={trainable_backbone_layers!r}: choose 0 to 5")
+    check_trainable_layers(trainable_backbone_layers)
     kwargs = dict(num_classes=0, global_pool="", norm_layer=FrozenBatchNorm)
     if kernel_sizes is not None:
         kwargs["kernel_sizes"] = kernel_sizes
@@ -104,9 +105,14 @@ def eca_resnet_fpn_backbone(
     return backbone
 
 
+def check_trainable_layers(trainable_backbone_layers: Any) -> None:
+    """A one-line `UsageError` unless ``trainable_backbone_layers`` is a whole number from 0 to 5."""
+    require_whole_number("trainable_backbone_layers", trainable_backbone_layers, 0, len(_TRAINABLE))
+
+
 def freeze_stages(body: nn.Module, trainable_backbone_layers: int) -> None:
     """Freeze the trunk but its last ``trainable_backbone_layers`` stages, counted from ``layer4`` (5: the stem too)."""
-    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_backbone_layers]
+    trainable = _TRAINABLE[:trainable_backbone_layers]
     for name, parameter in body.named_parameters():
         if not any(name.startswith(layer) for layer in trainable):
             parameter.requires_grad_(False)

@@ -4,19 +4,22 @@ trunk, built, loaded, fine-tuned and exported as the release's six detectors are
 
 The trunk's BatchNorms are frozen (torchvision's ``FrozenBatchNorm2d``), as torchvision builds them when it starts
 from weights and as the release trained (mmdetection's ``norm_eval``), so that a folder reloads into the same modules
-however its run started; ``trainable_backbone_layers`` freezes stages as for the release's detectors.
+however its run started; ``trainable_backbone_layers`` freezes stages as for the release's detectors, all but the
+ECA layers put into them (new layers, trained in every stage).
 """
 
 import contextlib
+import inspect
 import os
 import pickle
+import typing
 from typing import Any, Dict, Iterator, Optional, Sequence
 from urllib.error import URLError
 
 import torch
 from timm.layers import freeze_batch_norm_2d
 from torch import nn
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import WeightsEnum, get_model, get_model_builder, get_model_weights
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..errors import UsageError, first_line
@@ -25,7 +28,7 @@ from ..layers.kernel_codes import parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
 from .architectures import get_architecture
 from .assembly import finish_detector, rebuild_heads, refuse_unknown, resolve_label_map
-from .backbone import freeze_stages
+from .backbone import check_trainable_layers, freeze_stages
 from .labels import LabelMap
 from .weights import DetectorWeights, load_detector_weights
 
@@ -61,6 +64,8 @@ def build_torchvision_detector(
     """
     arch = get_architecture(name)
     refuse_unknown(arch, kwargs)
+    check_trainable_layers(trainable_backbone_layers)
+    _check_weights_backbone(name, weights_backbone)
     weights = load_detector_weights(name, checkpoint=checkpoint)
     coco = _coco_labels(name) if pretrained else None  # the head torchvision's COCO weights come with
     if weights is not None:
@@ -73,7 +78,8 @@ def build_torchvision_detector(
     else:
         label_map = resolve_label_map(num_classes, categories, arch.background)
     trained = pretrained or weights_backbone is not None
-    with _weights_only(name):  # torchvision's download: read with torch.load(weights_only=True), never unpickled
+    asked = "pretrained=False" if pretrained else "leave weights_backbone= out"  # what a failed download needs
+    with _weights_only(name, asked):  # torchvision's download: read with torch.load(weights_only=True), not unpickled
         model = get_model(
             name,
             weights="DEFAULT" if pretrained else None,
@@ -110,9 +116,9 @@ def _prepare_trunk(
 
 
 @contextlib.contextmanager
-def _weights_only(name: str) -> Iterator[None]:
+def _weights_only(name: str, instead: str) -> Iterator[None]:
     """torch's documented switch that makes every ``torch.load`` read tensors only, for the ``with`` block; a file
-    holding more, or a download that fails, is a one-line `WeightsError`."""
+    holding more, or a download that fails, is a one-line `WeightsError` (offering ``instead`` for the latter)."""
     saved = {k: os.environ.pop(k, None) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     try:
@@ -124,11 +130,23 @@ def _weights_only(name: str) -> Iterator[None]:
     except URLError as e:
         raise WeightsError(
             f"torchvision's weights for {name} are not in torch's cache ({torch.hub.get_dir()}) and could not be "
-            f"downloaded ({e.reason}): pretrained=False, or download them once with a connection"
+            f"downloaded ({e.reason}): {instead}, or download them once with a connection"
         ) from None
     finally:
         os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
         os.environ.update({k: v for k, v in saved.items() if v is not None})
+
+
+def _check_weights_backbone(name: str, weights_backbone: Any) -> None:
+    """A one-line `UsageError` unless ``weights_backbone`` names weights of the trunk of torchvision's ``name`` (as
+    torchvision's ``verify`` reads a name: ``'DEFAULT'``, ``'IMAGENET1K_V1'``, ``'ResNet50_Weights.IMAGENET1K_V1'``)."""
+    if not isinstance(weights_backbone, str):
+        return  # None, or torchvision's enum, which torchvision checks itself
+    annotation = inspect.signature(get_model_builder(name)).parameters["weights_backbone"].annotation
+    enum = next(t for t in typing.get_args(annotation) if isinstance(t, type) and issubclass(t, WeightsEnum))
+    if weights_backbone.removeprefix(f"{enum.__name__}.") not in enum.__members__:
+        choices = ", ".join(enum.__members__)
+        raise UsageError(f"weights_backbone={weights_backbone!r}: {name}'s trunk has torchvision's {choices}")
 
 
 def _folder_insertion(recorded: str, asked: Optional[str], folder: Optional[str]) -> Optional[str]:

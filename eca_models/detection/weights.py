@@ -130,11 +130,11 @@ def load_detector_weights(
     None (random initialisation)."""
     if checkpoint is not None:
         folder = Path(checkpoint)
+        if not folder.exists():
+            raise WeightsError(f"checkpoint {folder} does not exist: give a detector folder (a run's, or converted)")
         if not folder.is_dir():
-            raise WeightsError(
-                f"{folder} is not a detector folder; convert an mmdetection file first with "
-                f"`eca-models convert {folder} --model {architecture} --out DIR`"
-            )
+            hint = "" if is_torchvision_detector(architecture) else " (an mmdetection file: `eca-models convert` it)"
+            raise WeightsError(f"checkpoint {folder} is a file, not a detector folder{hint}")
         config = read_model_config(folder, detector=True)
         if config["architecture"] != architecture:
             raise WeightsError(f"{folder} holds {config['architecture']}, not {architecture}")

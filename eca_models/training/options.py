@@ -6,6 +6,7 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..detection.backbone import check_trainable_layers
 from ..errors import UsageError, require_number, require_whole_number
 from ..layers import parse_kernel_code
 from ..runtime import default_device, default_workers
@@ -98,8 +99,7 @@ class FinetuneOptions:
             self.lr_steps = [int(s) for s in self.lr_steps]
             for step in self.lr_steps:
                 require_whole_number("lr_steps", step, 1)
-        if self.trainable_backbone_layers not in range(6):
-            raise UsageError(f"trainable_backbone_layers={self.trainable_backbone_layers!r}: choose 0 to 5")
+        check_trainable_layers(self.trainable_backbone_layers)
         for name, (allowed, expected) in RANGES.items():
             require_number(name, getattr(self, name), allowed, expected)
         self.scale = _scale(self.scale)
