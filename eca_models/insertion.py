@@ -77,10 +77,14 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
         ends = [(m, *end) for m in model.modules() if (end := _branch_end(m)) is not None]
         if ends and not residual:
             return _finish(model, where, _branch_ends(ends, kernel_sizes), len(ends))
-        sizes = parse_kernel_code(kernel_sizes, num_stages=4 if residual else 2)
-        layers = sum(_residual(name, block, sizes) for name, block in residual) + sum(
-            _inverted(block, sizes) for _, block in inverted
-        )
+        layers = len(residual) + len(inverted)  # the kernel code is read against the blocks found, if any
+        sizes = parse_kernel_code(kernel_sizes, num_stages=4 if residual else 2) if layers else None
+        kernels = [None if sizes == ADAPTIVE else sizes[_stage(name)] for name, _ in residual]  # all checked first
+        for (_, block), kernel in zip(residual, kernels):
+            block.__class__ = ECA_BLOCKS[type(block)]
+            block.add_eca(kernel)
+        for _, block in inverted:
+            _inverted(block, sizes)
     if not layers:
         found = sorted({type(m).__name__ for m in model.modules() if list(m.children())})
         raise UsageError(
@@ -138,12 +142,6 @@ def _stage(name: str) -> int:
     return int(first[5:]) - 1
 
 
-def _residual(name: str, block: nn.Module, sizes: Any) -> int:
-    block.__class__ = ECA_BLOCKS[type(block)]
-    block.add_eca(None if sizes == ADAPTIVE else sizes[_stage(name)])
-    return 1
-
-
 def _is_inverted(module: nn.Module) -> bool:
     kind = type(module)
     return kind is TorchvisionInvertedResidual or (
@@ -151,7 +149,7 @@ def _is_inverted(module: nn.Module) -> bool:
     )
 
 
-def _inverted(block: nn.Module, sizes: Any) -> int:
+def _inverted(block: nn.Module, sizes: Any) -> None:
     """ECA after the block's last normalisation, where the released ECA-MobileNetV2 has it."""
     if isinstance(block, TorchvisionInvertedResidual):
         norm, channels = None, block.out_channels
@@ -164,7 +162,6 @@ def _inverted(block: nn.Module, sizes: Any) -> int:
         block.conv.append(eca)
     else:
         setattr(block, norm, nn.Sequential(getattr(block, norm), eca))
-    return 1
 
 
 def _branch_end(block: nn.Module) -> Optional[Tuple[int, Callable[[nn.Module], None]]]:

@@ -120,10 +120,16 @@ def test_a_network_it_does_not_know_is_one_line():
         torchvision.models.vgg11(),
         torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU()),
     ):
-        with pytest.raises(UsageError) as raised:
-            eca_models.add_eca(model)
-        message = str(raised.value)
-        assert "\n" not in message and "found no block it knows" in message and "MobileNetV2" in message
+        for kernel_sizes in ("adaptive", "k3557"):  # no block: said so, whatever the kernel code
+            with pytest.raises(UsageError) as raised:
+                eca_models.add_eca(model, kernel_sizes)
+            message = str(raised.value)
+            assert "\n" not in message and "found no block it knows" in message and "MobileNetV2" in message
+    resnet = torchvision.models.resnet18()
+    outside = torch.nn.ModuleDict({"layer1": resnet.layer1, "head": torchvision.models.resnet.BasicBlock(64, 64)})
+    with pytest.raises(UsageError, match="block head is not in a stage layer1 ... layer4"):
+        eca_models.add_eca(outside, "k3557")
+    assert not [m for m in outside.modules() if hasattr(m, "eca")]  # refused before any block changed
     with pytest.raises(UsageError, match="^where='after-bn'"):
         eca_models.add_eca(torchvision.models.resnet18(), where="after-bn")
     with pytest.raises(UsageError, match="invalid kernel code"):
