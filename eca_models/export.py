@@ -10,6 +10,7 @@ a detector's boxes, scores, labels (and masks) on two real-sized images, landsca
 
 import contextlib
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -23,7 +24,7 @@ from .data.images import IMAGE_ERRORS
 from .detection import load_detector
 from .detection.coco import read_rgb
 from .detection.weights import is_detector_source
-from .errors import UsageError, first_line
+from .errors import UsageError, first_line, require_number, require_whole_number
 from .factory import load
 from .files import atomic_path, check_output_file
 from .layers import check_onnx_form, onnx_form
@@ -43,6 +44,7 @@ __all__ = [
 FORMATS = ("onnx", "torchscript", "exported-program")
 DETECTOR_FORMATS = ("onnx", "torchscript")  # torch.export does not take torchvision's detectors
 DETECTOR_CHECK_SIZES = ((480, 640), (640, 480))  # height, width: real-sized images, both orientations
+OPSET = 18  # a classifier's, and the lowest torch's exporter writes
 DETECTOR_OPSET = 17  # the highest torchvision's detection ops are exported at by the TorchScript-based exporter
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 CHECK_BATCH_SIZES = (1, 3)
@@ -90,7 +92,7 @@ def model_metadata(model: torch.nn.Module) -> Dict[str, str]:
 
 
 def write_onnx(
-    model, x, path: Path, opset: int = 18, meta: Optional[Dict[str, str]] = None, form: str = "blocked"
+    model, x, path: Path, opset: int = OPSET, meta: Optional[Dict[str, str]] = None, form: str = "blocked"
 ) -> Callable:
     """Export ``model`` to ONNX at ``path`` (dynamic batch, input ``images``; height and width as ``x``'s) and open it
     in ONNX Runtime's CPU provider; returns a function from a tensor to the output tensor.
@@ -100,17 +102,35 @@ def write_onnx(
     ``'plain'`` writes the graph as the exporter gives it.
     """
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings(), onnx_form(form), _unfused(model):
+    with warnings.catch_warnings(), onnx_form(form), _unfused(model), _quiet("onnxscript.version_converter"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (x,), dynamo=True, opset_version=opset, dynamic_shapes=({0: batch},),
             input_names=["images"], output_names=["output"], verbose=False,
         )  # fmt: skip
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # where torch's exporter cannot convert its graph, it keeps its own opset and only logs it
+        raise UsageError(
+            f"opset={opset}: torch's ONNX exporter could not write it (it wrote {written}); choose another"
+        )
     if form == "blocked":
         _global_pools(proto.graph)
     session = _save_and_open(proto, path, {**(meta or {}), "onnx_form": json.dumps(form)})
     return lambda t: torch.from_numpy(session.run(None, {"images": t.numpy()})[0])
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """The logger ``logger_name`` says only errors for the ``with`` block (its warnings, tracebacks included, are of
+    what the caller checks and reports itself)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -195,7 +215,7 @@ def export_model(
     fmt: str,
     out: Union[str, Path],
     img_size: int,
-    opset: int = 18,
+    opset: int = OPSET,
     tolerance: float = 1e-4,
     onnx_form: str = "blocked",
 ) -> ExportCheck:
@@ -377,7 +397,7 @@ def export(
     num_classes: Optional[int] = None,
     pretrained: bool = True,
     img_size: Optional[int] = None,
-    opset: int = 18,
+    opset: Optional[int] = None,
     tolerance: float = 1e-4,
     images: Sequence[Union[str, Path]] = (),
     onnx_form: str = "blocked",
@@ -392,7 +412,7 @@ def export(
         num_classes: Classes of ``checkpoint``'s classifier, when not 1000.
         pretrained: False: random weights (to try the export path).
         img_size: Input height and width (default: the model's).
-        opset: ONNX opset version (a detector's is 17).
+        opset: ONNX opset version: a classifier's 18 (the default) or newer; a detector's is 17.
         tolerance: Largest difference allowed, relative to the outputs' scale (``tolerance * max(1, largest
             |output|)``).
         images: A detector's check images (default: two synthetic ones at real size); pass photos with objects
@@ -410,12 +430,16 @@ def export(
     """
     if format not in FORMATS:
         raise UsageError(f"format={format!r}: choose one of {', '.join(FORMATS)}")
+    require_number("tolerance", tolerance, lambda v: v >= 0, "a number of at least 0")
     out = _check_out(Path(out), format)
     if not pretrained and checkpoint:
         raise UsageError("no_weights=True and checkpoint= exclude each other")
     detector = is_detector_source(str(model))
     if detector and format not in DETECTOR_FORMATS:
         raise UsageError(f"format={format!r}: a detector exports to {' or '.join(DETECTOR_FORMATS)}")
+    _check_opset(opset, detector)
+    if images and not detector:
+        raise UsageError("check images are a detector's: a classifier is checked on random batches")
     check_onnx_form(onnx_form)
     if format == "onnx":
         require_onnx()
@@ -426,7 +450,17 @@ def export(
             return export_detector(net, format, out, tolerance=tolerance, images=checks)
         net = load(model, checkpoint=checkpoint, pretrained=pretrained, num_classes=num_classes)
     img_size = img_size or net.pretrained_cfg["input_size"][-1]
-    return export_model(net, format, out, img_size, opset=opset, tolerance=tolerance, onnx_form=onnx_form)
+    return export_model(net, format, out, img_size, opset or OPSET, tolerance, onnx_form)
+
+
+def _check_opset(opset: Optional[int], detector: bool) -> None:
+    """A one-line `UsageError` for an opset the model's exporter does not write: a classifier's (torch's exporter)
+    writes 18 and newer, a detector's (its TorchScript-based one, for any image size) `DETECTOR_OPSET` only."""
+    require_whole_number("opset", opset, 1)
+    if detector and opset not in (None, DETECTOR_OPSET):
+        raise UsageError(f"opset={opset}: a detector's ONNX is written at opset {DETECTOR_OPSET}; leave opset= out")
+    if not detector and opset is not None and opset < OPSET:
+        raise UsageError(f"opset={opset}: a classifier's ONNX is written at opset {OPSET} or newer")
 
 
 def _check_out(out: Path, format: str) -> Path:

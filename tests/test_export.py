@@ -7,6 +7,7 @@ import torch
 from helpers import randomize
 
 from eca_models.cli import main
+from eca_models.errors import UsageError
 from eca_models.export import read_metadata
 from eca_models.weights.folders import write_hub_files
 
@@ -71,10 +72,23 @@ def test_export_of_a_name_with_random_weights_and_bad_usage(tmp_path, capsys):
         (["--model", "eca_resnet9", "--no-weights", "--out", str(out)], "unknown model"),
         (["--model", "eca_resnet18", "--no-weights", "--out", str(tmp_path / "no" / "m.pt")], "does not exist"),
         (["--model", "eca_resnet18", "--out", str(out)], "not published"),
+        (["--model", "eca_resnet18", "--no-weights", "--out", str(out), "--opset", "17"], "--opset 17: a classifier"),
+        (["--model", "retinanet_eca_resnet50_fpn", "--out", str(out), "--opset", "18"], "leave --opset out"),
+        (["--model", "eca_resnet18", "--no-weights", "--out", str(out), "--tolerance", "-1"], "--tolerance -1.0"),
+        (["--model", "eca_resnet18", "--out", str(out), "--check-image", str(out)], "check images are a detector's"),
     ):
         assert main(["export", *bad, *args]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and len(err.splitlines()) == 1, err
+
+
+def test_an_opset_the_exporter_cannot_write_is_refused_not_swapped(tmp_path):
+    """torch's exporter keeps its own opset where it cannot convert to the one asked for, and only logs it."""
+    from eca_models.export import export_model
+
+    with pytest.raises(UsageError, match=r"^opset=99: torch's ONNX exporter could not write it \(it wrote 18\)"):
+        export_model(timm.create_model("eca_resnet18", num_classes=3), "onnx", tmp_path / "m.onnx", 32, opset=99)
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_tolerance_is_relative_to_the_outputs_scale(tmp_path):

@@ -25,7 +25,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="the file to write (.onnx, .pt, .pt2)")
     parser.add_argument("--img-size", type=positive_int, help="input height and width (default: the model's)")
-    parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset version (default 18; detectors 17)")
+    parser.add_argument(
+        "--opset", type=positive_int, help="ONNX opset version (default 18, or newer; detectors: 17 only)"
+    )
     parser.add_argument(
         "--onnx-form", choices=ONNX_FORMS, default="blocked",
         help="a classifier's ECA layers in ONNX: blocked (default; the form ONNX Runtime runs fastest, height and "
