@@ -174,6 +174,11 @@ def test_pattern_validates_each_model(data, tmp_path, monkeypatch):
         ("missing", "does not exist"),
         ("empty", "no images found"),
         ("not_wnid", "is not named by an ImageNet-1k WordNet id"),
+        (
+            "dataset_root",
+            "train is not named by an ImageNet-1k WordNet id; each sub-folder of --data must be one (the "
+            "validation split: --data ",
+        ),
         ("unknown_model", "unknown model 'eca_resnet99'"),
         ("other_arch", "does not fit eca_resnet34"),
         ("on_error_fail", "cannot read image"),
@@ -190,6 +195,10 @@ def test_bad_input_gets_one_line_and_exit_2(data, tmp_path, capsys, case, expect
     elif case == "not_wnid":
         folder = tmp_path / "cats"
         write_image(folder / "cat" / "1.png", 0)
+    elif case == "dataset_root":  # train/ and val/ of one dataset
+        folder = tmp_path / "imagenet"
+        for split in ("train", "val"):
+            write_image(folder / split / imagenet_wnids()[0] / "1.png", 0)
     elif case == "unknown_model":
         model = "eca_resnet99"
     elif case == "other_arch":

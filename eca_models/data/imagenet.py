@@ -44,7 +44,9 @@ def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tu
     samples = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if sub.name not in index:
-            raise DataError(f"{sub} is not named by {what}; each sub-folder of data= must be one")
+            split = next((root / n for n in ("val", "validation") if (root / n).is_dir()), None)  # a dataset's root
+            hint = f" (the validation split: data={split}?)" if split is not None else ""
+            raise DataError(f"{sub} is not named by {what}; each sub-folder of data= must be one{hint}")
         samples += [(path, index[sub.name]) for path in list_images(sub)]
     return samples
 
