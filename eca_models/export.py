@@ -435,11 +435,7 @@ def export(
     if not pretrained and checkpoint:
         raise UsageError("no_weights=True and checkpoint= exclude each other")
     detector = is_detector_source(str(model))
-    if detector and format not in DETECTOR_FORMATS:
-        raise UsageError(f"format={format!r}: a detector exports to {' or '.join(DETECTOR_FORMATS)}")
-    _check_opset(opset, detector)
-    if images and not detector:
-        raise UsageError("check images are a detector's: a classifier is checked on random batches")
+    _check_for_kind(detector, format, opset, images)
     check_onnx_form(onnx_form)
     if format == "onnx":
         require_onnx()
@@ -453,9 +449,14 @@ def export(
     return export_model(net, format, out, img_size, opset or OPSET, tolerance, onnx_form)
 
 
-def _check_opset(opset: Optional[int], detector: bool) -> None:
-    """A one-line `UsageError` for an opset the model's exporter does not write: a classifier's (torch's exporter)
-    writes 18 and newer, a detector's (its TorchScript-based one, for any image size) `DETECTOR_OPSET` only."""
+def _check_for_kind(detector: bool, format: str, opset: Optional[int], images: Sequence[Any]) -> None:
+    """A one-line `UsageError` for what the model's kind does not take: a format, check images (a detector's), an
+    opset its exporter does not write (a classifier's, torch's exporter: 18 and newer; a detector's, the
+    TorchScript-based one for any image size: `DETECTOR_OPSET` only)."""
+    if detector and format not in DETECTOR_FORMATS:
+        raise UsageError(f"format={format!r}: a detector exports to {' or '.join(DETECTOR_FORMATS)}")
+    if images and not detector:
+        raise UsageError("check images are a detector's: a classifier is checked on random batches")
     require_whole_number("opset", opset, 1)
     if detector and opset not in (None, DETECTOR_OPSET):
         raise UsageError(f"opset={opset}: a detector's ONNX is written at opset {DETECTOR_OPSET}; leave opset= out")

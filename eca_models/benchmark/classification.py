@@ -221,15 +221,12 @@ def run_benchmark(
 
     Args:
         backbone: One of `BACKBONES`.
-        device: 'cpu' or 'cuda'.
-        batch_size: Images per step.
-        img_size: Input size.
+        device, batch_size, img_size: 'cpu' or 'cuda'; images per step; input size.
         channels_last: Channels-last tensors and weights.
         amp: Autocast (float16 on CUDA, bfloat16 on CPU).
         compile: ``torch.compile`` every model (warm-up includes the compilation).
-        reps: Timed repetitions per model and mode; the median is reported.
-        warmup: Untimed repetitions before them.
-        iters: Steps per timed repetition.
+        reps, warmup, iters: Timed repetitions per model and mode (the median is reported), untimed ones before
+            them, and steps per timed repetition.
         train: Also time training steps.
         log: Progress lines.
         trace: Time every model as ``torch.fx.symbolic_trace`` gives it (traced in each mode), the path FX
