@@ -225,12 +225,15 @@ def _dtype(module: nn.Module) -> Optional[torch.dtype]:
 def state_dict_in_order(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """``state_dict`` under ``model``'s parameter and buffer names, matched in order: the key map between two
     builds of one architecture whose names differ (the released ECA-MobileNetV2, in torchvision's names, and timm's
-    ``mobilenetv2_100`` with `add_eca`). Each pair must have the same shape.
+    ``mobilenetv2_100`` with `add_eca`). Each pair must have the same shape. A file without BatchNorm's step counters
+    (saved before PyTorch 0.4.1) is matched without them.
 
     Raises:
         UsageError: Another number of tensors, or a pair of other shapes (named).
     """
-    target = model.state_dict()
+    counter = "num_batches_tracked"  # BatchNorm's step counter: where a file has none, BatchNorm fills it in
+    counted = any(k.endswith(counter) for k in state_dict)
+    target = {k: v for k, v in model.state_dict().items() if counted or not k.endswith(counter)}
     if len(target) != len(state_dict):
         raise UsageError(f"the checkpoint has {len(state_dict)} tensors, the model {len(target)}: not one architecture")
     mapped = {}

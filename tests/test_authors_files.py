@@ -6,9 +6,11 @@ import torch
 import torchvision
 from helpers import Payload, one_line_error, save_authors_checkpoint, write_image
 
+import eca_models
 from eca_models import WeightsError
 from eca_models.cli import main
 from eca_models.conversion.imagenet import convert_checkpoint
+from eca_models.insertion import state_dict_in_order
 
 
 def _load(name, path, **kwargs):
@@ -57,6 +59,24 @@ def test_plain_state_dict_and_num_classes_adaptation(r18_file, tmp_path):
     model = _load("eca_resnet18_k3577", plain, num_classes=5)
     assert model.fc.out_features == 5
     torch.testing.assert_close(model.layer2[0].eca.conv.weight, sd["module.layer2.0.eca.conv.weight"])
+
+
+def test_a_file_without_batchnorm_step_counters_loads(tmp_path):
+    """PyTorch before 0.4.1 saved BatchNorm without ``num_batches_tracked``; BatchNorm fills it in as it loads."""
+    torch.manual_seed(0)
+    for name in ("eca_resnet18_k3577", "eca_mobilenetv2_k13"):
+        source = timm.create_model(name).eval()
+        state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+        path = save_authors_checkpoint(state, tmp_path / f"{name}.pth.tar")
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(_load(name, path).eval()(x), source(x), rtol=0, atol=0)
+        report = convert_checkpoint(path, name, tmp_path / name, check_size=64, log=lambda _: None)
+        assert report.max_abs_diff == 0
+    timm_layout = eca_models.add_eca(timm.create_model("mobilenetv2_100"), "k13")  # the documented key map
+    timm_layout.load_state_dict(state_dict_in_order(state, timm_layout))
+    with pytest.raises(WeightsError, match=r"does not fit eca_resnet34: .*looks like eca_resnet18"):  # still told
+        _load("eca_resnet34", tmp_path / "eca_resnet18_k3577.pth.tar")
 
 
 def test_in_chans_adaptation(r18_file):

@@ -159,13 +159,17 @@ def _check_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> 
     own = model.state_dict()
     head = getattr(model, "pretrained_cfg", {}).get("classifier") or ""
     heads = {f"{head}.weight", f"{head}.bias"}
-    missing = [k for k in own if k not in state_dict and k not in heads]
-    # a BatchNorm step counter the model has no place for: a frozen BatchNorm (detection trunks) keeps none
-    unexpected = [k for k in state_dict if k not in own and k not in heads and not k.endswith("num_batches_tracked")]
+    # BatchNorm's step counter: files saved before PyTorch 0.4.1 have none (BatchNorm starts it at 0 when loading a
+    # state dict without it), and a frozen BatchNorm (detection trunks) keeps none
+    counter = "num_batches_tracked"
+    missing = [k for k in own if k not in state_dict and k not in heads and not k.endswith(counter)]
+    unexpected = [k for k in state_dict if k not in own and k not in heads and not k.endswith(counter)]
     if not missing and not unexpected:
         first = getattr(model, "pretrained_cfg", {}).get("first_conv") or ""
         adapted = {f"{first}.weight"}  # timm adapts the input conv to in_chans after this filter
-        shapes = [k for k in own if k not in heads | adapted and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+        shapes = [
+            k for k in own if k in state_dict and k not in heads | adapted and state_dict[k].shape != own[k].shape
+        ]
         if shapes:
             k = shapes[0]
             raise WeightsError(
