@@ -66,7 +66,11 @@ def remap_checkpoint(checkpoint: Dict, model_name: str, source_name: str = "") -
         notes.append(
             f"the file's 'arch' field says {checkpoint['arch']!r}; ignored (the architecture comes from model=)"
         )
-    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=checkpoint)).eval()
+    try:
+        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=checkpoint))
+    except WeightsError as e:
+        raise WeightsError(f"{source_name}: {e}" if source_name else str(e)) from None
+    model.eval()
     named = re.search(r"_(k\d+)", source_name)
     if named and named.group(1) != model.kernel_code:
         notes.append(f"the file name says {named.group(1)}, but its weights fit {model.kernel_code}")

@@ -53,14 +53,14 @@ def build_eca_model(model_cls: Type[ModelT], variant: str, pretrained: bool = Fa
         )
         cfg = _with_folder_classes(cfg)
         state_dict = load_pretrained_weights(cfg)
-        source = cfg.file or cfg.hf_hub_id or variant
+        source = cfg.file or ("" if cfg.state_dict is not None else cfg.hf_hub_id or variant)  # the caller's, in memory
         cfg = _match_classifier(cfg, state_dict, kwargs.get("num_classes"), source)
         kwargs["pretrained_cfg"] = dataclasses.replace(cfg, state_dict=state_dict, source="")
     kwargs.setdefault("pretrained_strict", True)
     try:
         model = build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     except WeightsError as e:
-        raise WeightsError(f"{source}: {e}" if pretrained and source not in str(e) else str(e)) from None
+        raise WeightsError(f"{source}: {e}" if pretrained and source and source not in str(e) else str(e)) from None
     model.pretrained_cfg.pop("state_dict", None)  # don't keep a second copy of the weights around
     return model
 
