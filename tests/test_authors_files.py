@@ -4,6 +4,7 @@ import pytest
 import timm
 import torch
 import torchvision
+from detection_helpers import write_mmdet_checkpoint
 from helpers import Payload, one_line_error, save_authors_checkpoint, write_image
 
 import eca_models
@@ -45,11 +46,14 @@ def test_adaptive_file_is_recognised(tmp_path):
     assert _load("eca_resnet50", path, kernel_sizes="adaptive").kernel_code == "adaptive"
 
 
-def test_file_of_another_architecture_says_what_it_is(r18_file):
+def test_file_of_another_architecture_says_what_it_is(r18_file, tmp_path):
     with pytest.raises(WeightsError, match=r"does not fit eca_resnet34: .*looks like eca_resnet18"):
         _load("eca_resnet34", r18_file)
     with pytest.raises(WeightsError, match=r"does not fit eca_mobilenetv2: .*looks like eca_resnet18"):
         _load("eca_mobilenetv2", r18_file)
+    detector, _ = write_mmdet_checkpoint(tmp_path / "mask_rcnn.pth", "maskrcnn")
+    with pytest.raises(WeightsError, match=r"^mask_rcnn.pth: .* it is an mmdetection detector: convert it as one"):
+        convert_checkpoint(detector, "eca_resnet50_k3557", tmp_path / "out", log=lambda _: None)
 
 
 def test_plain_state_dict_and_num_classes_adaptation(r18_file, tmp_path):
