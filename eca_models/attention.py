@@ -208,6 +208,11 @@ def _choose_classes(requested: Optional[Sequence[str]], names: List[str], presen
     chosen = []
     for item in map(str, requested):
         index = int(item) if item.isdigit() else names.index(item) if item in names else -1
+        if not 0 <= index < len(names):
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise UsageError(
+                f"class {item!r} is not one of the model's {len(names)} classes ({shown}, or 0 to {len(names) - 1})"
+            )
         if index not in present:
             raise UsageError(f"class {item!r} has no images in data=")
         chosen.append(index)

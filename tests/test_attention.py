@@ -17,6 +17,7 @@ import eca_models
 from eca_models.attention import attention_layers
 from eca_models.cli import main
 from eca_models.data.imagenet import imagenet_wnids
+from eca_models.errors import UsageError
 from eca_models.models.eca_resnet import EcaBasicBlock, EcaBottleneck
 
 
@@ -138,6 +139,9 @@ def test_attention_on_any_class_folders_labels_the_figure_with_their_names(tmp_p
     arrays = np.load(out.with_suffix(".npz"))
     assert arrays["ECA/layer4.1"].shape == (3, 512)
     assert not np.allclose(arrays["ECA/layer4.1"][2], arrays["ECA/layer4.1"][:2].mean(0))  # dogs count in "all"
+    for unknown in ("bats", "3"):
+        with pytest.raises(UsageError, match=rf"^class '{unknown}' is not one of the model's 3 classes \(cats, dogs, "):
+            eca_models.attention_figure("eca_resnet18", data, out, checkpoint=str(ckpt), classes=[unknown])
 
 
 def test_a_figure_name_that_is_not_png_is_refused_before_the_work(tmp_path, capsys):
