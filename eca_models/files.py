@@ -55,6 +55,9 @@ _HELD_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # seconds to wait for a file he
 class OutputPathError(EcaModelsError, OSError):
     """An output path that cannot be written (its folder is a file, not writable, or the name is a folder)."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the message, without OSError's "[Errno N]"
+
 
 class FolderNotEmpty(OutputPathError, FileExistsError):
     """An output folder that holds files and may not be replaced (no ``overwrite``)."""
@@ -270,7 +273,8 @@ def _write_error(path: Path, e: OSError) -> OutputPathError:
 
 @contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary file beside ``path`` for a writer that takes a file name (an exporter, safetensors).
+    """A temporary file beside ``path`` (its folder made if missing) for a writer that takes a file name (an
+    exporter, safetensors).
 
     When the block ends, the file is renamed onto ``path`` with the permissions a plain ``open()`` would give
     (or ``path``'s own, if it exists); a block that raises, or that deletes the file, writes nothing. A reader
@@ -278,8 +282,9 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     system names ``path``, never the temporary file.
     """
     path = Path(path)
-    remove_stale_temporaries(path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a folder `check_output_file` found could be made
+        remove_stale_temporaries(path.parent)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=suffix)
     except OSError as e:
         raise _write_error(path, e) from None

@@ -146,6 +146,15 @@ def test_a_failed_atomic_write_names_the_users_path(tmp_path):
     with pytest.raises(OutputPathError, match=str(blocker / "r.json")) as error:
         write_text_atomic(blocker / "r.json", "{}")
     assert "tmp" not in str(error.value).replace(str(tmp_path), "")
+    assert str(error.value).startswith(f"cannot write {blocker / 'r.json'}: ")  # one line, no "[Errno N]"
+
+
+def test_an_output_file_in_a_folder_yet_to_be_made_is_written_there(tmp_path):
+    """check_output_file lets a missing folder pass (it can be made): the atomic write makes it, after the work."""
+    target = tmp_path / "results" / "2026" / "r.json"
+    assert files.check_output_file(target, "results_file") == target and not target.parent.exists()
+    files.write_text_atomic(target, "{}")
+    assert target.read_text() == "{}" and os.listdir(target.parent) == ["r.json"]
 
 
 @pytest.mark.slow
