@@ -221,23 +221,23 @@ def run_benchmark(
 
     Args:
         backbone: One of `BACKBONES`.
-        device, batch_size, img_size: 'cpu' or 'cuda'; images per step; input size.
+        device: 'cpu' or 'cuda'.
+        batch_size: Images per step.
+        img_size: Input size.
         channels_last: Channels-last tensors and weights.
         amp: Autocast (float16 on CUDA, bfloat16 on CPU).
         compile: ``torch.compile`` every model (warm-up includes the compilation).
-        reps, warmup, iters: Timed repetitions per model and mode (the median is reported), untimed ones before
-            them, and steps per timed repetition.
+        reps: Timed repetitions per model and mode; the median is reported.
+        warmup: Untimed repetitions before them.
+        iters: Steps per timed repetition.
         train: Also time training steps.
         log: Progress lines.
-        trace: Time every model as ``torch.fx.symbolic_trace`` gives it (traced in each mode), the path FX
-            tools (quantization, feature extractors) run.
+        trace: Time every model as ``torch.fx.symbolic_trace`` gives it, the path FX tools run.
         runtimes: Where to time the models (`RUNTIMES`): ``'torch'`` (inference, and training unless ``train`` is
-            False), ``'onnxruntime'`` and ``'openvino'`` (inference of every model exported to one ONNX file each,
-            by `eca_models.export.write_onnx`, the same export for the plain model and ours).
+            False), ``'onnxruntime'``, ``'openvino'`` (inference, each model as `eca_models.export.write_onnx` writes).
         onnx_form: How the ECA layers are written to ONNX (`eca_models.layers.ONNX_FORMS`).
         add_eca: Time ``backbone`` (any timm model) without and with `eca_models.add_eca` at these kernel sizes.
-        models: Time only these of the comparison's models (e.g. the plain one and ours: a pair), by name; the
-            plain model is always timed, first, as the ratios' reference.
+        models: Time only these of the comparison's models, by name, and the plain one (first: the ratios' base).
     """
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
