@@ -25,7 +25,7 @@ from .errors import UsageError, require_folder
 from .factory import class_labels, load
 from .files import check_output_file, write_bytes_atomic, write_text_atomic
 from .layers import EcaLayer
-from .runtime import default_device
+from .runtime import check_device, default_device
 
 __all__ = [
     "AttentionFigure",
@@ -142,7 +142,7 @@ def attention_figure(
         batch_size: Images per forward.
         device: Where to run (default: ``cuda`` where torch sees a GPU, else ``cpu``).
     """
-    device = device or default_device()
+    device = str(check_device(device or default_device()))
     out = check_output_file(out, "out")
     if out.suffix.lower() != ".png":
         raise UsageError(f"out={out}: the figure is a PNG; give a file name ending in .png")

@@ -26,7 +26,7 @@ from .errors import UsageError, first_line, require_whole_number
 from .evaluation.detection import to_coco_results
 from .factory import load
 from .files import check_output_folder, write_bytes_atomic
-from .runtime import default_device
+from .runtime import check_device, default_device
 
 __all__ = [
     "BAR_FROM",
@@ -93,7 +93,7 @@ def predict(
         ModelUnavailable: The model cannot be loaded.
     """
     require_whole_number("top_k", top_k, 1)
-    device = device or default_device()
+    device = str(check_device(device or default_device()))
     given = [images] if isinstance(images, (str, Path)) else list(images)
     paths = find_images(given)
     if not paths:

@@ -8,8 +8,10 @@ import pytest
 import torch
 from helpers import one_line_error
 
+import eca_models
 from eca_models.cli import main
 from eca_models.cli.common import add_runtime_args, default_workers
+from eca_models.errors import UsageError
 
 
 def test_unknown_model_is_one_line_and_2_in_every_command_that_loads_one(tmp_path, capsys):
@@ -149,6 +151,15 @@ def test_device_cuda_without_a_gpu_is_one_line_before_any_model(tmp_path, capsys
         assert "no CUDA device" in one_line_error(capsys, argv[0])  # not 'unknown model': checked first
     assert main(["predict", "x.jpg", "--model", "eca_resnet9", "--device", "tpu7"]) == 2
     assert "--device" in one_line_error(capsys, "predict")
+    for call in (  # the functions check it too, in keyword words
+        lambda: eca_models.predict("x.jpg", "eca_resnet9", device="cuda"),
+        lambda: eca_models.validate("eca_resnet9", tmp_path, device="cuda"),
+        lambda: eca_models.attention_figure("eca_resnet9", tmp_path, tmp_path / "a.png", device="cuda"),
+        lambda: eca_models.finetune("eca_resnet9", tmp_path, output=tmp_path / "r", device="cuda"),
+        lambda: eca_models.benchmark.benchmark("resnet18", device="cuda"),
+    ):
+        with pytest.raises(UsageError, match=r"^device='cuda', but torch sees no CUDA device here: pass device='cpu'"):
+            call()
 
 
 def test_out_of_range_flags_are_usage_errors(capsys):

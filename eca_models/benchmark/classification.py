@@ -42,7 +42,7 @@ from ..export import require_onnx, write_onnx
 from ..files import check_output_file, write_text_atomic
 from ..insertion import add_eca as insert_eca
 from ..layers import check_onnx_form
-from ..runtime import autocast_for
+from ..runtime import autocast_for, check_device
 from ..weights import read_weights_file
 
 __all__ = [
@@ -464,6 +464,7 @@ def benchmark(
         raise UsageError("keep_memory=True works with glibc on Linux only; run without it")
     call = inspect.signature(run_benchmark).bind(backbone, **timing)  # an unknown keyword: TypeError
     call.apply_defaults()
+    check_device(call.arguments["device"])
     call.arguments["runtimes"] = check_runtimes(call.arguments["runtimes"])
     check_onnx_form(call.arguments["onnx_form"])
     settings = {k: call.arguments[k] for k in SETTINGS}

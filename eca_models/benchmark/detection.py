@@ -24,7 +24,7 @@ from ..detection.backbone import release_param_count
 from ..errors import UsageError
 from ..export import write_detector_onnx
 from ..files import write_text_atomic
-from ..runtime import autocast_for
+from ..runtime import autocast_for, check_device
 from .classification import (
     check_outputs,
     check_runtimes,
@@ -156,6 +156,7 @@ def benchmark_detector(
         The report: ``settings``, ``machine``, ``detectors`` (one `DetectorResult` each, as a dict).
     """
     check_outputs(results_file, None)
+    check_device(device)
     if not is_detector(name):
         raise UsageError(f"unknown detector {name!r}; choose one of: {', '.join(list_detectors())}")
     runtimes = check_runtimes(runtimes)

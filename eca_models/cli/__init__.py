@@ -18,9 +18,9 @@ import torch
 from tqdm import tqdm
 
 from ..errors import EcaModelsError, first_line
+from ..runtime import check_device
 from ..version import __version__
 from . import attention, benchmark, convert, download, export, finetune, list_models, predict, publish, validate
-from .common import check_device
 
 COMMANDS = {
     "list": list_models,

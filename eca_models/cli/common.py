@@ -5,8 +5,6 @@ import argparse
 import dataclasses
 from typing import Any, Dict, Optional
 
-import torch
-
 from ..errors import ModelUnavailable, UsageError
 from ..runtime import default_device, default_workers
 
@@ -16,7 +14,6 @@ __all__ = [
     "add_detector_size_args",
     "add_num_classes_arg",
     "add_runtime_args",
-    "check_device",
     "default_workers",
     "defaults_of",
     "non_negative_int",
@@ -54,25 +51,6 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
     return value
-
-
-def check_device(name: str) -> torch.device:
-    """The device ``--device`` names, checked before any work: a one-line `UsageError` for a name torch does
-    not know or a device this machine lacks (``cuda`` without a GPU, ``cuda:3`` on a machine with two)."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}, but torch sees no CUDA device here: pass --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}, but torch sees {torch.cuda.device_count()} CUDA device(s) here")
-    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UsageError(f"--device {name}, but torch sees no MPS device here: pass --device cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {name}: eca-models runs on cpu, cuda or mps")
-    return device
 
 
 def add_num_classes_arg(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from ..detection import list_detectors
 from ..detection.weights import is_detector_source
 from ..errors import DataError, ModelUnavailable, UsageError, require_folder, require_whole_number
 from ..files import check_output_file, write_text_atomic
-from ..runtime import default_device, default_workers
+from ..runtime import check_device, default_device, default_workers
 from ..weights import WeightsError
 from ..zoo import list_models
 from .classification import NOT_SCORED, validate_classifier
@@ -55,6 +55,7 @@ class ValidateOptions:
     record: bool = False
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         for name in ("batch_size", "limit", "img_size", "min_size", "max_size", "num_classes"):
             require_whole_number(name, getattr(self, name), 1)
         if self.on_error not in ("skip", "fail"):

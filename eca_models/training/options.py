@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..detection.backbone import check_trainable_layers
 from ..errors import UsageError, require_number, require_whole_number
 from ..layers import parse_kernel_code
-from ..runtime import default_device, default_workers
+from ..runtime import check_device, default_device, default_workers
 
 __all__ = ["CLASSIFIER", "DETECTOR", "FinetuneOptions"]
 
@@ -88,6 +88,7 @@ class FinetuneOptions:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         self.model, self.output = str(self.model), str(self.output)
         self.data = None if self.data is None else str(self.data)
         self.img_size = 224 if self.img_size is None else self.img_size  # None: the default, as for the others
