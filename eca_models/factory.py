@@ -11,7 +11,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from .data.imagenet import imagenet_wnids
-from .errors import UnknownModel
+from .errors import UnknownModel, require_whole_number
 from .weights import WeightsError
 from .weights.folders import read_model_config
 from .weights.release import hub_offline
@@ -45,6 +45,7 @@ def load(
     """
     if kwargs.get("num_classes", 0) is None:
         kwargs.pop("num_classes")
+    require_whole_number("num_classes", kwargs.get("num_classes"), 0)  # 0: no classifier, as timm takes it
     path = Path(source)
     if path.is_dir():
         read_model_config(path)

@@ -191,6 +191,8 @@ def test_what_python_callers_met_raw_or_not_at_all(folders, tmp_path, monkeypatc
         eca_models.predict(tmp_path / "nope.jpg", "eca_resnet18_k3577", checkpoint=folders["ckpt"], device="cpu")
     with pytest.raises(UsageError, match="each entry needs an integer 'id' and a 'name'"):
         create_detector("retinanet_eca_resnet50_fpn", categories=[{"id": 1}])
+    with pytest.raises(UsageError, match="^num_classes='3': expected a whole number of at least 0"):  # not timm's
+        eca_models.load("eca_resnet18", pretrained=False, num_classes="3")  # TypeError from deep inside
 
 
 def test_predict_names_images_by_the_shortest_path_that_tells_them_apart():
