@@ -18,7 +18,6 @@ import torch
 from tqdm import tqdm
 
 from ..errors import EcaModelsError, first_line
-from ..runtime import check_device
 from ..version import __version__
 from . import attention, benchmark, convert, download, export, finetune, list_models, predict, publish, validate
 
@@ -73,8 +72,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("ECA_MODELS_DEBUG", "") not in ("", "0")
     try:
-        if getattr(args, "device", None):
-            check_device(args.device)  # before any model is built
         return COMMANDS[args.command].run(args) or 0
     except KeyboardInterrupt:
         tqdm.write(f"eca-models {args.command}: interrupted", file=sys.stderr)  # on a line of its own, below any bar

@@ -190,11 +190,11 @@ def describe_state_dict(state_dict: Dict[str, torch.Tensor]) -> str:
         if not has_eca:
             return "it has no ECA layers (a plain MobileNetV2 checkpoint?); load it with timm's or torchvision's models"
         return "it looks like a MobileNetV2 checkpoint (create eca_mobilenetv2)"
-    blocks = [len({k.split(".")[1] for k in state_dict if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
     if any(k.startswith("backbone.") for k in state_dict) and any(k.startswith("neck.") for k in state_dict):
         return (
             "it is an mmdetection detector: convert it as one (model=maskrcnn_eca_resnet50_fpn, or its kind and depth)"
         )
+    blocks = [len({k.split(".")[1] for k in state_dict if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
     if not any(blocks):
         return "it is not an ECA-ResNet or ECA-MobileNetV2 checkpoint"
     if not has_eca:
