@@ -1,20 +1,18 @@
 """One call to get a model from wherever it is: a registered name, a converted or fine-tuned folder, the Hub."""
 
-import socket
 from pathlib import Path
 from typing import Any, List, Optional, Union
-from urllib.parse import urlparse
 
 import timm
 import torch
-from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from .data.imagenet import imagenet_wnids
 from .errors import UnknownModel, require_whole_number
 from .weights import WeightsError
 from .weights.folders import read_model_config
-from .weights.release import hub_offline
+from .weights.loading import hub_errors
+from .weights.release import hub_unreachable
 from .zoo import list_models
 
 __all__ = [
@@ -66,7 +64,25 @@ def load(
         cached = timm_weights_file(name)  # another timm model (seresnet50, for a comparison): its own Hub weights
         if cached is not None:
             kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(cached))
+    if pretrained and name.startswith("hf-hub:"):
+        return _from_hub(name, **kwargs)
     return timm.create_model(name, pretrained=pretrained, **kwargs).eval()
+
+
+def _from_hub(name: str, **kwargs: Any) -> torch.nn.Module:
+    """timm's ``hf-hub:ORG/REPO[@REVISION]`` with the Hub's failures in one line, and at once where nothing is
+    cached and the Hub cannot be reached."""
+    repo, _, revision = name[len("hf-hub:") :].partition("@")
+    hint = "pass a folder holding its config.json and model.safetensors"
+    if not isinstance(try_to_load_from_cache(repo, "config.json", revision=revision or None), str):
+        why = hub_unreachable()
+        if why:
+            raise WeightsError(
+                f"{repo} is not cached here and the Hub cannot be reached ({why}): download it once with a "
+                f"connection, or {hint}"
+            )
+    with hub_errors(f"{repo}@{revision or 'main'}", hint):
+        return timm.create_model(name, pretrained=True, **kwargs).eval()
 
 
 def require_model(source: Union[str, Path]) -> None:
@@ -103,20 +119,12 @@ def timm_weights_file(name: str, connect_timeout: float = 5.0) -> Optional[Path]
         cached = try_to_load_from_cache(repo, filename)
         if isinstance(cached, str):
             return Path(cached)
-    endpoint = urlparse(hf_constants.ENDPOINT)
-    offline = forbidden = hub_offline()
-    if not offline:
-        try:
-            socket.create_connection(
-                (endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)), connect_timeout
-            ).close()
-        except OSError:
-            offline = True
-    if offline:
+    why = hub_unreachable(connect_timeout)
+    if why:
         raise WeightsError(
             f"{name}'s weights ({repo} on the Hugging Face Hub) are not cached here and the Hub cannot be reached "
-            f"({'HF_HUB_OFFLINE is set' if forbidden else 'no connection'}): pass a weights file "
-            "for it (checkpoint=; attention: compare_checkpoint=), or download them once with a connection"
+            f"({why}): pass a weights file for it (checkpoint=; attention: compare_checkpoint=), or download them "
+            "once with a connection"
         )
     return None
 

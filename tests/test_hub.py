@@ -5,13 +5,18 @@ scenario runs in a fresh interpreter with those variables set, as a user's progr
 """
 
 import json
+import socket
+import time
 
 import pytest
 import timm
 import torch
 from conftest import ROOT, run_python
 from helpers import ARCHS, LoopbackHub, authors_file_for
+from huggingface_hub import constants as hf_constants
 
+import eca_models
+from eca_models.cli import main
 from eca_models.conversion.imagenet import convert_checkpoint
 from eca_models.files import sha256_file
 
@@ -186,6 +191,10 @@ for label, model, repo in {cases!r}:
         print(json.dumps([label, "LOADED"]))
     except eca_models.WeightsError as e:
         print(json.dumps([label, str(e)]))
+try:  # a raw hf-hub: id that is not there, through the package's own load
+    eca_models.load("hf-hub:someone/nothing-here@v2")
+except eca_models.WeightsError as e:
+    print(json.dumps(["hf-hub missing", str(e)]))
 """
 
 
@@ -271,6 +280,27 @@ def test_missing_repo(bad_files):
     assert "(eca-models/eca_resnet50_k3557.in1k, not published yet)" in outcome["unpublished"]
     assert "eca-models convert eca_resnet50_k3557.pth.tar" in outcome["unpublished"]
     assert outcome["missing"].startswith("someone/nothing-here@main was not found on the Hub (RepositoryNotFoundError)")
+    assert outcome["hf-hub missing"] == (
+        "someone/nothing-here@v2 was not found on the Hub (RepositoryNotFoundError); "
+        "pass a folder holding its config.json and model.safetensors"
+    )
+
+
+def test_an_uncached_hf_hub_id_without_the_hub_is_one_line_at_once(monkeypatch, capsys):
+    """No retries for half a minute and no huggingface_hub traceback: said before timm asks the Hub."""
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(hf_constants, "ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    start = time.monotonic()
+    with pytest.raises(eca_models.WeightsError, match=r"^someone/x is not cached here .* \(no connection\): download"):
+        eca_models.load("hf-hub:someone/x")
+    assert time.monotonic() - start < 5
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["predict", "--model", "hf-hub:someone/x@v1", "x.jpg"]) == 2
+    assert capsys.readouterr().err == (
+        "eca-models predict: error: someone/x is not cached here and the Hub cannot be reached (HF_HUB_OFFLINE is "
+        "set): download it once with a connection, or pass a folder holding its config.json and model.safetensors\n"
+    )
 
 
 def test_converted_folder_is_hub_ready(world):

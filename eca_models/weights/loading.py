@@ -7,6 +7,7 @@ found in `fetch`'s order. Hub downloads go through ``huggingface_hub`` (its cach
 Nothing pickled is ever executed: PyTorch files are read with ``weights_only=True``.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
 from huggingface_hub import hf_hub_download
@@ -38,6 +39,7 @@ __all__ = [
     "WeightsError",
     "WeightsNotPublished",
     "download_from_hub",
+    "hub_errors",
     "intact_safetensors",
     "read_safetensors",
     "read_weights_file",
@@ -278,21 +280,28 @@ def download_from_hub(
     """
     revision = revision or (ckpt.revision if ckpt else None) or None
     unpublished = ckpt is not None and not ckpt.is_published
-    try:
+    with hub_errors(f"{repo_id}@{revision or 'main'}", ways_to_supply(ckpt, repo_id), unpublished):
         path = Path(hf_hub_download(repo_id, filename, revision=revision))
-    except LocalEntryNotFoundError:
-        raise WeightsError(
-            f"no cached copy of {repo_id} ({filename}) and the Hub is not reachable (HF_HUB_OFFLINE or no network); "
-            + ways_to_supply(ckpt, repo_id)
-        ) from None
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        state = "is not published on the Hub yet" if unpublished else f"was not found on the Hub ({type(e).__name__})"
-        raise WeightsError(f"{repo_id}@{revision or 'main'} {state}; " + ways_to_supply(ckpt, repo_id)) from None
-    except HfHubHTTPError as e:
-        raise WeightsError(f"downloading {repo_id} failed: {first_line(e)}") from None
     if ckpt is not None and ckpt.sha256 and (not ckpt.revision or revision == ckpt.revision):
         _verify(path, ckpt)
     return path
+
+
+@contextlib.contextmanager
+def hub_errors(repo: str, hint: str, unpublished: bool = False) -> Iterator[None]:
+    """huggingface_hub's errors while fetching from ``repo`` (``ORG/NAME@REVISION``) as one-line `WeightsError`s
+    that end in ``hint``, what to do instead; ``unpublished``: the manifest says the repo is not on the Hub yet."""
+    try:
+        yield
+    except LocalEntryNotFoundError:
+        raise WeightsError(
+            f"no cached copy of {repo} and the Hub is not reachable (HF_HUB_OFFLINE or no network); {hint}"
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        state = "is not published on the Hub yet" if unpublished else f"was not found on the Hub ({type(e).__name__})"
+        raise WeightsError(f"{repo} {state}; {hint}") from None
+    except HfHubHTTPError as e:
+        raise WeightsError(f"downloading {repo} failed: {first_line(e)}") from None
 
 
 def _verify(path: Path, ckpt: Checkpoint) -> None:

@@ -20,9 +20,11 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlparse
 
 from filelock import FileLock
 from huggingface_hub import constants as hf_constants
@@ -46,6 +48,7 @@ __all__ = [
     "drive_url",
     "fetch_release",
     "hub_offline",
+    "hub_unreachable",
     "list_cached",
 ]
 
@@ -87,6 +90,20 @@ def hub_offline() -> bool:
     if value is not None:
         return value.strip().lower() in ("1", "on", "yes", "true")
     return bool(hf_constants.HF_HUB_OFFLINE)
+
+
+def hub_unreachable(connect_timeout: float = 5.0) -> Optional[str]:
+    """Why the Hub cannot be asked now (``HF_HUB_OFFLINE``, or no connection to ``HF_ENDPOINT`` within
+    ``connect_timeout`` seconds), or None: checked at once, where huggingface_hub would retry for half a minute."""
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(hf_constants.ENDPOINT)
+    try:
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        socket.create_connection((endpoint.hostname, port), connect_timeout).close()
+    except OSError:
+        return "no connection"
+    return None
 
 
 def allowed_sources(source: Optional[str] = None) -> Tuple[str, ...]:
