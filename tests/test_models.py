@@ -96,6 +96,28 @@ def test_features_only_with_out_indices(name, channels, reductions):
 
 
 @pytest.mark.parametrize("name", ["eca_resnet18", "eca_mobilenetv2"])
+def test_forward_intermediates_and_pruning_as_timm_has_them(name, x64):
+    """timm's feature API of its CNNs (``forward_intermediates``, ``features_only`` with ``feature_cls='getter'``,
+    ``prune_intermediate_layers``): the same taps as plain ``features_only``, the same final features."""
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    with torch.no_grad():
+        final, taps = model.forward_intermediates(x64)
+        torch.testing.assert_close(final, model.forward_features(x64), rtol=0, atol=0)
+        torch.manual_seed(0)  # the same weights: built in the same order
+        for tap, expected in zip(taps, timm.create_model(name, features_only=True).eval()(x64), strict=True):
+            torch.testing.assert_close(tap, expected, rtol=0, atol=0)
+        chosen = model.forward_intermediates(x64, indices=[1, -2], stop_early=True, intermediates_only=True)
+        assert [t.shape for t in chosen] == [taps[1].shape, taps[3].shape]
+        getter = timm.create_model(name, features_only=True, feature_cls="getter", out_indices=(1, 3)).eval()
+        assert [o.shape[1] for o in getter(x64)] == getter.feature_info.channels()
+        assert model.prune_intermediate_layers(indices=(0, 2)) == [0, 2]
+        assert model(x64).shape == taps[2].shape and model.num_features == taps[2].shape[1]
+    with pytest.raises((AssertionError, ValueError), match="out of range|feature taps are 0 to 4"):  # timm's, ours
+        model.forward_intermediates(x64, indices=[5])
+
+
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_mobilenetv2"])
 def test_grad_checkpointing_gives_the_same_gradients(name, x64):
     model = timm.create_model(name, num_classes=4, drop_rate=0.0).train()
     model.apply(lambda m: setattr(m, "momentum", 0.0) if isinstance(m, torch.nn.BatchNorm2d) else None)

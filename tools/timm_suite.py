@@ -25,16 +25,31 @@ from pathlib import Path
 
 PLUGIN = """
 import pytest
+import timm
 
 import eca_models
 
 NAMES = set({names!r})
+OUR_MODULES = ("eca_resnet", "eca_mobilenetv2")
 MARKS = ("base", "cfg", "cfg_nonstd", "forward", "backward", "torchscript", "features", "fxforward", "fxbackward", "timeout")
 
 
 def pytest_configure(config):
     for mark in MARKS:  # registered by timm's own setup, which is not installed with the tests
         config.addinivalue_line("markers", mark)
+    timm.list_models = _with_ours(timm.list_models)
+
+
+def _with_ours(list_models):
+    # timm runs its feature-API tests (forward_intermediates, pruning) on the model modules it lists by name;
+    # ours have that API too, so they are listed wherever timm's ResNet module is
+    def listed(filter="", module="", *args, **kwargs):
+        names = list_models(filter, module, *args, **kwargs)
+        if module and "resnet" in ([module] if isinstance(module, str) else module):
+            names = sorted(set(names) | set(list_models(filter, list(OUR_MODULES), *args, **kwargs)))
+        return names
+
+    return listed
 
 
 def pytest_collection_modifyitems(config, items):

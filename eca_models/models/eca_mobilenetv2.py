@@ -11,12 +11,13 @@ add. The two-digit kernel code gives the size for blocks with fewer than 96 outp
 then for the rest: the released ``k13`` uses k=1 for features.1-10 and k=3 for features.11-17.
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from timm.layers import DropPath, SelectAdaptivePool2d
 from timm.models import checkpoint_seq, register_model
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..layers import EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
 from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
@@ -39,6 +40,21 @@ WIDE_CHANNELS = 96  # blocks with at least this many output channels take the co
 def _make_divisible(v: float, divisor: int = 8) -> int:
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
     return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def _take_indices(num_taps: int, indices: Optional[Union[int, List[int]]]) -> Tuple[List[int], int]:
+    """Which feature taps ``indices`` asks for, as timm's ``forward_intermediates`` reads it (None: all; an int
+    ``n``: the last ``n``; a list: those, negative ones from the end), and the last of them."""
+    if indices is None or isinstance(indices, int):
+        n = num_taps if indices is None else indices
+        if not 0 < n <= num_taps:
+            raise ValueError(f"indices={indices}: this model has {num_taps} feature taps, ask for 1 to {num_taps}")
+        take = list(range(num_taps - n, num_taps))
+    else:
+        take = [i + num_taps if i < 0 else i for i in indices]
+        if not take or not all(0 <= i < num_taps for i in take):
+            raise ValueError(f"indices={list(indices)}: this model's feature taps are 0 to {num_taps - 1}")
+    return take, max(take)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -227,7 +243,7 @@ class EcaMobileNetV2(nn.Module):
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = self._pool(global_pool)
-        weight = self.features[-1][0].weight
+        weight = next(self.parameters())
         linear = self._linear(num_classes).to(device=weight.device, dtype=weight.dtype)
         self.classifier[1] = linear.train(self.training)
 
@@ -235,6 +251,62 @@ class EcaMobileNetV2(nn.Module):
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.features, x)
         return self.features(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The features at the taps of ``feature_info``, as timm's models give them.
+
+        Args:
+            x: Input images.
+            indices: The last ``n`` taps if an int, all if None, else the taps at these indices.
+            norm: Unused (no norm layer follows the taps), as in timm's CNNs.
+            stop_early: Run no block after the last tap asked for.
+            output_fmt: ``'NCHW'`` only.
+            intermediates_only: Return the tapped features alone.
+
+        Returns:
+            The tapped features, or ``(final features, tapped features)``.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r}: this model gives 'NCHW' features only")
+        take, last = _take_indices(len(self.feature_info), indices)
+        taps = [self._tap_block(i) for i in take]
+        blocks = (
+            self.features if torch.jit.is_scripting() or not stop_early else self.features[: self._tap_block(last) + 1]
+        )
+        intermediates = []
+        for i, block in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if i in taps:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> List[int]:
+        """Remove the blocks after the last tap of ``indices`` (as in `forward_intermediates`) and, as in timm's CNNs,
+        the final 1x1 conv and the classifier with them; these stay only where the last tap is the model's last and
+        neither ``prune_norm`` nor ``prune_head`` is set (the model is then unchanged). Returns the taps kept."""
+        take, last = _take_indices(len(self.feature_info), indices)
+        if prune_norm or prune_head or last < len(self.feature_info) - 1:
+            self.features = self.features[: self._tap_block(last) + 1]
+            self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
+            self.reset_classifier(0, "")
+        return take
+
+    def _tap_block(self, index: int) -> int:
+        """The position in ``features`` of the ``index``-th feature tap."""
+        return int(self.feature_info[index]["module"].split(".")[1])
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
