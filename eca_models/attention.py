@@ -19,9 +19,9 @@ import torch
 from timm.data import create_transform, resolve_data_config
 from timm.layers import SEModule
 
-from .data.imagenet import imagenet_class_names, imagenet_samples, imagenet_wnids
+from .data.imagenet import ground_truth_file, imagenet_class_names, imagenet_samples, imagenet_wnids
 from .data.images import ImageListDataset, unreadable
-from .errors import UsageError, require_folder
+from .errors import UsageError
 from .factory import class_labels, load
 from .files import check_output_file, write_bytes_atomic, write_text_atomic
 from .layers import EcaLayer
@@ -146,7 +146,7 @@ def attention_figure(
     out = check_output_file(out, "out")
     if out.suffix.lower() != ".png":
         raise UsageError(f"out={out}: the figure is a PNG; give a file name ending in .png")
-    require_folder(data)
+    ground_truth_file(data, hint="give it one sub-folder of images per class")
     net = load(model, checkpoint=checkpoint, num_classes=num_classes)
     if not attention_layers(net):
         raise UsageError(

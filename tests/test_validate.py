@@ -14,6 +14,7 @@ import eca_models
 from eca_models.cli import main
 from eca_models.conversion.imagenet import convert_checkpoint
 from eca_models.data.imagenet import imagenet_wnids
+from eca_models.errors import DataError
 from eca_models.evaluation import verdict, wilson_interval
 
 # 5 images of the top class, 2 of lower-ranked ones, 1 of an unranked class (7), 1 corrupt file:
@@ -166,6 +167,18 @@ def test_pattern_validates_each_model(data, tmp_path, monkeypatch):
     rows = json.loads(results.read_text())
     assert [r["model"] for r in rows] == ["eca_resnet18", "eca_resnet18_k3577"]
     assert all((r["top1"], r["top5"], r["verdict"]) == (62.5, 87.5, "PASS") for r in rows)
+
+
+def test_a_folder_without_ground_truth_is_said_before_any_weights(tmp_path, capsys):
+    """No class sub-folders and no labels: said before the model's weights are looked for (there are none here)."""
+    write_image(tmp_path / "flat" / "a.JPEG", 0)
+    with pytest.raises(DataError, match=r"flat has no class sub-folders .*: pass labels=FILE$"):
+        eca_models.validate("eca_resnet50", tmp_path / "flat")
+    args = ["attention", "--model", "eca_resnet50", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "a.png")]
+    assert main(args) == 2
+    assert one_line_error(capsys, "attention").endswith(
+        "(LOC_val_solution.csv): give it one sub-folder of images per class"
+    )  # attention has no --labels to offer
 
 
 @pytest.mark.parametrize(

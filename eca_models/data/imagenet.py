@@ -15,7 +15,7 @@ from timm.data import ImageNetInfo
 from ..errors import DataError, require_folder
 from .images import list_images
 
-__all__ = ["imagenet_class_names", "imagenet_samples", "imagenet_wnids", "folder_samples"]
+__all__ = ["folder_samples", "ground_truth_file", "imagenet_class_names", "imagenet_samples", "imagenet_wnids"]
 
 WNID = re.compile(r"^n\d{8}$")
 
@@ -95,6 +95,27 @@ def _label_of_line(line: str, index: Dict[str, int], labels_file: Path, n: int) 
     )
 
 
+def ground_truth_file(data: Path, labels_file: Optional[Path] = None, hint: str = "pass labels=FILE") -> Optional[Path]:
+    """Which layout a validation folder has, checked before any model is loaded: None for class sub-folders, else
+    the flat layout's ground truth (``labels_file``, or ``LOC_val_solution.csv`` in the folder or its parent);
+    ``hint`` ends the message where there is neither.
+
+    Raises:
+        DataError: The folder is missing, or has neither class sub-folders nor a ground-truth file.
+    """
+    data = require_folder(data)
+    if labels_file is None and any(p.is_dir() and not p.name.startswith(".") for p in data.iterdir()):
+        return None
+    if labels_file is None:
+        found = [p / "LOC_val_solution.csv" for p in (data, data.parent) if (p / "LOC_val_solution.csv").is_file()]
+        if not found:
+            raise DataError(f"{data} has no class sub-folders and no ground truth (LOC_val_solution.csv): {hint}")
+        labels_file = found[0]
+    if not Path(labels_file).is_file():
+        raise DataError(f"labels file not found: {labels_file}")
+    return Path(labels_file)
+
+
 def imagenet_samples(
     data: Path, labels_file: Optional[Path] = None, class_names: Optional[Sequence[str]] = None
 ) -> List[Tuple[Path, int]]:
@@ -108,21 +129,14 @@ def imagenet_samples(
         labels_file: Ground truth for the flat layout.
         class_names: The model's classes, when it is not an ImageNet-1k model (a fine-tuned one).
     """
-    data = require_folder(data)
+    data = Path(data)
     wnids = class_names or imagenet_wnids()
     what = "an ImageNet-1k WordNet id" if class_names is None else "a class of this model"
-    subdirs = [p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if labels_file is None and subdirs:
+    labels_file = ground_truth_file(data, labels_file)
+    if labels_file is None:
         samples = folder_samples(data, wnids, what)
     else:
-        if labels_file is None:
-            found = [p / "LOC_val_solution.csv" for p in (data, data.parent) if (p / "LOC_val_solution.csv").is_file()]
-            if not found:
-                raise DataError(f"{data} has no class sub-folders and no ground truth: pass labels=FILE")
-            labels_file = found[0]
-        if not Path(labels_file).is_file():
-            raise DataError(f"labels file not found: {labels_file}")
-        labels = _read_labels(Path(labels_file), wnids)
+        labels = _read_labels(labels_file, wnids)
         images = list_images(data)
         unlabelled = [p.name for p in images if p.stem not in labels]
         if unlabelled:

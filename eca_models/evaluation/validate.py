@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .. import distributed
+from ..data.imagenet import ground_truth_file
 from ..detection import list_detectors
 from ..detection.weights import is_detector_source
 from ..errors import DataError, ModelUnavailable, UsageError, require_folder, require_whole_number
@@ -194,6 +195,8 @@ def _check(names: List[str], data: Path, opts: ValidateOptions) -> bool:
         raise UsageError("annotations= and predictions= are for detectors (e.g. maskrcnn_eca_resnet50_fpn)")
     if opts.predictions and len(names) > 1:
         raise UsageError("predictions= goes with one model")
+    if not any(detectors):
+        ground_truth_file(data, opts.labels)
     return all(detectors)
 
 
