@@ -64,14 +64,15 @@ def load(
         cached = timm_weights_file(name)  # another timm model (seresnet50, for a comparison): its own Hub weights
         if cached is not None:
             kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(cached))
-    if pretrained and name.startswith("hf-hub:"):
-        return _from_hub(name, **kwargs)
+    if name.startswith("hf-hub:"):
+        return _from_hub(name, pretrained, **kwargs)
     return timm.create_model(name, pretrained=pretrained, **kwargs).eval()
 
 
-def _from_hub(name: str, **kwargs: Any) -> torch.nn.Module:
-    """timm's ``hf-hub:ORG/REPO[@REVISION]`` with the Hub's failures in one line, and at once where nothing is
-    cached and the Hub cannot be reached."""
+def _from_hub(name: str, pretrained: bool, **kwargs: Any) -> torch.nn.Module:
+    """timm's ``hf-hub:ORG/REPO[@REVISION]`` (whose config.json timm reads from the Hub, with or without
+    ``pretrained``) with the Hub's failures in one line, and at once where nothing is cached and the Hub cannot be
+    reached."""
     repo, _, revision = name[len("hf-hub:") :].partition("@")
     hint = "pass a folder holding its config.json and model.safetensors"
     if not isinstance(try_to_load_from_cache(repo, "config.json", revision=revision or None), str):
@@ -82,7 +83,7 @@ def _from_hub(name: str, **kwargs: Any) -> torch.nn.Module:
                 f"connection, or {hint}"
             )
     with hub_errors(f"{repo}@{revision or 'main'}", hint):
-        return timm.create_model(name, pretrained=True, **kwargs).eval()
+        return timm.create_model(name, pretrained=pretrained, **kwargs).eval()
 
 
 def require_model(source: Union[str, Path]) -> None:

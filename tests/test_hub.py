@@ -294,6 +294,8 @@ def test_an_uncached_hf_hub_id_without_the_hub_is_one_line_at_once(monkeypatch, 
     start = time.monotonic()
     with pytest.raises(eca_models.WeightsError, match=r"^someone/x is not cached here .* \(no connection\): download"):
         eca_models.load("hf-hub:someone/x")
+    with pytest.raises(eca_models.WeightsError, match=r"^someone/x is not cached here"):  # timm reads its config.json
+        eca_models.load("hf-hub:someone/x", pretrained=False)
     assert time.monotonic() - start < 5
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["predict", "--model", "hf-hub:someone/x@v1", "x.jpg"]) == 2
