@@ -345,7 +345,9 @@ def test_bad_weights_get_one_line(converted, coco_root, tmp_path, capsys):
         )
         == 2
     )
-    _one_error_line(capsys, "is a classification checkpoint", "--weights-backbone")
+    _one_error_line(
+        capsys, "is a classification checkpoint", "(it looks like eca_resnet50 (bottleneck blocks 3-4-6-3))"
+    )
     classifier = tmp_path / "classifier"
     classifier.mkdir()
     (classifier / "config.json").write_text(json.dumps({"architecture": "eca_resnet50", "num_classes": 1000}))

@@ -22,6 +22,7 @@ from ..detection.model_card import render_detector_card
 from ..detection.weights import released_checkpoint, state_dict_mismatch, write_detector_files
 from ..files import sha256_file
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
+from ..models._builder import describe_state_dict
 from ..weights import WeightsError
 from ..weights.folders import CONFIG_FILE, check_out_dir, new_model_folder
 from ..weights.loading import WEIGHTS_FILE, read_weights_file, unwrap_checkpoint
@@ -85,9 +86,10 @@ def read_mmdet_checkpoint(path: Union[str, Path]) -> MmdetCheckpoint:
     state = unwrap_checkpoint(obj)
     if not any(k.startswith("neck.") for k in state):
         if any(re.match(r"(backbone\.)?layer\d\.", k) for k in state):
+            trunk = describe_state_dict({k.removeprefix("backbone."): v for k, v in state.items()})
             raise WeightsError(
-                f"{path} is a classification checkpoint (an ECA-ResNet trunk, no FPN or heads), not a detector: "
-                "convert it with model=eca_resnet50_k3557 (or its depth), or give it to finetune as weights_backbone="
+                f"{path} is a classification checkpoint (a trunk, no FPN or heads), not a detector ({trunk}): "
+                "convert it as a classifier, or give it to finetune as weights_backbone="
             )
         raise WeightsError(f"{path} is not an mmdetection detector checkpoint (no neck.* or backbone.* tensors)")
     if any(k.startswith("mask_head.") for k in state):
