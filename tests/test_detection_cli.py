@@ -346,7 +346,10 @@ def test_bad_weights_get_one_line(converted, coco_root, tmp_path, capsys):
         == 2
     )
     _one_error_line(
-        capsys, "is a classification checkpoint", "(it looks like eca_resnet50 (bottleneck blocks 3-4-6-3))"
+        capsys,
+        "is a classification checkpoint",
+        "(it looks like eca_resnet50 (bottleneck blocks 3-4-6-3))",
+        "--weights-backbone",
     )
     classifier = tmp_path / "classifier"
     classifier.mkdir()
