@@ -232,7 +232,7 @@ def _cli_error(*args):
                 write_image(r / s / c / "1.png", 0)
                 for s, c in (("train", "a"), ("train", "b"), ("val", "a"), ("val", "z"))
             ],
-            "val classes differ",
+            "val classes differ from train (only in train: b; only in val: z): give every class a folder in both",
         ),
         (lambda r: [write_image(r / c / "1.png", 0) for c in "ab"], "no train/ and val/"),
     ],

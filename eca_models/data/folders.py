@@ -57,10 +57,9 @@ def find_class_folders(data: Path, val_split: Optional[float] = None, seed: int 
             return _split(train, val_split, seed)
         val = _classes(data / "val")
         if set(val) != set(train):
-            only_train, only_val = sorted(set(train) - set(val)), sorted(set(val) - set(train))
-            raise DataError(
-                f"val classes differ from train: only in train {only_train[:5] or '[]'}, only in val {only_val[:5] or '[]'}"
-            )
+            only = {"train": sorted(set(train) - set(val)), "val": sorted(set(val) - set(train))}
+            which = "; ".join(f"only in {k}: {', '.join(v[:5])}" for k, v in only.items() if v)
+            raise DataError(f"val classes differ from train ({which}): give every class a folder in both")
         classes = sorted(train)
         index = {c: i for i, c in enumerate(classes)}
         return ClassFolders(
