@@ -22,7 +22,7 @@ from ..detection.model_card import render_detector_card
 from ..detection.weights import released_checkpoint, state_dict_mismatch, write_detector_files
 from ..files import sha256_file
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
-from ..models._builder import describe_state_dict
+from ..models import describe_state_dict
 from ..weights import WeightsError
 from ..weights.folders import CONFIG_FILE, check_out_dir, new_model_folder
 from ..weights.loading import WEIGHTS_FILE, read_weights_file, unwrap_checkpoint
