@@ -231,6 +231,22 @@ def test_imagenet_trunk_weights_load_with_their_own_kernel_code(tmp_path):
         create_detector("fasterrcnn_eca_resnet50_fpn", kernel_sizes="k5", weights_backbone=str(path))
 
 
+def test_other_classes_load_the_weights_under_a_new_head(converted):
+    """num_classes / categories other than the weights' keep every weight but the classification layers, which are
+    new (torchvision's predictors, RetinaNet's last classification conv), as timm resets a classifier."""
+    folder = converted["maskrcnn"][2]
+    coco, three = load_detector(folder), load_detector(folder, num_classes=3)
+    heads = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.")  # torchvision's predictors, whole
+    kept = {k: v for k, v in coco.state_dict().items() if not k.startswith(heads)}
+    assert all(torch.equal(three.state_dict()[k], v) for k, v in kept.items())
+    assert three.roi_heads.box_predictor.cls_score.out_features == 3 and three.label_map.names == ("class_1", "class_2")
+    assert three.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 3 and not three.training
+    retina = create_detector(
+        "retinanet_eca_resnet50_fpn", checkpoint=converted["retinanet"][2], categories=[{"id": 7, "name": "kite"}]
+    )
+    assert retina.head.classification_head.cls_logits.out_channels == 9 and retina.label_map.category_ids == (7,)
+
+
 def test_a_folder_is_used_at_the_sizes_it_records(converted, tmp_path):
     """A detector fine-tuned with --min-size 256 --max-size 384 records them in config.json: the one loader builds
     it at those sizes (validate and predict then work at the training scale); an explicit size still wins."""

@@ -110,6 +110,9 @@ def test_torchvision_weights_are_read_as_tensors_only(tmp_path):
     write_detector_files(with_eca, folder, render_detector_card(with_eca), {})
     assert json.loads((folder / "config.json").read_text())["norm_eps"] == 0.0
     _same_outputs(load_detector(folder), with_eca, _images())  # the folder keeps the weights' epsilon
+    three = load_detector(folder, num_classes=3)  # the folder's weights, a new head (was: num_classes ignored)
+    assert three.head.classification_head.cls_logits.out_channels == 9 * 3 and len(three.label_map.names) == 3
+    assert torch.equal(three.state_dict()[conv], with_eca.state_dict()[conv])
     torch.save({"x": _Payload()}, path)
     with pytest.raises(WeightsError, match="hold more than tensors") as e:
         create_detector(name, pretrained=True)

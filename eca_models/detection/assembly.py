@@ -20,7 +20,14 @@ from .labels import LabelMap
 from .legacy import use_legacy_coordinates
 from .weights import DetectorWeights, load_detector_weights
 
-__all__ = ["assemble_detector", "finish_detector", "rebuild_heads", "refuse_unknown", "resolve_label_map"]
+__all__ = [
+    "asked_classes",
+    "assemble_detector",
+    "finish_detector",
+    "rebuild_heads",
+    "refuse_unknown",
+    "resolve_label_map",
+]
 
 # the builder's part: torchvision's class on the backbone, with the head for ``label_map`` and its own arguments
 MakeModel = Callable[..., nn.Module]
@@ -63,8 +70,9 @@ def assemble_detector(
             None: the weights' own, else the release's.
         checkpoint: A folder written by ``eca-models convert`` or ``finetune`` to load instead.
         num_classes: torchvision's ``num_classes`` (background included for the two-stage detectors); None: the
-            weights' classes, else COCO's 80.
-        categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map.
+            weights' classes, else COCO's 80. With weights of other classes, the weights load and the classification
+            layers are new (`rebuild_heads`), as timm resets a classifier.
+        categories: The dataset's ``[{"id", "name"}]``; sets the classes and their label map (as ``num_classes``).
         weights_backbone: An ImageNet ECA-ResNet checkpoint for the trunk (when not loading a detector).
         trainable_backbone_layers: Trunk stages trained, from ``layer4`` (3: stem and ``layer1`` frozen, as
             released).
@@ -85,11 +93,12 @@ def assemble_detector(
         code = code or arch.release_code
     else:
         code = None  # a plain ResNet has no kernel sizes
-    label_map = _classes(arch, weights, num_classes, categories)
+    head = asked_classes(num_classes, categories, arch.background)
+    label_map = weights.label_map if weights is not None else head or LabelMap.coco(arch.background)
     backbone = _backbone(arch, trunk or arch.trunk, code, trainable_backbone_layers, weights_backbone)
     model = make(backbone, label_map, **{**(weights.sizes if weights is not None else {}), **kwargs})
     return finish_detector(
-        model, arch, trunk or arch.trunk, backbone.body.kernel_code, label_map, weights, legacy_coordinates
+        model, arch, trunk or arch.trunk, backbone.body.kernel_code, label_map, weights, legacy_coordinates, head
     )
 
 
@@ -109,16 +118,14 @@ def _backbone(
     )
 
 
-def _classes(
-    arch: DetectorArchitecture,
-    weights: Optional[DetectorWeights],
-    num_classes: Optional[int],
-    categories: Optional[Sequence[Dict[str, Any]]],
-) -> LabelMap:
-    """The classes asked for, else the weights' own, else COCO's 80."""
-    if weights is not None and categories is None and num_classes is None:
-        categories = weights.label_map.to_json()["categories"]
-    return resolve_label_map(num_classes, categories, arch.background)
+def asked_classes(
+    num_classes: Optional[int], categories: Optional[Sequence[Dict[str, Any]]], background: bool
+) -> Optional[LabelMap]:
+    """The head a builder's ``num_classes`` / ``categories`` ask for; None where neither is given (the weights'
+    own classes, else COCO's)."""
+    return (
+        None if num_classes is None and categories is None else resolve_label_map(num_classes, categories, background)
+    )
 
 
 def resolve_label_map(
@@ -152,9 +159,11 @@ def finish_detector(
     label_map: LabelMap,
     weights: Optional[DetectorWeights],
     legacy_coordinates: Optional[bool],
+    head: Optional[LabelMap] = None,
 ) -> nn.Module:
     """Load ``weights`` (if any); attach ``label_map`` and ``detector_cfg``; mmdetection v1's box conventions where
-    the weights were trained with them (or ``legacy_coordinates`` says so)."""
+    the weights were trained with them (or ``legacy_coordinates`` says so); then new classification layers for
+    ``head`` where its classes are not ``label_map``'s (`rebuild_heads`)."""
     if weights is not None:
         weights.load_into(model)
     model.label_map = label_map
@@ -171,6 +180,8 @@ def finish_detector(
         legacy_coordinates = weights is not None and weights.legacy_coordinates
     if legacy_coordinates:
         use_legacy_coordinates(model)
+    if head is not None:
+        rebuild_heads(model, head)
     return model.eval()
 
 

@@ -27,7 +27,7 @@ from ..insertion import add_eca as insert_eca
 from ..layers.kernel_codes import parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
 from .architectures import get_architecture
-from .assembly import finish_detector, rebuild_heads, refuse_unknown, resolve_label_map
+from .assembly import asked_classes, finish_detector, refuse_unknown
 from .backbone import check_trainable_layers, freeze_stages
 from .labels import LabelMap
 from .weights import DetectorWeights, load_detector_weights
@@ -56,8 +56,9 @@ def build_torchvision_detector(
         pretrained: torchvision's COCO weights (its ``weights="DEFAULT"``, downloaded and checked by torchvision,
             read as tensors only); the ECA layers are new.
         checkpoint: A detector folder written by ``eca-models finetune`` from this builder.
-        num_classes: torchvision's ``num_classes`` (background included for Faster / Mask R-CNN).
-        categories: The dataset's ``[{"id", "name"}]``, for a head of those classes.
+        num_classes: torchvision's ``num_classes`` (background included for Faster / Mask R-CNN); with weights of
+            other classes (COCO's, a folder's), the weights load and the classification layers are new.
+        categories: The dataset's ``[{"id", "name"}]``, for a head of those classes (as ``num_classes``).
         weights_backbone: torchvision's ImageNet weights for the trunk (``'DEFAULT'``, ``'IMAGENET1K_V1'``).
         trainable_backbone_layers: Trunk stages trained, from ``layer4``.
         **kwargs: More arguments of torchvision's class (``min_size``, ``box_score_thresh``, ...).
@@ -67,16 +68,14 @@ def build_torchvision_detector(
     check_trainable_layers(trainable_backbone_layers)
     _check_weights_backbone(name, weights_backbone)
     weights = load_detector_weights(name, checkpoint=checkpoint)
-    coco = _coco_labels(name) if pretrained else None  # the head torchvision's COCO weights come with
+    head = asked_classes(num_classes, categories, arch.background)
     if weights is not None:
         if pretrained or weights_backbone is not None:
             raise UsageError(f"{checkpoint} holds the weights already: drop pretrained= and weights_backbone=")
         add_eca = _folder_insertion(weights.kernel_code, add_eca, checkpoint)
         label_map = weights.label_map
-    elif coco is not None and num_classes is None and categories is None:
-        label_map = coco
-    else:
-        label_map = resolve_label_map(num_classes, categories, arch.background)
+    else:  # torchvision's COCO weights come with their head
+        label_map = _coco_labels(name) if pretrained else head or LabelMap.coco(arch.background)
     trained = pretrained or weights_backbone is not None
     asked = "pretrained=False" if pretrained else "leave weights_backbone= out"  # what a failed download needs
     with _weights_only(name, asked):  # torchvision's download: read with torch.load(weights_only=True), not unpickled
@@ -89,10 +88,8 @@ def build_torchvision_detector(
             **{**(weights.sizes if weights is not None else {}), **kwargs},
         )
     norm_eps = _prepare_trunk(model.backbone.body, add_eca, trainable_backbone_layers, weights)
-    if coco is not None:
-        model.label_map = coco
-        rebuild_heads(model, label_map)
-    model = finish_detector(model, arch, "torchvision", model.backbone.body.kernel_code, label_map, weights, False)
+    code = model.backbone.body.kernel_code
+    model = finish_detector(model, arch, "torchvision", code, label_map, weights, False, head)
     model.detector_cfg["norm_eps"] = norm_eps
     return model
 

@@ -20,7 +20,6 @@ from timm.scheduler import MultiStepLRScheduler
 from .. import distributed
 from ..detection import create_detector, load_detector
 from ..detection.architectures import get_architecture, is_torchvision_detector
-from ..detection.assembly import rebuild_heads
 from ..detection.coco import CocoData, CocoDataset, collate, find_coco_splits, read_coco
 from ..detection.labels import LabelMap
 from ..detection.model_card import render_detector_card
@@ -75,7 +74,7 @@ def _architecture(options: FinetuneOptions) -> Tuple[str, Optional[str]]:
 
 
 def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Module:
-    """The model to fine-tune, with heads for the dataset's categories."""
+    """The model to fine-tune, with heads for the dataset's categories (new where its weights have others)."""
     arch, folder = _architecture(options)
     kwargs = dict(
         min_size=options.min_size,
@@ -85,7 +84,7 @@ def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Mo
     )
     categories = label_map.to_json()["categories"]
     if folder is not None:
-        model = load_detector(arch, checkpoint=folder, **kwargs)
+        return load_detector(arch, checkpoint=folder, categories=categories, **kwargs)
     elif options.weights_backbone:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         return create_detector(arch, categories=categories, weights_backbone=options.weights_backbone, **kwargs)
@@ -106,10 +105,9 @@ def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Mo
         if not (options.pretrained or published):
             raise UsageError(f"no COCO weights for {arch} here (not published on the Hub yet): {advice}")
         try:
-            model = load_detector(arch, **kwargs)  # fetched and cached on first use
+            return load_detector(arch, categories=categories, **kwargs)  # fetched and cached on first use
         except WeightsError as e:
             raise UsageError(f"no COCO weights for {arch} here ({e}); {advice}") from None
-    return rebuild_heads(model, label_map)
 
 
 def finetune_detector(options: FinetuneOptions, run_dir: Path, device: torch.device) -> Progress:
