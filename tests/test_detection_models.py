@@ -241,6 +241,9 @@ def test_other_classes_load_the_weights_under_a_new_head(converted):
     assert all(torch.equal(three.state_dict()[k], v) for k, v in kept.items())
     assert three.roi_heads.box_predictor.cls_score.out_features == 3 and three.label_map.names == ("class_1", "class_2")
     assert three.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 3 and not three.training
+    same = load_detector(folder, num_classes=81)  # the weights' own count: their head and names, as torchvision
+    assert same.label_map.names == coco.label_map.names
+    assert all(torch.equal(same.state_dict()[k], v) for k, v in coco.state_dict().items())
     retina = create_detector(
         "retinanet_eca_resnet50_fpn", checkpoint=converted["retinanet"][2], categories=[{"id": 7, "name": "kite"}]
     )

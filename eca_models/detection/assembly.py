@@ -93,8 +93,9 @@ def assemble_detector(
         code = code or arch.release_code
     else:
         code = None  # a plain ResNet has no kernel sizes
-    head = asked_classes(num_classes, categories, arch.background)
-    label_map = weights.label_map if weights is not None else head or LabelMap.coco(arch.background)
+    own = weights.label_map if weights is not None else None
+    head = asked_classes(num_classes, categories, arch.background, own)
+    label_map = own or head or LabelMap.coco(arch.background)
     backbone = _backbone(arch, trunk or arch.trunk, code, trainable_backbone_layers, weights_backbone)
     model = make(backbone, label_map, **{**(weights.sizes if weights is not None else {}), **kwargs})
     return finish_detector(
@@ -119,13 +120,17 @@ def _backbone(
 
 
 def asked_classes(
-    num_classes: Optional[int], categories: Optional[Sequence[Dict[str, Any]]], background: bool
+    num_classes: Optional[int],
+    categories: Optional[Sequence[Dict[str, Any]]],
+    background: bool,
+    own: Optional[LabelMap] = None,
 ) -> Optional[LabelMap]:
-    """The head a builder's ``num_classes`` / ``categories`` ask for; None where neither is given (the weights'
-    own classes, else COCO's)."""
-    return (
-        None if num_classes is None and categories is None else resolve_label_map(num_classes, categories, background)
-    )
+    """The head a builder's ``num_classes`` / ``categories`` ask for; None where neither is given, or where
+    ``num_classes`` alone is the count of ``own``, the weights' classes (kept with their names, as torchvision
+    keeps its weights' head for their own ``num_classes``)."""
+    if (num_classes is None and categories is None) or (categories is None and own and num_classes == own.num_classes):
+        return None
+    return resolve_label_map(num_classes, categories, background)
 
 
 def resolve_label_map(

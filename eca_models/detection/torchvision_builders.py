@@ -68,14 +68,13 @@ def build_torchvision_detector(
     check_trainable_layers(trainable_backbone_layers)
     _check_weights_backbone(name, weights_backbone)
     weights = load_detector_weights(name, checkpoint=checkpoint)
-    head = asked_classes(num_classes, categories, arch.background)
     if weights is not None:
         if pretrained or weights_backbone is not None:
             raise UsageError(f"{checkpoint} holds the weights already: drop pretrained= and weights_backbone=")
         add_eca = _folder_insertion(weights.kernel_code, add_eca, checkpoint)
-        label_map = weights.label_map
-    else:  # torchvision's COCO weights come with their head
-        label_map = _coco_labels(name) if pretrained else head or LabelMap.coco(arch.background)
+    own = weights.label_map if weights is not None else _coco_labels(name) if pretrained else None  # the weights' head
+    head = asked_classes(num_classes, categories, arch.background, own)
+    label_map = own or head or LabelMap.coco(arch.background)
     trained = pretrained or weights_backbone is not None
     asked = "pretrained=False" if pretrained else "leave weights_backbone= out"  # what a failed download needs
     with _weights_only(name, asked):  # torchvision's download: read with torch.load(weights_only=True), not unpickled
