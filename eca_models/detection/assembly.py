@@ -4,7 +4,7 @@ exports need attached (``label_map``, ``detector_cfg``, mmdetection v1's box con
 
 import inspect
 import math
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
@@ -21,9 +21,9 @@ from .legacy import use_legacy_coordinates
 from .weights import DetectorWeights, load_detector_weights
 
 __all__ = [
-    "asked_classes",
     "assemble_detector",
     "finish_detector",
+    "label_maps",
     "rebuild_heads",
     "refuse_unknown",
     "resolve_label_map",
@@ -93,9 +93,8 @@ def assemble_detector(
         code = code or arch.release_code
     else:
         code = None  # a plain ResNet has no kernel sizes
-    own = weights.label_map if weights is not None else None
-    head = asked_classes(num_classes, categories, arch.background, own)
-    label_map = own or head or LabelMap.coco(arch.background)
+    own = weights.label_map if weights is not None else None  # the weights' classes
+    label_map, head = label_maps(num_classes, categories, arch.background, own)
     backbone = _backbone(arch, trunk or arch.trunk, code, trainable_backbone_layers, weights_backbone)
     model = make(backbone, label_map, **{**(weights.sizes if weights is not None else {}), **kwargs})
     return finish_detector(
@@ -119,18 +118,21 @@ def _backbone(
     )
 
 
-def asked_classes(
+def label_maps(
     num_classes: Optional[int],
     categories: Optional[Sequence[Dict[str, Any]]],
     background: bool,
     own: Optional[LabelMap] = None,
-) -> Optional[LabelMap]:
-    """The head a builder's ``num_classes`` / ``categories`` ask for; None where neither is given, or where
-    ``num_classes`` alone is the count of ``own``, the weights' classes (kept with their names, as torchvision
-    keeps its weights' head for their own ``num_classes``)."""
-    if (num_classes is None and categories is None) or (categories is None and own and num_classes == own.num_classes):
-        return None
-    return resolve_label_map(num_classes, categories, background)
+) -> Tuple[LabelMap, Optional[LabelMap]]:
+    """The classes a builder builds and loads the weights with (``own``, the weights' classes, else those
+    ``num_classes`` / ``categories`` ask for, else COCO's), and the head to put on after loading: None to keep it
+    (neither is given, or ``num_classes`` alone is ``own``'s count, as torchvision keeps its weights' head)."""
+    keep = num_classes is None and categories is None
+    if keep or (categories is None and own and num_classes == own.num_classes):
+        head = None
+    else:
+        head = resolve_label_map(num_classes, categories, background)
+    return own or head or LabelMap.coco(background), head
 
 
 def resolve_label_map(

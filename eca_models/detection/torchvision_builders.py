@@ -27,7 +27,7 @@ from ..insertion import add_eca as insert_eca
 from ..layers.kernel_codes import parse_kernel_code, stage_kernel_sizes
 from ..weights import WeightsError
 from .architectures import get_architecture
-from .assembly import asked_classes, finish_detector, refuse_unknown
+from .assembly import finish_detector, label_maps, refuse_unknown
 from .backbone import check_trainable_layers, freeze_stages
 from .labels import LabelMap
 from .weights import DetectorWeights, load_detector_weights
@@ -73,8 +73,7 @@ def build_torchvision_detector(
             raise UsageError(f"{checkpoint} holds the weights already: drop pretrained= and weights_backbone=")
         add_eca = _folder_insertion(weights.kernel_code, add_eca, checkpoint)
     own = weights.label_map if weights is not None else _coco_labels(name) if pretrained else None  # the weights' head
-    head = asked_classes(num_classes, categories, arch.background, own)
-    label_map = own or head or LabelMap.coco(arch.background)
+    label_map, head = label_maps(num_classes, categories, arch.background, own)
     trained = pretrained or weights_backbone is not None
     asked = "pretrained=False" if pretrained else "leave weights_backbone= out"  # what a failed download needs
     with _weights_only(name, asked):  # torchvision's download: read with torch.load(weights_only=True), not unpickled
