@@ -9,6 +9,7 @@ from helpers import RefEca, randomize
 from timm.layers import freeze_batch_norm_2d
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
+from torch.func import functional_call, grad, vmap
 
 from eca_models.layers import bn_state, eca_block_end, eca_residual
 from eca_models.models.eca_resnet import EcaBottleneck
@@ -329,3 +330,26 @@ def test_whole_model_inference_equals_its_autograd_path():
         fast = model(x)
     slow = model(x.requires_grad_(True)).detach()
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50"])
+def test_torch_func_transforms_run_as_on_timms_resnet_with_autograds_values(name):
+    """Per-sample gradients (vmap over grad) and a batch mapped image by image, as torch.func runs timm's own
+    ResNet: the same values as ordinary autograd and the batched forward."""
+    model = randomize(timm.create_model(name), seed=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def loss(p, image):
+        return functional_call(model, (p, buffers), (image[None],)).logsumexp(1).sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, x)
+    eca = next(k for k in params if k.endswith("eca.conv.weight"))
+    for i in range(len(x)):
+        model.zero_grad()
+        model(x[i : i + 1]).logsumexp(1).sum().backward()
+        for k in ("fc.weight", eca, "layer4.1.conv1.weight"):
+            torch.testing.assert_close(per_sample[k][i], model.get_parameter(k).grad, atol=1e-5, rtol=1e-4, msg=k)
+    with torch.no_grad():
+        torch.testing.assert_close(vmap(lambda t: model(t[None])[0])(x), model(x), atol=1e-5, rtol=1e-5)

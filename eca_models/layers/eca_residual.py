@@ -11,8 +11,9 @@ has to fault its pages in.
 in the model modules, and timm's ``register_notrace_function``), so a traced model takes the same
 path as eager: the path is chosen when it runs, from the tensors it gets (grad mode, dtypes, sizes),
 never from Python control flow on proxies. Only tensors and numbers reach ``autograd.Function.apply``.
-Under ``torch.jit.trace`` and the legacy ONNX exporter it computes the block end in plain operations,
-which those tracers record.
+Under ``torch.jit.trace``, the legacy ONNX exporter and ``torch.func``'s transforms (``vmap``, ``grad``,
+``jacrev``, ...) it computes the block end in plain operations, which those tracers record and those
+transforms take.
 
 The fused training backward, per channel, for ``x = (z - mean) * s + b`` with ``s = w * invstd``,
 ``p = mean_hw(x)`` per image, ``a = sigmoid(conv1d(p))`` and ``out = shortcut + x * a``, given the
@@ -327,6 +328,15 @@ def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _transformed(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether ``torch.func`` transforms any of ``tensors`` (their wrappers are what ``debug_unwrap`` removes):
+    the transforms have no rule for an ``out=`` write, nor for an autograd function without ``setup_context``.
+    Not asked under ``torch.compile``, which cannot trace the question."""
+    if torch.compiler.is_compiling():
+        return False
+    return any(t is not None and torch.func.debug_unwrap(t, recurse=False) is not t for t in tensors)
+
+
 def eca_block_end(
     x: torch.Tensor,
     shortcut: torch.Tensor,
@@ -351,10 +361,10 @@ def eca_block_end(
         conv3: ``(h, weight)``: conv3's input and weight, where ``x = conv3(h)`` is a bias-free 1x1
             convolution, so inference may pool ``h`` instead of the block output.
     """
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # these tracers record operations only
+    bn_params = (None, None) if bn is None else (bn.weight, bn.bias)
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _transformed(x, shortcut, eca_weight, *bn_params):
         x = x if bn is None else _batch_norm(x, bn)
         return shortcut + x * _gate(x, eca_weight)
-    bn_params = (None, None) if bn is None else (bn.weight, bn.bias)
     grad = _needs_grad(x, shortcut, eca_weight, *bn_params)
     pooled = None
     if bn is not None:
