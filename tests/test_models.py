@@ -95,6 +95,26 @@ def test_features_only_with_out_indices(name, channels, reductions):
     assert [64 // o.shape[-1] for o in outs] == reductions[1:]
 
 
+@pytest.mark.parametrize("name", ["eca_resnet50", "eca_mobilenetv2"])
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_output_stride_dilates_as_in_timms_own_model(name, output_stride):
+    """Denser features (segmentation backbones): the strides and dilations of timm's own ResNet-50 or MobileNetV2
+    at the same output stride, and the same parameters as the model at 32 (so pretrained weights load)."""
+    plain = {"eca_resnet50": "resnet50", "eca_mobilenetv2": "mobilenetv2_100"}[name]
+    ours, theirs = (timm.create_model(n, features_only=True, output_stride=output_stride) for n in (name, plain))
+    assert ours.feature_info.reduction() == theirs.feature_info.reduction()
+    convs = [(m.stride, m.dilation) for m in ours.modules() if type(m) is torch.nn.Conv2d]
+    assert convs == [(m.stride, m.dilation) for m in theirs.modules() if type(m) is torch.nn.Conv2d]
+    assert [o.shape for o in ours(torch.randn(1, 3, 64, 64))] == [o.shape for o in theirs(torch.randn(1, 3, 64, 64))]
+    full = timm.create_model(name, output_stride=output_stride)
+    full.load_state_dict(timm.create_model(name).state_dict())
+
+
+def test_an_output_stride_out_of_range_is_one_line():
+    with pytest.raises(ValueError, match=r"output_stride=4: ECA-MobileNetV2 takes 8, 16 or 32"):
+        timm.create_model("eca_mobilenetv2", output_stride=4)
+
+
 @pytest.mark.parametrize("name", ["eca_resnet18", "eca_mobilenetv2"])
 def test_forward_intermediates_and_pruning_as_timm_has_them(name, x64):
     """timm's feature API of its CNNs (``forward_intermediates``, ``features_only`` with ``feature_cls='getter'``,

@@ -19,6 +19,7 @@ from timm.models import checkpoint_seq, register_model
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import UsageError
 from ..layers import EcaLayer, KernelSizes, format_kernel_code, parse_kernel_code
 from ._builder import build_eca_model, checkpoint_filter, make_default_cfgs
 
@@ -60,9 +61,12 @@ def _take_indices(num_taps: int, indices: Optional[Union[int, List[int]]]) -> Tu
 class ConvBNReLU(nn.Sequential):
     """Conv2d, BatchNorm2d, ReLU6: keys ``0`` (conv) and ``1`` (bn), as in torchvision."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, groups: int = 1) -> None:
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1
+    ) -> None:
+        padding = dilation * (kernel_size - 1) // 2
         super().__init__(
-            nn.Conv2d(in_chs, out_chs, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups=groups, bias=False),
             nn.BatchNorm2d(out_chs),
             nn.ReLU6(inplace=True),
         )
@@ -80,6 +84,7 @@ class EcaInvertedResidual(nn.Module):
         eca_kernel_size: Optional[int],
         eca_args: Optional[Dict[str, Any]] = None,
         drop_path_rate: float = 0.0,
+        dilation: int = 1,
     ) -> None:
         """
         Args:
@@ -90,6 +95,7 @@ class EcaInvertedResidual(nn.Module):
             eca_kernel_size: ECA kernel size; None picks it from ``out_chs``.
             eca_args: Extra arguments of `EcaLayer` (the adaptive rule's gamma, beta, clamp).
             drop_path_rate: Stochastic depth on the residual branch.
+            dilation: Dilation of the depthwise conv.
         """
         super().__init__()
         self.out_chs = out_chs
@@ -99,7 +105,7 @@ class EcaInvertedResidual(nn.Module):
         if expand_ratio != 1:
             layers.append(ConvBNReLU(in_chs, hidden, kernel_size=1))
         layers += [
-            ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+            ConvBNReLU(hidden, hidden, stride=stride, groups=hidden, dilation=dilation),
             nn.Conv2d(hidden, out_chs, 1, 1, 0, bias=False),
             nn.BatchNorm2d(out_chs),
             EcaLayer(out_chs, eca_kernel_size, **(eca_args or {})),
@@ -114,24 +120,28 @@ class EcaInvertedResidual(nn.Module):
 
 
 def _make_blocks(
-    in_chans: int, width_mult: float, sizes: Any, eca_args: Dict[str, Any], drop_path_rate: float
+    in_chans: int, width_mult: float, sizes: Any, eca_args: Dict[str, Any], drop_path_rate: float, output_stride: int
 ) -> Tuple[List[nn.Module], List[Dict[str, Any]]]:
     """The stem and the inverted residual blocks of ``INVERTED_RESIDUAL_SETTING`` (ECA kernel sizes by width,
     stochastic depth rising linearly), and timm's feature taps: the last block before each downsample, and the
-    last block."""
+    last block. As in timm, a block that would take the features past ``output_stride`` keeps stride 1, and the
+    depthwise convs after it dilate instead."""
     in_chs = _make_divisible(32 * width_mult)
     blocks: List[nn.Module] = [ConvBNReLU(in_chans, in_chs, stride=2)]
     feature_info = []
-    reduction, num_blocks = 2, sum(n for _, _, n, _ in INVERTED_RESIDUAL_SETTING)
+    reduction, dilation, num_blocks = 2, 1, sum(n for _, _, n, _ in INVERTED_RESIDUAL_SETTING)
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
         out_chs = _make_divisible(c * width_mult)
         if s > 1:  # the last block before a downsample is a feature tap
             feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"features.{len(blocks) - 1}"))
-            reduction *= s
         for i in range(n):
+            stride, block_dilation = (s if i == 0 else 1), dilation
+            if reduction * stride > output_stride:
+                stride, dilation = 1, dilation * stride
+            reduction *= stride
             kernel = None if sizes == "adaptive" else sizes[int(out_chs >= WIDE_CHANNELS)]
             dpr = drop_path_rate * (len(blocks) - 1) / (num_blocks - 1)
-            blocks.append(EcaInvertedResidual(in_chs, out_chs, s if i == 0 else 1, t, kernel, eca_args, dpr))
+            blocks.append(EcaInvertedResidual(in_chs, out_chs, stride, t, kernel, eca_args, dpr, block_dilation))
             in_chs = out_chs
     feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"features.{len(blocks) - 1}"))
     return blocks, feature_info
@@ -150,6 +160,7 @@ class EcaMobileNetV2(nn.Module):
         global_pool: str = "avg",
         drop_rate: float = 0.25,
         drop_path_rate: float = 0.0,
+        output_stride: int = 32,
         adaptive_gamma: float = 2.0,
         adaptive_beta: float = 1.0,
         adaptive_min_size: int = 1,
@@ -167,6 +178,8 @@ class EcaMobileNetV2(nn.Module):
             global_pool: Global pooling type (timm's SelectAdaptivePool2d), '' for none.
             drop_rate: Dropout before the classifier (the authors trained with 0.25).
             drop_path_rate: Stochastic depth, rising linearly to this rate over the residual blocks.
+            output_stride: 32, or 16 or 8 for denser features (dilated depthwise convs in the last stages, as timm's
+                MobileNetV2 has them).
             adaptive_gamma: ``gamma`` of the adaptive rule, used with ``'adaptive'``.
             adaptive_beta: ``b`` of the adaptive rule, used with ``'adaptive'``.
             adaptive_min_size: Lower clamp of the adaptive rule (1: none).
@@ -174,6 +187,8 @@ class EcaMobileNetV2(nn.Module):
             dtype: Data type of the parameters and buffers.
         """
         super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise UsageError(f"output_stride={output_stride!r}: ECA-MobileNetV2 takes 8, 16 or 32")
         sizes = parse_kernel_code(kernel_sizes, num_stages=2)
         eca_args = dict(gamma=adaptive_gamma, beta=adaptive_beta, min_kernel_size=adaptive_min_size)
         self.num_classes = num_classes
@@ -182,7 +197,7 @@ class EcaMobileNetV2(nn.Module):
         self.grad_checkpointing = False
 
         self.num_features = self.head_hidden_size = _make_divisible(last_channel * max(1.0, width_mult))
-        blocks = _make_blocks(in_chans, width_mult, sizes, eca_args, drop_path_rate)
+        blocks = _make_blocks(in_chans, width_mult, sizes, eca_args, drop_path_rate, output_stride)
         self.features = nn.Sequential(*blocks[0], ConvBNReLU(blocks[0][-1].out_chs, self.num_features, kernel_size=1))
         self.feature_info = blocks[1]
         self.kernel_sizes = tuple(m.kernel_size for m in self.modules() if isinstance(m, EcaLayer))
