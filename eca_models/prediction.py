@@ -74,10 +74,10 @@ def predict(
     min_size: Optional[int] = None,
     max_size: Optional[int] = None,
 ) -> Predictions:
-    """Predict ``images`` (files, or folders: every image under them, sorted) with ``model``.
+    """Predict ``images`` (files, folders: every image under them, sorted, or wildcard patterns) with ``model``.
 
     Args:
-        images: Image files or folders.
+        images: Image files, folders or wildcard patterns (``photos/**/*.jpg``).
         model: A registered classifier or detector name, or a model folder.
         checkpoint: A weights file or folder for a registered name.
         num_classes: The classes of ``checkpoint``'s classifier, when not ImageNet's 1000.
@@ -89,7 +89,7 @@ def predict(
         max_size: Detectors: and the longer side to at most this (1333 when None).
 
     Raises:
-        UsageError: No images found, or none could be read; ``top_k`` under 1; ``out_dir`` with a classifier.
+        UsageError: A URL; no images found, or none could be read; ``top_k`` under 1; ``out_dir`` with a classifier.
         ModelUnavailable: The model cannot be loaded.
     """
     require_whole_number("top_k", top_k, 1)

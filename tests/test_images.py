@@ -4,12 +4,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from helpers import FAST_64, bomb_png, write_image
+from helpers import FAST_64, bomb_png, one_line_error, write_image
 from PIL import Image
 
 from eca_models.cli import main
 from eca_models.data.imagenet import imagenet_wnids
-from eca_models.data.images import open_rgb
+from eca_models.data.images import find_images, open_rgb
 
 
 def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
@@ -54,6 +54,27 @@ def test_predict_takes_folders_recursively_sorted(val, tmp_path, capsys):
     assert main([*argv, "--json", "--top-k", "1"]) == 0
     shown = [Path(r["image"]).relative_to(tmp_path / "imgs").as_posix() for r in json.loads(capsys.readouterr().out)]
     assert shown == ["a/1.jpg", "b/2.png", "c.png"]
+
+
+def test_wildcards_stand_for_what_they_match_and_a_url_is_one_line(tmp_path, capsys):
+    for name in ("b/2.png", "a/1.jpg", "c.png", "[x].png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        write_image(tmp_path / name, seed=len(name))
+    assert find_images([str(tmp_path / "**" / "*.png")]) == [
+        tmp_path / "[x].png",
+        tmp_path / "b/2.png",
+        tmp_path / "c.png",
+    ]
+    assert find_images([str(tmp_path / "*")]) == [
+        tmp_path / "[x].png",
+        tmp_path / "a/1.jpg",
+        tmp_path / "b/2.png",
+        tmp_path / "c.png",
+    ]
+    assert find_images([str(tmp_path / "*.gif")]) == [tmp_path / "*.gif"]  # matches nothing: kept, reading reports it
+    assert find_images([str(tmp_path / "[x].png")]) == [tmp_path / "[x].png"]  # a file named like a pattern
+    assert main(["predict", "https://example.com/cat.jpg", "--model", "eca_resnet50"]) == 2  # before any weights
+    assert "https://example.com/cat.jpg is a URL" in one_line_error(capsys, "predict")
 
 
 def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):

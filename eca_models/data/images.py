@@ -5,6 +5,7 @@ Each item is ``(image, label, index, ok)``: a corrupt or unreadable file gives a
 the file was read in a DataLoader worker process.
 """
 
+import glob
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
+
+from ..errors import UsageError
 
 __all__ = [
     "IMAGE_ERRORS",
@@ -47,14 +50,23 @@ def open_rgb(path: Union[str, Path]) -> Image.Image:
 
 
 def find_images(paths: Sequence[Union[str, Path]]) -> List[Path]:
-    """Files as given, and for a folder every image under it (recursively, sorted); a path that does not exist is
-    kept, so that reading it reports it."""
+    """Files as given, and for a folder every image under it (recursively, sorted); a wildcard pattern that names
+    no file itself (``photos/*.jpg``, which Windows' shells pass on as typed) stands for what it matches, sorted; a
+    path that does not exist is kept, so that reading it reports it.
+
+    Raises:
+        UsageError: A URL: images are read from files.
+    """
     found: List[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if is_image(p) and not _hidden(p.relative_to(path)))
-        else:
-            found.append(path)
+    for given in map(str, paths):
+        if "://" in given:
+            raise UsageError(f"{given} is a URL: images are read from files and folders; download it first")
+        wildcard = any(c in given for c in "*?[") and not Path(given).exists()
+        for path in map(Path, (sorted(glob.glob(given, recursive=True)) if wildcard else None) or [given]):
+            if path.is_dir():
+                found += sorted(p for p in path.rglob("*") if is_image(p) and not _hidden(p.relative_to(path)))
+            else:
+                found.append(path)
     return found
 
 
