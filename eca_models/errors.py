@@ -8,6 +8,7 @@ would expect (a weights problem is a ``RuntimeError``, bad data a ``ValueError``
 so ``except EcaModelsError`` catches them all and older ``except`` clauses keep working.
 """
 
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -18,6 +19,7 @@ __all__ = [
     "UnknownModel",
     "UsageError",
     "first_line",
+    "local_path",
     "require_folder",
     "require_number",
     "require_whole_number",
@@ -56,9 +58,19 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def local_path(path: Union[str, Path], what: str) -> Path:
+    """``path`` as a ``Path``; a `UsageError` for a URL, given as text or already folded by ``Path`` (``https:/x``),
+    which would otherwise be reported as a missing file."""
+    url = re.match(r"(https?|ftp|s3|gs):[/\\]+(.*)", str(path), re.IGNORECASE)
+    if url:
+        shown = f"{url[1]}://{url[2]}"
+        raise UsageError(f"{what} {shown} is a URL: eca-models reads local files and folders; download it first")
+    return Path(path)
+
+
 def require_folder(path: Union[str, Path], what: str = "data folder") -> Path:
     """``path`` as a ``Path``; a `DataError` unless it is a folder (saying whether it is a file or missing)."""
-    path = Path(path)
+    path = local_path(path, what)
     if not path.is_dir():
         raise DataError(f"{what} {path} {'is a file, not a folder' if path.exists() else 'does not exist'}")
     return path

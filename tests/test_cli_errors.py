@@ -162,6 +162,19 @@ def test_device_cuda_without_a_gpu_is_one_line_before_any_model(tmp_path, capsys
             call()
 
 
+def test_a_url_where_a_file_or_folder_goes_is_one_line_before_any_weights(tmp_path, capsys):
+    url = "https://example.com/x"
+    for argv, said in (
+        (["predict", f"{url}.jpg", "--model", "eca_resnet18"], f"image {url}.jpg is a URL"),
+        (["predict", "x.jpg", "--model", "eca_resnet18", "--checkpoint", url], f"weights file {url} is a URL"),
+        (["validate", "--model", "eca_resnet18", "--data", url], f"data folder {url} is a URL"),
+        (["finetune", "--model", "eca_resnet18", "--data", url, "--output", str(tmp_path / "r")], f"data folder {url}"),
+        (["convert", url, "--model", "eca_resnet18_k3577", "--out", str(tmp_path / "c")], f"weights file {url} is"),
+    ):
+        assert main(argv) == 2
+        assert said in one_line_error(capsys, argv[0])
+
+
 def test_out_of_range_flags_are_usage_errors(capsys):
     for argv in (
         ["predict", "x.jpg", "--model", "eca_resnet18", "--top-k", "0"],

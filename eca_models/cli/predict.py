@@ -15,7 +15,9 @@ HELP = "print the top-k classes of images (detectors: their boxes, drawn with --
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files, folders (every image under them, sorted) or wildcard patterns")
+    parser.add_argument(
+        "images", nargs="+", help="image files, folders (every image under them, sorted) or wildcard patterns"
+    )
     parser.add_argument("--model", required=True, help="a registered name or a fine-tuned / converted folder")
     parser.add_argument("--checkpoint", help="weights file or folder for a registered name")
     add_num_classes_arg(parser)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
-from ..errors import UsageError
+from ..errors import local_path
 
 __all__ = [
     "IMAGE_ERRORS",
@@ -55,12 +55,11 @@ def find_images(paths: Sequence[Union[str, Path]]) -> List[Path]:
     path that does not exist is kept, so that reading it reports it.
 
     Raises:
-        UsageError: A URL: images are read from files.
+        UsageError: A URL.
     """
     found: List[Path] = []
     for given in map(str, paths):
-        if "://" in given:
-            raise UsageError(f"{given} is a URL: images are read from files and folders; download it first")
+        local_path(given, "image")
         wildcard = any(c in given for c in "*?[") and not Path(given).exists()
         for path in map(Path, (sorted(glob.glob(given, recursive=True)) if wildcard else None) or [given]):
             if path.is_dir():

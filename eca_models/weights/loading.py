@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..errors import EcaModelsError, first_line
+from ..errors import EcaModelsError, first_line, local_path
 from ..files import sha256_file
 from .manifest import Checkpoint
 
@@ -76,7 +76,7 @@ def read_weights_file(path: Union[str, Path]) -> Dict[str, Any]:
     The format is told from the content, not the name. Raises `WeightsError` for a missing,
     truncated, corrupt or unsafe file.
     """
-    path = Path(path).expanduser()
+    path = local_path(path, "weights file").expanduser()
     if path.is_dir():
         if not (path / WEIGHTS_FILE).is_file():
             raise WeightsError(
