@@ -61,7 +61,8 @@ def find_images(paths: Sequence[Union[str, Path]]) -> List[Path]:
     for given in map(str, paths):
         local_path(given, "image")
         wildcard = any(c in given for c in "*?[") and not Path(given).exists()
-        for path in map(Path, (sorted(glob.glob(given, recursive=True)) if wildcard else None) or [given]):
+        matches = sorted(glob.glob(given, recursive=True)) if wildcard else []
+        for path in map(Path, matches or [given]):
             if path.is_dir():
                 found += sorted(p for p in path.rglob("*") if is_image(p) and not _hidden(p.relative_to(path)))
             else:

@@ -74,7 +74,7 @@ def read_weights_file(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a safetensors file, a converted folder, or a PyTorch file (``weights_only=True``).
 
     The format is told from the content, not the name. Raises `WeightsError` for a missing,
-    truncated, corrupt or unsafe file.
+    truncated, corrupt or unsafe file, and `UsageError` for a URL.
     """
     path = local_path(path, "weights file").expanduser()
     if path.is_dir():
