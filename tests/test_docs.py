@@ -18,6 +18,9 @@ from eca_models.cli import build_parser
 
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.S | re.M)
+# samples that run a job end to end (the deploy guide exports a detector and checks it on two real-sized images,
+# about 25 s): CI's slow step runs them
+END_TO_END = {"deploy.md"}
 
 
 def _blocks(page, lang):
@@ -48,7 +51,11 @@ def workdir(tmp_path_factory, converted):
     return folder
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if _blocks(p, "python")], ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(p, marks=[pytest.mark.slow] if p.name in END_TO_END else []) for p in PAGES if _blocks(p, "python")],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_python_samples_run(page, workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
