@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import timm
 import torch
+from timm.layers import CecaModule, EcaModule
 from timm.models import register_model
 from timm.models.regnet import Bottleneck as TimmRegNetBottleneck
 from torch import nn
@@ -36,6 +37,7 @@ SUPPORTED = (
 # and the norm each ends in
 _TIMM_INVERTED = {"InvertedResidual": "bn3", "DepthwiseSeparableConv": "bn2"}
 _SE_NAMES = ("SqueezeExcitation", "SqueezeExcite", "SEModule", "EffectiveSEModule")  # torchvision's and timm's
+_ECA_LAYERS = (EcaLayer, EcaModule, CecaModule)  # the package's and timm's (its ecaresnet*, eca_* ByobNets)
 
 
 def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: str = "paper") -> nn.Module:
@@ -62,11 +64,13 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
         many ECA layers went in, ``base``: the timm architecture it was, if any) and ``model.kernel_code``.
 
     Raises:
-        UsageError: An unknown ``where`` or kernel code; blocks that already hold SE (with ``'paper'``); a model
-            with no block it knows (the line names the classes it found and the families it supports).
+        UsageError: An unknown ``where`` or kernel code; a model that holds ECA already; blocks that already hold
+            SE or another attention layer (with ``'paper'``); a model with no block it knows (the line names the
+            classes it found and the families it supports).
     """
     if where not in WHERE:
         raise UsageError(f"where={where!r}: choose one of {', '.join(WHERE)}")
+    _refuse_eca(model)
     if where == "replace-se":
         sizes = ADAPTIVE if kernel_sizes == ADAPTIVE else parse_kernel_code(kernel_sizes, num_stages=1)
         layers = _replace_se(model, None if sizes == ADAPTIVE else sizes[0])
@@ -74,6 +78,7 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
         residual = [(n, m) for n, m in model.named_modules() if type(m) in ECA_BLOCKS]
         inverted = [(n, m) for n, m in model.named_modules() if _is_inverted(m)]
         _refuse_se(model)
+        _refuse_attention(residual)
         ends = [(m, *end) for m in model.modules() if (end := _branch_end(m)) is not None]
         if ends and not residual:
             return _finish(model, where, _branch_ends(ends, kernel_sizes), len(ends))
@@ -198,6 +203,28 @@ def _refuse_se(model: nn.Module) -> None:
         raise UsageError(
             f"{type(model).__name__} already holds {len(found)} squeeze-and-excitation layers ({found[0]}, ...): pass "
             "where='replace-se' to put ECA in their place"
+        )
+
+
+def _refuse_eca(model: nn.Module) -> None:
+    """A network that holds ECA already (the package's, or timm's in its ``ecaresnet*`` and ``eca_*`` models) takes
+    no more: a second layer, or one in place of a trained one, is not the paper's network."""
+    found = [name for name, m in model.named_modules() if isinstance(m, _ECA_LAYERS)]
+    if found:
+        raise UsageError(
+            f"{type(model).__name__} already holds {len(found)} ECA layers ({found[0]}, ...): add_eca puts ECA into "
+            "networks without it"
+        )
+
+
+def _refuse_attention(residual: List[Tuple[str, nn.Module]]) -> None:
+    """timm's ResNet blocks built with another attention layer (``attn_layer``: CBAM, global context, ...) keep it:
+    the ECA block has no slot for it."""
+    held = [(name, m.se) for name, m in residual if getattr(m, "se", None) is not None]
+    if held:
+        raise UsageError(
+            f"{len(held)} blocks hold {type(held[0][1]).__name__} attention ({held[0][0]}.se, ...), which the ECA "
+            "block would drop: build the model without attn_layer, or place eca_models.layers.EcaLayer by hand"
         )
 
 

@@ -320,8 +320,8 @@ class _Augmented(torch.utils.data.Dataset):
 
 
 def test_a_timm_model_without_eca_is_refused_before_the_run(tmp_path, capsys):
-    """A plain timm model is fine-tuned with the paper's layers put in (add_eca), or not at all: refused before any
-    folder, weights or epoch."""
+    """A plain timm model is fine-tuned with the paper's layers put in (add_eca), or not at all, and one of the
+    package's (ECA already) without them: refused before any folder, weights or epoch."""
     with pytest.raises(UsageError, match="resnet18 is not one of the package's ECA models: add_eca="):
         eca_models.finetune("resnet18", tmp_path, output=tmp_path / "run", **FAST_OPTIONS)
     assert (
@@ -330,4 +330,6 @@ def test_a_timm_model_without_eca_is_refused_before_the_run(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--add-eca puts the paper's layers into it" in err[0], err
+    with pytest.raises(UsageError, match=r"^eca_resnet18 has ECA already: add_eca= is for other timm models"):
+        eca_models.finetune("eca_resnet18", tmp_path, output=tmp_path / "run", add_eca="k3577", **FAST_OPTIONS)
     assert not (tmp_path / "run").exists()

@@ -136,6 +136,34 @@ def test_a_network_it_does_not_know_is_one_line():
         eca_models.add_eca(torchvision.models.resnet18(), "k35")
 
 
+def test_a_network_holding_eca_or_other_attention_is_refused_unchanged():
+    """ECA is added once: timm's ECA-ResNets, a second call, the package's own models are refused (a second layer, or
+    one in place of timm's trained EcaModule, is not the paper's network); timm ResNet blocks holding another
+    attention layer keep it (the ECA block would drop it). Nothing changes before the refusal."""
+    twice = eca_models.add_eca(torchvision.models.mobilenet_v2())
+    built = {
+        "ecaresnet26t": timm.create_model("ecaresnet26t"),
+        "eca_resnet33ts": timm.create_model("eca_resnet33ts"),  # timm's ByobNet, ECA in its attn slot
+        "eca_resnet18": timm.create_model("eca_resnet18"),
+        "twice": twice,
+        "cbam": timm.create_model("resnet18", block_args=dict(attn_layer="cbam")),
+    }
+    before = {name: sorted(type(m).__name__ for m in model.modules()) for name, model in built.items()}
+    for name, model in built.items():
+        for where in ("paper", "replace-se") if name != "cbam" else ("paper",):
+            with pytest.raises(UsageError) as raised:
+                eca_models.add_eca(model, where=where)
+            message = str(raised.value)
+            assert "\n" not in message, message
+            if name == "cbam":
+                assert message.startswith("8 blocks hold CbamModule attention (layer1.0.se, ...)"), message
+            else:
+                assert "ECA layers" in message and "already holds" in message, message
+        assert sorted(type(m).__name__ for m in model.modules()) == before[name], name
+    assert str(raised.value).endswith("build the model without attn_layer, or place eca_models.layers.EcaLayer by hand")
+    assert sum(isinstance(m, EcaLayer) for m in twice.modules()) == 17
+
+
 @pytest.mark.parametrize(
     "build",
     [

@@ -75,11 +75,14 @@ def finetune(
     else:
         opts.use_classifier_defaults()
         require_model(opts.model)  # before the run folder, the weights or a word about training from scratch
-        if opts.add_eca is None and timm.is_model(opts.model) and opts.model.split(".")[0] not in list_models():
+        ours = opts.model.split(".")[0] in list_models()
+        if opts.add_eca is None and timm.is_model(opts.model) and not ours:
             raise UsageError(
                 f"{opts.model} is not one of the package's ECA models: add_eca= puts the paper's layers into it (a "
                 "kernel code such as 'k3557', or 'adaptive'), or choose one of `eca-models list`"
             )
+        if opts.add_eca is not None and ours:
+            raise UsageError(f"{opts.model} has ECA already: add_eca= is for other timm models (resnet50, ...)")
         task = finetune_classifier
     progress = run_in_folder(opts, RUN_FILES, lambda run_dir, device: task(opts, run_dir, device))
     return FinetuneResult(Path(opts.output), progress.best, progress.history)
