@@ -6,9 +6,10 @@ from typing import Any, List, Optional, Union
 import timm
 import torch
 from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .data.imagenet import imagenet_wnids
-from .errors import UnknownModel, require_whole_number
+from .errors import UnknownModel, first_line, require_whole_number
 from .weights import WeightsError
 from .weights.folders import read_model_config
 from .weights.loading import hub_errors
@@ -87,11 +88,27 @@ def _from_hub(name: str, pretrained: bool, **kwargs: Any) -> torch.nn.Module:
 
 
 def require_model(source: Union[str, Path]) -> None:
-    """Raise `UnknownModel` unless ``source`` is a folder, a registered timm name or an
-    ``hf-hub:`` id: the one message for a name that is nothing."""
+    """Raise `UnknownModel` unless ``source`` is a folder, a registered timm name (with a pretrained tag timm knows,
+    if tagged) or a well-formed ``hf-hub:ORG/REPO[@REVISION]`` id: the one message for a name that is nothing."""
     name = str(source)
-    if not (Path(name).is_dir() or name.startswith("hf-hub:") or timm.is_model(name)):
+    if Path(name).is_dir():
+        return
+    if name.startswith("hf-hub:"):
+        try:
+            validate_repo_id(name[len("hf-hub:") :].partition("@")[0])
+        except HFValidationError as e:
+            raise UnknownModel(f"{name!r} is not an hf-hub:ORG/REPO[@REVISION] id: {first_line(e)}") from None
+        return
+    if name.startswith("local-dir:"):
+        raise UnknownModel(
+            f"{name!r}: pass the folder itself, {name[len('local-dir:') :]} (local-dir: is timm's prefix)"
+        )
+    if not timm.is_model(name):
         raise UnknownModel(f"unknown model {name!r}: not a registered model nor a folder (see `eca-models list`)")
+    arch, _, tag = name.partition(".")
+    if tag and not timm.list_pretrained(name):
+        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{arch}.*")]
+        raise UnknownModel(f"{arch} has no weights tagged {tag!r}; its tags: {', '.join(tags) or 'none'}")
 
 
 def _our_models() -> List[str]:

@@ -11,7 +11,7 @@ from helpers import one_line_error
 import eca_models
 from eca_models.cli import main
 from eca_models.cli.common import add_runtime_args, default_workers
-from eca_models.errors import UsageError
+from eca_models.errors import UnknownModel, UsageError
 
 
 def test_unknown_model_is_one_line_and_2_in_every_command_that_loads_one(tmp_path, capsys):
@@ -23,6 +23,27 @@ def test_unknown_model_is_one_line_and_2_in_every_command_that_loads_one(tmp_pat
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"eca-models {argv[0]}: error:") and len(err.splitlines()) == 1, err
+
+
+def test_names_timm_or_the_hub_would_refuse_are_one_line_before_any_weights(tmp_path, capsys):
+    """A pretrained tag timm has not, an hf-hub: id the Hub cannot have, timm's local-dir: prefix: one line naming
+    what to give (they were timm's and huggingface_hub's tracebacks, reported as bugs)."""
+    cases = {
+        "eca_resnet50.foo": "eca_resnet50 has no weights tagged 'foo'; its tags: in1k",
+        "hf-hub:": "'hf-hub:' is not an hf-hub:ORG/REPO[@REVISION] id: ",
+        "hf-hub:a/b/c@v1": "'hf-hub:a/b/c@v1' is not an hf-hub:ORG/REPO[@REVISION] id: ",
+        f"local-dir:{tmp_path}": f"'local-dir:{tmp_path}': pass the folder itself, {tmp_path} (local-dir: is timm's",
+    }
+    for name, expected in cases.items():
+        with pytest.raises(UnknownModel) as raised:
+            eca_models.load(name)
+        assert str(raised.value).startswith(expected), raised.value
+        argv = ["export", "--model", name, "--no-weights", "--format", "torchscript", "--out", str(tmp_path / "m.pt")]
+        assert main(argv) == 2, name
+        assert expected in one_line_error(capsys, "export")
+    assert main(["predict", "--model", "eca_resnet50.foo", str(tmp_path / "x.jpg")]) == 2
+    assert "its tags: in1k" in one_line_error(capsys, "predict")
+    assert eca_models.load("eca_resnet18.in1k", pretrained=False).pretrained_cfg["tag"] == "in1k"
 
 
 def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch):
