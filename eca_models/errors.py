@@ -8,6 +8,7 @@ would expect (a weights problem is a ``RuntimeError``, bad data a ``ValueError``
 so ``except EcaModelsError`` catches them all and older ``except`` clauses keep working.
 """
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -86,7 +87,8 @@ def require_whole_number(name: str, value: Any, minimum: int, maximum: Optional[
 
 
 def require_number(name: str, value: Any, allowed: Callable[[float], bool], expected: str) -> None:
-    """A `UsageError` naming the option ``name`` unless ``value`` is None or a real number (not a bool)
+    """A `UsageError` naming the option ``name`` unless ``value`` is None or a finite real number (not a bool)
     that ``allowed`` accepts; ``expected`` says which numbers are, in words."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not allowed(value)):
+    real = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if value is not None and not (real and allowed(value)):
         raise UsageError(f"{name}={value!r}: expected {expected}")

@@ -215,6 +215,9 @@ def test_predict_names_images_by_the_shortest_path_that_tells_them_apart():
         ("mixup", -1.0, ["--mixup", "-1"]),
         ("smoothing", 1.0, ["--smoothing", "1"]),
         ("scale", (1.0, 0.1), ["--scale", "1", "0.1"]),
+        ("cutmix", float("inf"), ["--cutmix", "inf"]),  # a number, but no alpha: NumPy's beta failed mid-epoch
+        ("seed", -1, ["--seed", "-1"]),  # NumPy's generator takes 0 to 2**32 - 1
+        ("sched", "none", ["--sched", "none"]),  # timm gives no scheduler for it, and the run needs one
     ],
 )
 def test_a_bad_option_is_said_alike_by_the_function_and_the_command(folders, tmp_path, capsys, keyword, value, argv):
@@ -231,6 +234,31 @@ def test_a_bad_option_is_said_alike_by_the_function_and_the_command(folders, tmp
     assert str(raised.value).startswith(f"{keyword}={value!r}: expected ")
     flagged = str(raised.value).replace(f"{keyword}=", "--" + keyword.replace("_", "-") + " ", 1)
     assert err == [f"eca-models finetune: error: {flagged}"] and not out.exists()
+
+
+def test_an_optimizer_timm_cannot_make_is_one_line_before_the_run(folders, tmp_path, capsys):
+    """An optimizer name timm does not know, or a momentum its optimizer refuses (timm's 'sgd' is Nesterov's), for a
+    classifier or a detector: one line before any folder, model or data (it was timm's or torch's traceback after
+    the model was built)."""
+    from eca_models.cli import main
+
+    out = tmp_path / "run"
+    for model, keyword, value, flag in [
+        ("eca_resnet18", "opt", "adamx", "--opt adamx"),
+        ("eca_resnet18", "momentum", 0.0, "--momentum 0"),
+        ("fasterrcnn_eca_resnet50_fpn", "opt", "adamx", "--opt adamx"),
+    ]:
+        with pytest.raises(UsageError) as raised:
+            eca_models.finetune(model, folders["val"], output=out, no_pretrained=True, **{keyword: value})
+        opt, momentum = (value, 0.9) if keyword == "opt" else ("sgd", value)
+        assert str(raised.value).startswith(f"opt={opt!r} with momentum={momentum}: timm cannot make it ("), raised
+        command = ["finetune", "--model", model, "--data", str(folders["val"]), "--output", str(out)]
+        assert main([*command, "--no-pretrained", *flag.split()]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(
+            f"eca-models finetune: error: --opt {opt!r} with --momentum {momentum}: timm cannot make it ("
+        ), err
+        assert not out.exists()
 
 
 def test_python_keywords_of_the_wrong_type_are_one_line(folders, tmp_path):

@@ -6,8 +6,12 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
 from ..detection.backbone import check_trainable_layers
-from ..errors import UsageError, require_number, require_whole_number
+from ..errors import UsageError, first_line, require_number, require_whole_number
 from ..layers import parse_kernel_code
 from ..runtime import check_device, default_device, default_workers
 
@@ -27,6 +31,7 @@ RANGES = {  # every real-valued option and the numbers it takes: one check for k
     "drop_rate": _FRACTION,
     "drop_path_rate": _FRACTION,
 }
+SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly")  # timm's create_scheduler_v2 makes these
 RELEASE_EPOCHS, RELEASE_STEPS, RELEASE_LR, RELEASE_BATCH = 12, (8, 11), 0.02, 16  # mmdetection v1's 1x schedule
 
 
@@ -96,6 +101,7 @@ class FinetuneOptions:
             require_whole_number(name, getattr(self, name), 1)
         for name in ("workers", "save_every_steps", "warmup_epochs", "warmup_iters"):
             require_whole_number(name, getattr(self, name), 0)
+        require_whole_number("seed", self.seed, 0, 2**32 - 1)  # what NumPy's generator takes
         if self.lr_steps is not None:
             self.lr_steps = [int(s) for s in self.lr_steps]
             for step in self.lr_steps:
@@ -130,6 +136,15 @@ class FinetuneOptions:
         self.epochs = 10 if self.epochs is None else self.epochs
         self.batch_size = 32 if self.batch_size is None else self.batch_size
         self.lr = 0.01 if self.lr is None else self.lr
+        optimizer = self.check_optimizer()
+        try:  # timm raises for a name it does not know, or (older timm, 1.0.20 among them) returns None, as for "none"
+            scheduler, _ = create_scheduler_v2(
+                optimizer, sched=self.sched, num_epochs=self.epochs, warmup_epochs=self.warmup_epochs
+            )
+        except ValueError:
+            scheduler = None
+        if scheduler is None:
+            raise UsageError(f"sched={self.sched!r}: expected one of timm's schedules: {', '.join(SCHEDULES)}")
 
     def use_detector_defaults(self) -> None:
         """Fill what is left open with the release's recipe (scaled to the batch and epochs); refuse the
@@ -144,6 +159,24 @@ class FinetuneOptions:
             self.lr = RELEASE_LR * self.batch_size * max(1, processes) / RELEASE_BATCH
         if self.lr_steps is None:
             self.lr_steps = [max(1, round(s * self.epochs / RELEASE_EPOCHS)) for s in RELEASE_STEPS]
+        self.check_optimizer()
+
+    def check_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer the options ask timm for, made for one stand-in parameter: an unknown ``opt`` or a
+        ``momentum`` it cannot take is one line before any folder, data or model."""
+        try:
+            return create_optimizer_v2(
+                [torch.nn.Parameter(torch.zeros(1))],
+                opt=self.opt,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                momentum=self.momentum,
+            )
+        except ValueError as e:
+            raise UsageError(
+                f"opt={self.opt!r} with momentum={self.momentum}: timm cannot make it ({first_line(e)}); its "
+                "optimizers: timm.optim.list_optimizers()"
+            ) from None
 
     def to_json(self) -> Dict[str, Any]:
         """What ``args.json`` holds: every option, as the run used it."""
