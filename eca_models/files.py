@@ -245,14 +245,21 @@ def check_output_folder(path: PathLike, what: str = "") -> Path:
 
 
 def check_new_folder(path: PathLike, overwrite: bool = False, what: str = "") -> Path:
-    """Check, before any work, that `atomic_folder` may write ``path``: `check_output_folder`, and an
-    existing, non-empty ``path`` only with ``overwrite``. Makes nothing.
+    """Check, before any work, that `atomic_folder` may write ``path``: `check_output_folder`, not the working
+    folder or one holding it (a folder written whole replaces its target), and an existing, non-empty ``path``
+    only with ``overwrite``. Makes nothing.
 
     Raises:
         OutputPathError: The folder cannot be written there.
         FolderNotEmpty: ``path`` exists, is not empty, and ``overwrite`` is False.
     """
     path = check_output_folder(path, what)
+    here = Path.cwd().resolve()
+    if path.resolve() in (here, *here.parents):
+        label = f"{what}={str(path)!r}" if what else repr(str(path))
+        raise OutputPathError(
+            f"{label} is the working folder or holds it, which a new folder cannot replace: name a new one"
+        )
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise FolderNotEmpty(f"{path} exists and is not empty; pass overwrite=True to replace it")
     return path

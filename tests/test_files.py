@@ -138,6 +138,25 @@ def test_unwritable_outputs_are_refused_before_any_model_is_loaded(val, tmp_path
     assert "is a file" in one_line_error(capsys, "convert")
 
 
+def test_a_folder_written_whole_is_not_the_working_folder_nor_one_holding_it(val, tmp_path, monkeypatch, capsys):
+    """``--out ''``, ``.``, ``..`` or the working folder's own path: one line, and nothing there touched (it was
+    the rename's 'Device or resource busy', reported as a bug; the absolute path replaced the working folder)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("the user's")
+    monkeypatch.chdir(work)
+    for out in ("", ".", "..", str(work), str(tmp_path)):
+        assert main(["convert", str(val["ckpt"]), "--model", "eca_resnet18_k3577", "--out", out, "--overwrite"]) == 2
+        err = one_line_error(capsys, "convert")
+        assert "is the working folder or holds it, which a new folder cannot replace: name a new one" in err, err
+        with pytest.raises(files.OutputPathError, match="is the working folder or holds it"):
+            with files.atomic_folder(out, overwrite=True):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and (work / "keep.txt").read_text() == "the user's"
+    assert main(["convert", str(val["ckpt"]), "--model", "eca_resnet18_k3577", "--out", "sub"]) == 0
+    assert (work / "sub" / "model.safetensors").is_file()
+
+
 def test_a_failed_atomic_write_names_the_users_path(tmp_path):
     from eca_models.files import OutputPathError, write_text_atomic
 
