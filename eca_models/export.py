@@ -431,6 +431,7 @@ def export(
     if format not in FORMATS:
         raise UsageError(f"format={format!r}: choose one of {', '.join(FORMATS)}")
     require_number("tolerance", tolerance, lambda v: v >= 0, "a number of at least 0")
+    require_whole_number("img_size", img_size, 1)
     out = _check_out(Path(out), format)
     if not pretrained and checkpoint:
         raise UsageError("no_weights=True and checkpoint= exclude each other")

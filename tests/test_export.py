@@ -8,7 +8,7 @@ from helpers import randomize
 
 from eca_models.cli import main
 from eca_models.errors import UsageError
-from eca_models.export import read_metadata
+from eca_models.export import export, read_metadata
 from eca_models.weights.folders import write_hub_files
 
 CLASSES = ["cat", "dog", "tree"]
@@ -80,6 +80,9 @@ def test_export_of_a_name_with_random_weights_and_bad_usage(tmp_path, capsys):
         assert main(["export", *bad, *args]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and len(err.splitlines()) == 1, err
+    for size in (-1, 0):  # a Python caller's: torch's 'negative dimension' traceback after the load, or the default
+        with pytest.raises(UsageError, match=f"^img_size={size}: expected a whole number of at least 1"):
+            export("eca_resnet18", "torchscript", out, pretrained=False, img_size=size)
 
 
 def test_an_opset_the_exporter_cannot_write_is_refused_not_swapped(tmp_path):
@@ -144,9 +147,6 @@ def test_blocked_form_leaves_mobilenetv2_gates_plain_and_an_unknown_form_is_refu
     with pytest.raises(SystemExit):
         main(["export", *args, "--out", str(out), "--onnx-form", "nchwc"])
     assert "invalid choice: 'nchwc'" in capsys.readouterr().err
-    from eca_models.errors import UsageError
-    from eca_models.export import export
-
     with pytest.raises(UsageError, match="onnx_form='nchwc': choose one of blocked, plain"):
         export("eca_mobilenetv2", "onnx", out, pretrained=False, onnx_form="nchwc")
 
