@@ -227,6 +227,33 @@ def test_bad_input_gets_one_line_and_exit_2(data, tmp_path, capsys, case, expect
     assert expected in err.splitlines()[-1] and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize(
+    "keyword, value, argv, expected",
+    [
+        ("interpolation", "abc", ["--interpolation", "abc"], "choose one of nearest, bilinear, bicubic,"),
+        ("crop_pct", -1.0, ["--crop-pct", "-1"], "expected a fraction above 0, at most 1"),
+        ("crop_pct", 5.0, ["--crop-pct", "5"], "expected a fraction above 0, at most 1"),
+        ("std", (0.0, 0.0, 0.0), ["--std", "0", "0", "0"], "expected three numbers above 0, one per channel"),
+        ("mean", (0.5,), None, "expected three numbers, one per channel (R, G, B)"),
+        ("tolerance", -1.0, ["--tolerance", "-1"], "expected a number of points, at least 0"),
+        ("workers", -1, None, "expected a whole number of at least 0"),
+    ],
+)
+def test_a_preprocessing_or_verdict_option_out_of_range_is_one_line_before_any_model(
+    data, tmp_path, capsys, keyword, value, argv, expected
+):
+    """Checked with the options (they were a KeyError traceback, 'NOT SCORED' from a zero std or a negative crop, a
+    verdict against a negative tolerance), in the keyword's words for a Python caller and the flag's on the command
+    line; nothing is loaded first (the model here is one that does not exist)."""
+    with pytest.raises(eca_models.EcaModelsError) as raised:
+        eca_models.validate("eca_resnet99", data["folder"], **{keyword: value})
+    assert str(raised.value).startswith(f"{keyword}={value!r}: {expected}"), raised.value
+    if argv:
+        assert main(["validate", "--model", "eca_resnet99", "--data", str(data["folder"]), *argv]) == 2
+        err = one_line_error(capsys, "validate")
+        assert f"--{keyword.replace('_', '-')} " in err and expected in err, err
+
+
 def test_verdict_rules():
     reported = {"acc@1": 77.42, "acc@5": 93.62}
     assert verdict({"acc@1": 77.2, "acc@5": 93.5}, reported, 50_000)[0] == "PASS"

@@ -8,15 +8,18 @@ import dataclasses
 import fnmatch
 import io
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from timm.data.transforms import str_to_interp_mode
 
 from .. import distributed
 from ..data.imagenet import ground_truth_file
 from ..detection import list_detectors
 from ..detection.weights import is_detector_source
-from ..errors import DataError, ModelUnavailable, UsageError, require_folder, require_whole_number
+from ..errors import DataError, ModelUnavailable, UsageError, require_folder, require_number, require_whole_number
 from ..files import check_output_file, write_text_atomic
 from ..runtime import check_device, default_device, default_workers
 from ..weights import WeightsError
@@ -59,6 +62,24 @@ class ValidateOptions:
         check_device(self.device)
         for name in ("batch_size", "limit", "img_size", "min_size", "max_size", "num_classes"):
             require_whole_number(name, getattr(self, name), 1)
+        require_whole_number("workers", self.workers, 0)
+        require_number("crop_pct", self.crop_pct, lambda v: 0 < v <= 1, "a fraction above 0, at most 1")
+        require_number("tolerance", self.tolerance, lambda v: v >= 0, "a number of points, at least 0")
+        for name, least in (("mean", -math.inf), ("std", 0)):
+            value = getattr(self, name)
+            numbers = list(value) if isinstance(value, (tuple, list)) else []
+            real = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+            if value is not None and not (len(numbers) == 3 and real and min(numbers) > least):
+                above = " above 0" if least == 0 else ""
+                raise UsageError(f"{name}={value!r}: expected three numbers{above}, one per channel (R, G, B)")
+        if self.interpolation:
+            try:
+                str_to_interp_mode(self.interpolation)
+            except KeyError:
+                raise UsageError(
+                    f"interpolation={self.interpolation!r}: choose one of nearest, bilinear, bicubic, box, hamming, "
+                    "lanczos"
+                ) from None
         if self.on_error not in ("skip", "fail"):
             raise UsageError(f"on_error={self.on_error!r}: choose skip or fail")
         if self.results_file and Path(self.results_file).suffix.lower() not in (".json", ".csv"):
