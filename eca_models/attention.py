@@ -21,7 +21,7 @@ from timm.layers import SEModule
 
 from .data.imagenet import ground_truth_file, imagenet_class_names, imagenet_samples, imagenet_wnids
 from .data.images import ImageListDataset, unreadable
-from .errors import UsageError
+from .errors import UsageError, require_whole_number
 from .factory import class_labels, load
 from .files import check_output_file, write_bytes_atomic, write_text_atomic
 from .layers import EcaLayer
@@ -142,6 +142,8 @@ def attention_figure(
         batch_size: Images per forward.
         device: Where to run (default: ``cuda`` where torch sees a GPU, else ``cpu``).
     """
+    require_whole_number("img_size", img_size, 1)
+    require_whole_number("batch_size", batch_size, 1)
     device = str(check_device(device or default_device()))
     out = check_output_file(out, "out")
     if out.suffix.lower() != ".png":

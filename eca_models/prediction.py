@@ -22,7 +22,7 @@ from .data.images import IMAGE_ERRORS, find_images, open_rgb
 from .detection import load_detector
 from .detection.coco import read_rgb
 from .detection.weights import is_detector_source
-from .errors import UsageError, first_line, require_whole_number
+from .errors import UsageError, first_line, require_number, require_whole_number
 from .evaluation.detection import to_coco_results
 from .factory import load
 from .files import check_output_folder, write_bytes_atomic
@@ -89,10 +89,14 @@ def predict(
         max_size: Detectors: and the longer side to at most this (1333 when None).
 
     Raises:
-        UsageError: A URL; no images found, or none could be read; ``top_k`` under 1; ``out_dir`` with a classifier.
+        UsageError: A URL; no images found, or none could be read; ``top_k``, a size or ``score_thr`` out of range;
+            ``out_dir`` with a classifier.
         ModelUnavailable: The model cannot be loaded.
     """
     require_whole_number("top_k", top_k, 1)
+    for name, size in (("min_size", min_size), ("max_size", max_size)):
+        require_whole_number(name, size, 1)
+    require_number("score_thr", score_thr, lambda v: 0 <= v <= 1, "a score from 0 to 1")
     device = str(check_device(device or default_device()))
     given = [images] if isinstance(images, (str, Path)) else list(images)
     paths = find_images(given)

@@ -261,6 +261,37 @@ def test_an_optimizer_timm_cannot_make_is_one_line_before_the_run(folders, tmp_p
         assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "call, expected",
+    [
+        (lambda d: eca_models.predict(d["image"], "eca_resnet99", score_thr=2.0), "score_thr=2.0: expected a score"),
+        (lambda d: eca_models.predict(d["image"], "eca_resnet99", min_size=0), "min_size=0: expected a whole number"),
+        (lambda d: eca_models.attention_figure("eca_resnet99", d["val"], d["png"], img_size=-1), "img_size=-1: "),
+        (lambda d: eca_models.attention_figure("eca_resnet99", d["val"], d["png"], batch_size=0), "batch_size=0: "),
+        (lambda d: eca_models.convert(d["ckpt"], "eca_resnet18_k3577", d["out"], check_size=0), "check_size=0: "),
+        (
+            lambda d: eca_models.convert(d["ckpt"], "eca_resnet18_k3577", d["out"], kernel_code="k3577"),
+            "kernel_code= is",
+        ),
+        (lambda d: benchmark("resnet18", reps=0), "reps=0: expected a whole number of at least 1"),
+        (lambda d: benchmark("resnet18", iters=0), "iters=0: expected a whole number of at least 1"),
+        (lambda d: benchmark("resnet18", batch_size=-1), "batch_size=-1: expected a whole number"),
+        (lambda d: benchmark("resnet18", runtimes="onnx"), "runtimes=['onnx']: choose from torch, onnxruntime"),
+        (lambda d: benchmark_detector("fasterrcnn_eca_resnet50_fpn", det_size=(0, 64)), "det_size=0: expected"),
+        (lambda d: benchmark_detector("fasterrcnn_eca_resnet50_fpn", warmup=-1), "warmup=-1: expected"),
+    ],
+)
+def test_a_python_callers_option_out_of_range_is_one_line_before_any_work(folders, tmp_path, call, expected):
+    """What the command line's types check (argparse), the functions check too: these were torch's or the
+    statistics module's tracebacks after a model was built, or a value silently ignored (a classifier's kernel_code=,
+    a classifier's score_thr=). The model names that do not exist show nothing was loaded before the check."""
+    given = dict(image=folders["val"], val=folders["val"], png=tmp_path / "a.png", ckpt=folders["ckpt"])
+    with pytest.raises(UsageError) as raised:
+        call({**given, "out": tmp_path / "out"})
+    assert str(raised.value).startswith(expected), raised.value
+    assert not (tmp_path / "out").exists() and not (tmp_path / "a.png").exists()
+
+
 def test_python_keywords_of_the_wrong_type_are_one_line(folders, tmp_path):
     with pytest.raises(UsageError, match="^lr='0.01': expected a number above 0$"):
         eca_models.finetune("eca_resnet18", folders["val"], output=tmp_path / "r", lr="0.01")

@@ -37,7 +37,7 @@ from timm.layers import EcaModule
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..complexity import count_macs, count_params
-from ..errors import UsageError
+from ..errors import UsageError, require_whole_number
 from ..export import require_onnx, write_onnx
 from ..files import check_output_file, write_text_atomic
 from ..insertion import add_eca as insert_eca
@@ -465,6 +465,8 @@ def benchmark(
     call = inspect.signature(run_benchmark).bind(backbone, **timing)  # an unknown keyword: TypeError
     call.apply_defaults()
     check_device(call.arguments["device"])
+    for name, least in (("batch_size", 1), ("img_size", 1), ("reps", 1), ("warmup", 0), ("iters", 1)):
+        require_whole_number(name, call.arguments[name], least)
     call.arguments["runtimes"] = check_runtimes(call.arguments["runtimes"])
     check_onnx_form(call.arguments["onnx_form"])
     settings = {k: call.arguments[k] for k in SETTINGS}
@@ -493,7 +495,7 @@ def benchmark(
 
 def check_runtimes(runtimes: Sequence[str]) -> Tuple[str, ...]:
     """``runtimes`` as a tuple, refused in one line where one is unknown or its packages are missing."""
-    runtimes = tuple(runtimes)
+    runtimes = (runtimes,) if isinstance(runtimes, str) else tuple(runtimes)
     if not runtimes or any(r not in RUNTIMES for r in runtimes):
         raise UsageError(f"runtimes={list(runtimes)!r}: choose from {', '.join(RUNTIMES)}")
     if set(runtimes) - {"torch"}:

@@ -21,7 +21,7 @@ from ..complexity import count_params, detector_macs
 from ..detection import get_builder, is_detector, list_detectors
 from ..detection.architectures import get_architecture
 from ..detection.backbone import release_param_count
-from ..errors import UsageError
+from ..errors import UsageError, require_whole_number
 from ..export import write_detector_onnx
 from ..files import write_text_atomic
 from ..runtime import autocast_for, check_device
@@ -159,6 +159,12 @@ def benchmark_detector(
     check_device(device)
     if not is_detector(name):
         raise UsageError(f"unknown detector {name!r}; choose one of: {', '.join(list_detectors())}")
+    for option, value, least in (("batch_size", batch_size, 1), ("reps", reps, 1), ("warmup", warmup, 0)):
+        require_whole_number(option, value, least)
+    if not (isinstance(det_size, (tuple, list)) and len(det_size) == 2):
+        raise UsageError(f"det_size={det_size!r}: expected two whole numbers, height and width")
+    for side in det_size:
+        require_whole_number("det_size", side, 1)
     runtimes = check_runtimes(runtimes)
     settings = dict(detector=name, device=device, batch_size=batch_size, det_size=list(det_size), amp=amp,
                     reps=reps, warmup=warmup, runtimes=list(runtimes))  # fmt: skip

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..detection import is_detector
+from ..errors import UsageError
 from .imagenet import ConversionReport, convert_checkpoint
 from .mmdet_v1 import DetectorConversion, convert_mmdet_checkpoint
 
@@ -38,4 +39,6 @@ def convert(
     """
     if is_detector(model):
         return convert_mmdet_checkpoint(src, model, out, kernel_code=kernel_code, overwrite=overwrite)
+    if kernel_code is not None:
+        raise UsageError(f"kernel_code= is a detector's option: {model}'s kernel code is its name's, or its file's")
     return convert_checkpoint(src, model, out, overwrite=overwrite, check_size=check_size)

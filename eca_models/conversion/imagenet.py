@@ -15,7 +15,7 @@ import timm
 import torch
 
 from ..complexity import count_macs, count_params
-from ..errors import UnknownModel
+from ..errors import UnknownModel, require_whole_number
 from ..files import sha256_file
 from ..weights.folders import check_out_dir, new_model_folder, write_hub_files
 from ..weights.loading import WEIGHTS_FILE, WeightsError, read_weights_file
@@ -117,6 +117,7 @@ def convert_checkpoint(
     src = Path(src)
     if model_name not in list_models():
         raise UnknownModel(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
+    require_whole_number("check_size", check_size, 1)
     check_out_dir(out_dir, overwrite)
     source_sha = sha256_file(src) if src.is_file() else ""
     model, notes = remap_checkpoint(read_weights_file(src), model_name, src.name)
