@@ -185,6 +185,13 @@ def test_what_python_callers_met_raw_or_not_at_all(folders, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EcaModelsError, match="^eca_resnet18_k3577.in1k is not in the cache"):
         eca_models.download_checkpoints("eca_resnet18")  # one name, not its letters
+    with pytest.raises(EcaModelsError, match="^eca_resnet18_k3577.in1k is not in the cache"):
+        eca_models.download_checkpoints(["eca_resnet18.in1k"])  # timm's name with the tag
+    for names, all_ in (([], False), (["eca_resnet18"], True)):  # fetched everything, names or not
+        with pytest.raises(UsageError, match="^name the checkpoints to fetch, or pass all=True$"):
+            eca_models.download_checkpoints(names, all=all_)
+    with pytest.raises(KeyError, match="no checkpoint 'eca_resnet18.foo' in the manifest"):  # was eca_resnet18's
+        eca_models.download_checkpoints(["eca_resnet18.foo"])
     with pytest.raises(UsageError, match="^top_k=0: expected a whole number of at least 1"):
         eca_models.predict(folders["val"], "eca_resnet18_k3577", checkpoint=folders["ckpt"], top_k=0)
     with pytest.raises(UsageError, match="none of the 1 images could be read"):

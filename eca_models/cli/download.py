@@ -7,7 +7,6 @@ import argparse
 
 from ..weights.fetch import download_checkpoints
 from ..weights.release import SOURCES
-from .common import UsageError
 
 HELP = "fetch release checkpoints (Hub, else the authors' Drive files), verified and cached as safetensors"
 
@@ -21,8 +20,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if bool(args.names) == args.all:
-        raise UsageError("name the checkpoints to fetch, or pass --all")
     for result in download_checkpoints(
         args.names, all=args.all, source=args.source, to=args.to, keep_original=args.keep_original
     ):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from huggingface_hub import try_to_load_from_cache
 
+from ..errors import UsageError
 from ..files import atomic_folder, check_output_folder
 from .loading import (
     WEIGHTS_FILE,
@@ -161,8 +162,8 @@ def resolve(name: str) -> Checkpoint:
     Raises:
         KeyError: No checkpoint of that name; the message lists them.
     """
-    ckpt = find_checkpoint(name)
-    if ckpt is None or (name != ckpt.name and name.split(".")[0] not in (ckpt.model_name, ckpt.architecture)):
+    ckpt = find_checkpoint(name)  # by the name before the tag
+    if ckpt is None or name.partition(".")[2] not in ("", ckpt.name.partition(".")[2]):
         get_checkpoint(name)  # raises with the list
     return ckpt
 
@@ -187,6 +188,8 @@ def download_checkpoints(
         log: Where progress lines go.
     """
     names = [names] if isinstance(names, str) else list(names)  # one name, or several
+    if bool(names) == bool(all):
+        raise UsageError("name the checkpoints to fetch, or pass all=True")
     checkpoints = list_checkpoints() if all else [resolve(n) for n in names]
     if to is not None:
         check_output_folder(to, "to")  # before fetching anything
