@@ -85,6 +85,27 @@ def test_label_maps_round_trip():
         custom.name(0)  # background has no name
 
 
+def test_sizes_classes_and_categories_that_make_no_detector_are_one_line():
+    """A Python caller's: sizes under 1 (torch's interpolate traceback at the first image), a fractional
+    num_classes (a TypeError deep in torchvision), no categories (a background-only head, or RetinaNet's conv
+    traceback), an id given twice (two classes under one id). A multi-scale tuple of sizes stays torchvision's."""
+    from eca_models.errors import UsageError
+
+    for name in ("fasterrcnn_eca_resnet50_fpn", "retinanet_eca_resnet50_fpn", "fasterrcnn_resnet50_fpn"):
+        for kwargs, expected in (
+            (dict(min_size=0), "min_size=0: expected a whole number of at least 1"),
+            (dict(max_size=-1), "max_size=-1: expected a whole number of at least 1"),
+            (dict(min_size=(640, 0)), "min_size=0: expected a whole number of at least 1"),
+            (dict(num_classes=2.5), "num_classes=2.5: expected a whole number"),
+            (dict(categories=[]), "categories: none given; a head needs at least one"),
+            (dict(categories=[{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]), "categories: id 1 is given twice"),
+        ):
+            with pytest.raises(UsageError) as raised:
+                create_detector(name, **kwargs)
+            assert str(raised.value).startswith(expected), (name, raised.value)
+    assert create_detector("retinanet_eca_resnet50_fpn", min_size=(64, 96), max_size=128).transform.min_size == (64, 96)
+
+
 # -- the conversion, on files written as mmdetection v1 wrote them ---------------------------------------------
 
 

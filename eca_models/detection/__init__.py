@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 from torch import nn
 
-from ..errors import UnknownModel, UsageError
+from ..errors import UnknownModel, UsageError, require_whole_number
 from ..weights.folders import read_model_config
 from ._registry import get_builder, is_detector, list_detectors
 from .architectures import (
@@ -85,7 +85,8 @@ def create_detector(
 
     Raises:
         KeyError: Unknown name.
-        UsageError: ``add_eca`` for a registered detector, ``kernel_sizes`` for torchvision's.
+        UsageError: ``add_eca`` for a registered detector, ``kernel_sizes`` for torchvision's; sizes, classes or
+            categories that make no detector.
         WeightsError: Unusable weights.
     """
     torchvision = is_torchvision_detector(name)
@@ -96,6 +97,10 @@ def create_detector(
             if not torchvision
             else f"{name} is torchvision's: give its ECA kernel sizes as add_eca="
         )
+    for key in ("min_size", "max_size"):  # torchvision takes a size or, for multi-scale training, several
+        sizes = kwargs.get(key)
+        for size in sizes if isinstance(sizes, (tuple, list)) else [sizes]:
+            require_whole_number(key, size, 1)
     if kernel_sizes is not None:
         kwargs["kernel_sizes"] = kernel_sizes
     if add_eca is not None:

@@ -152,6 +152,8 @@ def resolve_label_map(
         return label_map
     if num_classes is None:
         return LabelMap.coco(background)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise UsageError(f"num_classes={num_classes!r}: expected a whole number")
     foreground = num_classes - int(background)
     if foreground < 1:
         raise UsageError(f"num_classes={num_classes} leaves no class" + (" besides background" if background else ""))

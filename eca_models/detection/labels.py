@@ -47,8 +47,10 @@ class LabelMap:
         """From COCO ``categories`` entries (``{"id", "name"}``), sorted by id as mmdetection and torchvision do.
 
         Raises:
-            UsageError: An entry that is not ``{"id": whole number, "name": ...}``.
+            UsageError: None given, an id given twice, or an entry that is not ``{"id": whole number, "name": ...}``.
         """
+        if not categories:
+            raise UsageError("categories: none given; a head needs at least one")
         for c in categories:
             if (
                 not isinstance(c, dict)
@@ -58,6 +60,9 @@ class LabelMap:
             ):
                 raise UsageError(f"categories: each entry needs an integer 'id' and a 'name', as COCO's do (got {c!r})")
         ordered = sorted(categories, key=lambda c: int(c["id"]))
+        repeated = [a["id"] for a, b in zip(ordered, ordered[1:]) if a["id"] == b["id"]]
+        if repeated:
+            raise UsageError(f"categories: id {repeated[0]} is given twice; each category needs an id of its own")
         return cls(tuple(int(c["id"]) for c in ordered), tuple(str(c["name"]) for c in ordered), background)
 
     @classmethod
