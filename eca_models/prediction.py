@@ -153,8 +153,10 @@ def detect_objects(
     model: torch.nn.Module, images: List[Path], device: str, score_thr: float, out_dir: Optional[Path] = None
 ) -> Predictions:
     """Each image's detections above ``score_thr``, in its own pixels; drawn into ``out_dir`` when given (made at
-    the first drawing)."""
+    the first drawing), each under the shortest ending of its path that tells it apart (``a/x.jpg`` and
+    ``b/x.jpg`` stay so), a JPEG or PNG image as its own format, any other as PNG (``x.bmp.png``)."""
     results, failed, drawn = [], [0], 0
+    names = short_names([str(p) for p in images])
     for path, image in _readable(images, read_rgb, failed):
         with torch.inference_mode():
             detection = {k: v.cpu() for k, v in model([image.to(device).float().div(255)])[0].items()}
@@ -162,12 +164,11 @@ def detect_objects(
         results.append({"image": str(path), "width": image.shape[-1], "height": image.shape[-2], "detections": found})
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to draw
-            suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+            jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+            name = names[str(path)] + ("" if jpeg or path.suffix.lower() == ".png" else ".png")
             buffer = io.BytesIO()
-            draw(image, detection, model.label_map, score_thr).save(
-                buffer, format="PNG" if suffix == ".png" else "JPEG"
-            )
-            write_bytes_atomic(out_dir / (path.stem + suffix), buffer.getvalue())
+            draw(image, detection, model.label_map, score_thr).save(buffer, format="JPEG" if jpeg else "PNG")
+            write_bytes_atomic(out_dir / name, buffer.getvalue())
             drawn += 1
     return Predictions(results, len(images), failed[0], drawn)
 

@@ -96,6 +96,18 @@ def test_predict_json_and_drawing(converted, coco_root, tmp_path, capsys):
     assert drawn.size == source.size
     assert drawn.convert("RGB").tobytes() != source.convert("RGB").tobytes()
 
+    # one name in two folders, one stem in two formats PNG draws: four drawings (one overwrote another before)
+    same = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "a" / "y.bmp", tmp_path / "a" / "y.webp"]
+    for path in same:
+        path.parent.mkdir(exist_ok=True)
+        source.convert("RGB").save(path)
+    out = tmp_path / "drawn-same"
+    assert main(["predict", *map(str, same), "--model", str(folder), *SMALL[:4], "--out-dir", str(out)]) == 0
+    assert "drawn 4 images" in capsys.readouterr().err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a/x.jpg", "b/x.jpg", "y.bmp.png", "y.webp.png"]
+    assert Image.open(out / "b" / "x.jpg").format == "JPEG" and Image.open(out / "y.bmp.png").format == "PNG"
+
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     capsys.readouterr()
