@@ -149,12 +149,7 @@ def attention_figure(
     if out.suffix.lower() != ".png":
         raise UsageError(f"out={out}: the figure is a PNG; give a file name ending in .png")
     ground_truth_file(data, hint="give it one sub-folder of images per class")
-    net = load(model, checkpoint=checkpoint, num_classes=num_classes)
-    if not attention_layers(net):
-        raise UsageError(
-            f"{model} has no ECA or SE blocks to read: attention takes an ECA model (eca_resnet50, a fine-tuned "
-            "or converted ECA folder)"
-        )
+    net = _with_attention(load(model, checkpoint=checkpoint, num_classes=num_classes), model)
     samples, names, imagenet = _labelled_images(net, Path(data))
     chosen = _choose_classes(classes, names, sorted({label for _, label in samples}))
     blocks = _check_blocks(net, str(model), list(blocks or _default_blocks(net)))
@@ -172,6 +167,16 @@ def attention_figure(
 
     plot_attention(out, panels, blocks, rows, f"{model}" + (f" vs {compare}" if compare else ""))
     return AttentionFigure(out, panels, blocks, rows + ["all images"], len(samples), failed)
+
+
+def _with_attention(net: torch.nn.Module, model: Union[str, Path]) -> torch.nn.Module:
+    """``net``, refused unless it has ECA or SE blocks to read."""
+    if not attention_layers(net):
+        raise UsageError(
+            f"{model} has no ECA or SE blocks to read: attention takes an ECA model (eca_resnet50, a fine-tuned "
+            "or converted ECA folder)"
+        )
+    return net
 
 
 def _comparable(compare: str, checkpoint: Optional[Union[str, Path]], blocks: List[str]) -> torch.nn.Module:
