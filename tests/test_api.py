@@ -225,6 +225,7 @@ def test_predict_names_images_by_the_shortest_path_that_tells_them_apart():
         ("cutmix", float("inf"), ["--cutmix", "inf"]),  # a number, but no alpha: NumPy's beta failed mid-epoch
         ("seed", -1, ["--seed", "-1"]),  # NumPy's generator takes 0 to 2**32 - 1
         ("sched", "none", ["--sched", "none"]),  # timm gives no scheduler for it, and the run needs one
+        ("lr_steps", [11, 8], ["--lr-steps", "11", "8"]),  # timm's multi-step schedule bisects them
     ],
 )
 def test_a_bad_option_is_said_alike_by_the_function_and_the_command(folders, tmp_path, capsys, keyword, value, argv):

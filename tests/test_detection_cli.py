@@ -76,6 +76,28 @@ def test_dataset_targets(coco_root):
 # -- predict --------------------------------------------------------------------------------------------------
 
 
+def test_explicit_splits_are_read_and_a_partial_set_is_one_line(coco_root):
+    """The four split options name the files in place of data=; given in part (only an image folder too, which was
+    ignored), the first one missing is named."""
+    from eca_models.errors import DataError
+    from eca_models.training.detection import read_splits
+    from eca_models.training.options import FinetuneOptions
+
+    splits = {
+        "train_annotations": str(coco_root / "annotations" / "instances_train2017.json"),
+        "train_images": str(coco_root / "train2017"),
+        "val_annotations": str(coco_root / "annotations" / "instances_val2017.json"),
+        "val_images": str(coco_root / "val2017"),
+    }
+    train, val = read_splits(FinetuneOptions(model="fasterrcnn_eca_resnet50_fpn", output="o", **splits))
+    assert (len(train.dataset["images"]), len(val.dataset["images"])) == (4, 3) and val.images_dir.name == "val2017"
+    for given, missing in (("val_images", "train_annotations"), ("train_annotations", "train_images")):
+        options = FinetuneOptions(model="fasterrcnn_eca_resnet50_fpn", output="o", data=str(coco_root))
+        setattr(options, given, splits[given])
+        with pytest.raises(DataError, match=rf"^explicit splits need all of .* \(missing {missing}=\)$"):
+            read_splits(options)
+
+
 def test_predict_json_and_drawing(converted, coco_root, tmp_path, capsys):
     folder = converted["maskrcnn"][2]
     images = sorted((coco_root / "val2017").glob("*.jpg"))[:2]

@@ -40,7 +40,7 @@ SPLIT_OPTIONS = ("train_annotations", "train_images", "val_annotations", "val_im
 
 def read_splits(options: FinetuneOptions) -> Tuple[CocoData, CocoData]:
     """The train and val annotation files the options name, checked."""
-    if options.train_annotations or options.val_annotations:
+    if any(getattr(options, f) for f in SPLIT_OPTIONS):
         missing = [f for f in SPLIT_OPTIONS if not getattr(options, f)]
         if missing:
             raise DataError(

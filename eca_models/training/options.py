@@ -103,9 +103,12 @@ class FinetuneOptions:
             require_whole_number(name, getattr(self, name), 0)
         require_whole_number("seed", self.seed, 0, 2**32 - 1)  # what NumPy's generator takes
         if self.lr_steps is not None:
-            self.lr_steps = [int(s) for s in self.lr_steps]
-            for step in self.lr_steps:
+            steps = list(self.lr_steps) if isinstance(self.lr_steps, (list, tuple)) else [self.lr_steps]
+            for step in steps:
                 require_whole_number("lr_steps", step, 1)
+            if steps != sorted(steps):  # timm's multi-step schedule looks them up in order
+                raise UsageError(f"lr_steps={steps}: expected epochs in order, earliest first")
+            self.lr_steps = steps
         check_trainable_layers(self.trainable_backbone_layers)
         for name, (allowed, expected) in RANGES.items():
             require_number(name, getattr(self, name), allowed, expected)
