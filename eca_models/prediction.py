@@ -156,7 +156,7 @@ def detect_objects(
     the first drawing), each under the shortest ending of its path that tells it apart (``a/x.jpg`` and
     ``b/x.jpg`` stay so), a JPEG or PNG image as its own format, any other as PNG (``x.bmp.png``)."""
     results, failed, drawn = [], [0], 0
-    names = short_names([str(p) for p in images])
+    names = short_names([str(p) for p in images]) if out_dir is not None else {}
     for path, image in _readable(images, read_rgb, failed):
         with torch.inference_mode():
             detection = {k: v.cpu() for k, v in model([image.to(device).float().div(255)])[0].items()}

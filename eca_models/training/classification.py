@@ -14,8 +14,6 @@ import timm
 import torch
 from timm.data import Mixup, create_transform, resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 
 from .. import distributed
 from ..complexity import count_macs, count_params
@@ -104,12 +102,8 @@ class Recipe:
         data_config = resolve_data_config({"input_size": (3, options.img_size, options.img_size)}, model=model)
         train_tf = create_transform(**data_config, is_training=True, scale=tuple(options.scale), hflip=options.hflip)
         eval_tf = create_transform(**data_config, is_training=False)
-        optimizer = create_optimizer_v2(
-            params, opt=options.opt, lr=options.lr, weight_decay=options.weight_decay, momentum=options.momentum
-        )
-        scheduler, _ = create_scheduler_v2(
-            optimizer, sched=options.sched, num_epochs=options.epochs, warmup_epochs=options.warmup_epochs
-        )
+        optimizer = options.optimizer(params)
+        scheduler = options.schedule(optimizer)
         mixup, loss = None, torch.nn.CrossEntropyLoss()
         if options.mixup > 0 or options.cutmix > 0:
             mixup = Mixup(

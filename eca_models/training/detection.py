@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
-from timm.optim import create_optimizer_v2
 from timm.scheduler import MultiStepLRScheduler
 
 from .. import distributed
@@ -191,13 +190,7 @@ def _task(model, arch: str, label_map: LabelMap, train: CocoData, val: CocoData,
 def release_schedule(model: torch.nn.Module, options: FinetuneOptions, steps_per_epoch: int):
     """mmdetection v1's optimizer and schedule: SGD on the trainable parameters, a linear warm-up from a third of
     the rate over ``warmup_iters`` updates, x0.1 after each of ``lr_steps`` epochs."""
-    optimizer = create_optimizer_v2(
-        [p for p in model.parameters() if p.requires_grad],
-        opt=options.opt,
-        lr=options.lr,
-        weight_decay=options.weight_decay,
-        momentum=options.momentum,
-    )
+    optimizer = options.optimizer([p for p in model.parameters() if p.requires_grad])
     scheduler = MultiStepLRScheduler(
         optimizer,
         decay_t=[s * steps_per_epoch for s in options.lr_steps],

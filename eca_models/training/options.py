@@ -141,9 +141,7 @@ class FinetuneOptions:
         self.lr = 0.01 if self.lr is None else self.lr
         optimizer = self.check_optimizer()
         try:  # timm raises for a name it does not know, or (older timm, 1.0.20 among them) returns None, as for "none"
-            scheduler, _ = create_scheduler_v2(
-                optimizer, sched=self.sched, num_epochs=self.epochs, warmup_epochs=self.warmup_epochs
-            )
+            scheduler = self.schedule(optimizer)
         except ValueError:
             scheduler = None
         if scheduler is None:
@@ -164,17 +162,23 @@ class FinetuneOptions:
             self.lr_steps = [max(1, round(s * self.epochs / RELEASE_EPOCHS)) for s in RELEASE_STEPS]
         self.check_optimizer()
 
+    def optimizer(self, params: List[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """timm's optimizer for ``params`` as the options ask (``opt``, ``lr``, ``weight_decay``, ``momentum``)."""
+        return create_optimizer_v2(
+            params, opt=self.opt, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum
+        )
+
+    def schedule(self, optimizer: torch.optim.Optimizer) -> Any:
+        """A classifier's timm schedule as the options ask (``sched``, ``epochs``, ``warmup_epochs``)."""
+        return create_scheduler_v2(
+            optimizer, sched=self.sched, num_epochs=self.epochs, warmup_epochs=self.warmup_epochs
+        )[0]
+
     def check_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer the options ask timm for, made for one stand-in parameter: an unknown ``opt`` or a
-        ``momentum`` it cannot take is one line before any folder, data or model."""
+        """`optimizer` made for one stand-in parameter: an unknown ``opt`` or a ``momentum`` it cannot take is one
+        line before any folder, data or model."""
         try:
-            return create_optimizer_v2(
-                [torch.nn.Parameter(torch.zeros(1))],
-                opt=self.opt,
-                lr=self.lr,
-                weight_decay=self.weight_decay,
-                momentum=self.momentum,
-            )
+            return self.optimizer([torch.nn.Parameter(torch.zeros(1))])
         except ValueError as e:
             raise UsageError(
                 f"opt={self.opt!r} with momentum={self.momentum}: timm cannot make it ({first_line(e)}); its "
