@@ -78,7 +78,7 @@ def add_eca(model: nn.Module, kernel_sizes: KernelSizes = ADAPTIVE, *, where: st
         residual = [(n, m) for n, m in model.named_modules() if type(m) in ECA_BLOCKS]
         inverted = [(n, m) for n, m in model.named_modules() if _is_inverted(m)]
         _refuse_se(model)
-        _refuse_attention(residual)
+        _refuse_attention(model, residual)
         ends = [(m, *end) for m in model.modules() if (end := _branch_end(m)) is not None]
         if ends and not residual:
             return _finish(model, where, _branch_ends(ends, kernel_sizes), len(ends))
@@ -217,14 +217,20 @@ def _refuse_eca(model: nn.Module) -> None:
         )
 
 
-def _refuse_attention(residual: List[Tuple[str, nn.Module]]) -> None:
-    """timm's ResNet blocks built with another attention layer (``attn_layer``: CBAM, global context, ...) keep it:
-    the ECA block has no slot for it."""
-    held = [(name, m.se) for name, m in residual if getattr(m, "se", None) is not None]
+def _refuse_attention(model: nn.Module, residual: List[Tuple[str, nn.Module]]) -> None:
+    """Blocks built with another attention layer keep it (timm's ResNet blocks' ``se`` slot, its ByobNet blocks'
+    ``attn``: CBAM, global context, ...): the ECA block has no slot for it, and ECA beside it is not the paper's."""
+    held = [(f"{name}.se", m.se) for name, m in residual if getattr(m, "se", None) is not None]
+    held += [
+        (f"{name}.attn", m.attn)
+        for name, m in model.named_modules()
+        if type(m).__module__ == "timm.models.byobnet"
+        and not isinstance(getattr(m, "attn", nn.Identity()), nn.Identity)
+    ]
     if held:
         raise UsageError(
-            f"{len(held)} blocks hold {type(held[0][1]).__name__} attention ({held[0][0]}.se, ...), which the ECA "
-            "block would drop: build the model without attn_layer, or place eca_models.layers.EcaLayer by hand"
+            f"{len(held)} blocks hold {type(held[0][1]).__name__} attention ({held[0][0]}, ...), which ECA would drop "
+            "or sit beside: build the model without attn_layer, or place eca_models.layers.EcaLayer by hand"
         )
 
 

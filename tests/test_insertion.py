@@ -139,7 +139,7 @@ def test_a_network_it_does_not_know_is_one_line():
 def test_a_network_holding_eca_or_other_attention_is_refused_unchanged():
     """ECA is added once: timm's ECA-ResNets, a second call, the package's own models are refused (a second layer, or
     one in place of timm's trained EcaModule, is not the paper's network); timm ResNet blocks holding another
-    attention layer keep it (the ECA block would drop it). Nothing changes before the refusal."""
+    attention layer keep it (the ECA block would drop it), as do timm ByobNet blocks (ECA would sit beside it). Nothing changes before the refusal."""
     twice = eca_models.add_eca(torchvision.models.mobilenet_v2())
     built = {
         "ecaresnet26t": timm.create_model("ecaresnet26t"),
@@ -147,16 +147,19 @@ def test_a_network_holding_eca_or_other_attention_is_refused_unchanged():
         "eca_resnet18": timm.create_model("eca_resnet18"),
         "twice": twice,
         "cbam": timm.create_model("resnet18", block_args=dict(attn_layer="cbam")),
+        "gcresnet33ts": timm.create_model("gcresnet33ts"),  # timm's ByobNet, global context in its attn slot
     }
     before = {name: sorted(type(m).__name__ for m in model.modules()) for name, model in built.items()}
     for name, model in built.items():
-        for where in ("paper", "replace-se") if name != "cbam" else ("paper",):
+        for where in ("paper", "replace-se") if name not in ("cbam", "gcresnet33ts") else ("paper",):
             with pytest.raises(UsageError) as raised:
                 eca_models.add_eca(model, where=where)
             message = str(raised.value)
             assert "\n" not in message, message
             if name == "cbam":
                 assert message.startswith("8 blocks hold CbamModule attention (layer1.0.se, ...)"), message
+            elif name == "gcresnet33ts":
+                assert message.startswith("10 blocks hold GlobalContext attention (stages.0.0.attn, ...)"), message
             else:
                 assert "ECA layers" in message and "already holds" in message, message
         assert sorted(type(m).__name__ for m in model.modules()) == before[name], name
