@@ -21,7 +21,7 @@ from timm.layers import SEModule
 
 from .data.imagenet import ground_truth_file, imagenet_class_names, imagenet_samples, imagenet_wnids
 from .data.images import ImageListDataset, unreadable
-from .errors import UsageError, require_whole_number
+from .errors import UsageError, require_suffix, require_whole_number
 from .factory import class_labels, load
 from .files import check_output_file, write_bytes_atomic, write_text_atomic
 from .layers import EcaLayer
@@ -145,9 +145,8 @@ def attention_figure(
     require_whole_number("img_size", img_size, 1)
     require_whole_number("batch_size", batch_size, 1)
     device = str(check_device(device or default_device()))
+    require_suffix("out", out, (".png",), "the figure is a PNG")
     out = check_output_file(out, "out")
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"out={out}: the figure is a PNG; give a file name ending in .png")
     ground_truth_file(data, hint="give it one sub-folder of images per class")
     net = _with_attention(load(model, checkpoint=checkpoint, num_classes=num_classes), model)
     samples, names, imagenet = _labelled_images(net, Path(data))

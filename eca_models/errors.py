@@ -11,7 +11,7 @@ so ``except EcaModelsError`` catches them all and older ``except`` clauses keep 
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 __all__ = [
     "DataError",
@@ -92,3 +92,10 @@ def require_number(name: str, value: Any, allowed: Callable[[float], bool], expe
     real = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if value is not None and not (real and allowed(value)):
         raise UsageError(f"{name}={value!r}: expected {expected}")
+
+
+def require_suffix(name: str, path: Optional[Union[str, Path]], suffixes: Tuple[str, ...], written_as: str) -> None:
+    """A `UsageError` naming the option ``name`` unless ``path`` is None or its name ends in one of ``suffixes``
+    (the file's format, ``written_as`` in words), so that no file is written under a name that says another."""
+    if path and Path(path).suffix.lower() not in suffixes:
+        raise UsageError(f"{name}={path}: {written_as}; give a file name ending in {' or '.join(suffixes)}")

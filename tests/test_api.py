@@ -98,7 +98,10 @@ def test_validate_returns_a_verdict_per_model(folders, tmp_path):
     assert run.status == (1 if only.verdict == "FAIL" else 0)
     assert "verdict   " + only.verdict in format_report(only)
     assert results.read_text().startswith("model,top1,")
-    with pytest.raises(UsageError, match=r"^results_file=rows.txt: must end in .json or .csv"):
+    with pytest.raises(
+        UsageError,
+        match=r"^results_file=rows.txt: the rows are written as JSON or CSV; give a file name ending in .json or .csv",
+    ):
         eca_models.validate("eca_resnet18_k3577", folders["val"], results_file="rows.txt")
 
 
@@ -287,6 +290,9 @@ def test_an_optimizer_timm_cannot_make_is_one_line_before_the_run(folders, tmp_p
         (lambda d: benchmark("resnet18", runtimes="onnx"), "runtimes=['onnx']: choose from torch, onnxruntime"),
         (lambda d: benchmark_detector("fasterrcnn_eca_resnet50_fpn", det_size=(0, 64)), "det_size=0: expected"),
         (lambda d: benchmark_detector("fasterrcnn_eca_resnet50_fpn", warmup=-1), "warmup=-1: expected"),
+        (lambda d: benchmark("resnet18", plot=d["out"]), "plot="),
+        (lambda d: benchmark("resnet18", results_file=d["out"].with_suffix(".csv")), "results_file="),
+        (lambda d: benchmark_detector("retinanet_eca_resnet50_fpn", results_file=d["out"]), "results_file="),
     ],
 )
 def test_a_python_callers_option_out_of_range_is_one_line_before_any_work(folders, tmp_path, call, expected):
@@ -297,6 +303,8 @@ def test_a_python_callers_option_out_of_range_is_one_line_before_any_work(folder
     with pytest.raises(UsageError) as raised:
         call({**given, "out": tmp_path / "out"})
     assert str(raised.value).startswith(expected), raised.value
+    if expected in ("plot=", "results_file="):  # a name that says another format than the file is written in
+        assert "; give a file name ending in ." in str(raised.value), raised.value
     assert not (tmp_path / "out").exists() and not (tmp_path / "a.png").exists()
 
 

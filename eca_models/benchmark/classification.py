@@ -37,7 +37,7 @@ from timm.layers import EcaModule
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..complexity import count_macs, count_params
-from ..errors import UsageError, require_whole_number
+from ..errors import UsageError, require_suffix, require_whole_number
 from ..export import require_onnx, write_onnx
 from ..files import check_output_file, write_text_atomic
 from ..insertion import add_eca as insert_eca
@@ -506,7 +506,9 @@ def check_runtimes(runtimes: Sequence[str]) -> Tuple[str, ...]:
 
 
 def check_outputs(results_file: Optional[Union[str, Path]], plot: Optional[Union[str, Path]]) -> None:
-    """Refuse, before any timing, an output that cannot be written."""
+    """Refuse, before any timing, an output that cannot be written, or whose name says another format."""
+    require_suffix("results_file", results_file, (".json",), "the report is JSON")
+    require_suffix("plot", plot, (".png",), "the chart is a PNG")
     for name, path in (("results_file", results_file), ("plot", plot)):
         if path:
             check_output_file(path, name)

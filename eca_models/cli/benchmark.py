@@ -62,8 +62,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--keep-memory", action="store_true",
         help="glibc: reuse freed memory instead of faulting fresh pages in every step (less noise)",
     )  # fmt: skip
-    parser.add_argument("--results-file", help="write the results as JSON")
-    parser.add_argument("--plot", help="draw the images/s ratios as a bar chart (PNG)")
+    parser.add_argument("--results-file", help="write the results as JSON (a .json file)")
+    parser.add_argument("--plot", help="draw the images/s ratios as a bar chart (a .png file)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,15 @@ from .. import distributed
 from ..data.imagenet import ground_truth_file
 from ..detection import list_detectors
 from ..detection.weights import is_detector_source
-from ..errors import DataError, ModelUnavailable, UsageError, require_folder, require_number, require_whole_number
+from ..errors import (
+    DataError,
+    ModelUnavailable,
+    UsageError,
+    require_folder,
+    require_number,
+    require_suffix,
+    require_whole_number,
+)
 from ..files import check_output_file, write_text_atomic
 from ..runtime import check_device, default_device, default_workers
 from ..weights import WeightsError
@@ -82,8 +90,7 @@ class ValidateOptions:
                 ) from None
         if self.on_error not in ("skip", "fail"):
             raise UsageError(f"on_error={self.on_error!r}: choose skip or fail")
-        if self.results_file and Path(self.results_file).suffix.lower() not in (".json", ".csv"):
-            raise UsageError(f"results_file={self.results_file}: must end in .json or .csv")
+        require_suffix("results_file", self.results_file, (".json", ".csv"), "the rows are written as JSON or CSV")
 
 
 @dataclasses.dataclass
