@@ -48,23 +48,45 @@ torch.save(out, {out!r})
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """Authors'-format files of every architecture, converted to Hub folders, with their logits."""
+def convert(tmp_path_factory):
+    """Authors'-format files converted to Hub folders when a test first asks for one: ``convert(name)`` gives the
+    folder and the source model's logits on ``convert.x`` (the quick tests need three architectures, not six)."""
     root = tmp_path_factory.mktemp("hub")
     (root / "authors").mkdir()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     torch.save(x, root / "x.pt")
+    done = {}
+
+    def converted(name):
+        if name not in done:
+            src, _ = authors_file_for(name, root / "authors")
+            source_model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(src))).eval()
+            with torch.no_grad():
+                logits = source_model(x)
+            folder = root / "repos" / f"{name}.in1k"
+            convert_checkpoint(src, name, folder, check_size=64, log=lambda _: None)
+            done[name] = folder, logits
+        return done[name]
+
+    converted.root, converted.x = root, x
+    return converted
+
+
+@pytest.fixture(scope="module")
+def world(convert):
+    """Every architecture converted, with their logits and the manifest pinned to the converted files."""
     expected, repos = {}, {}
     for name in ARCHS:
-        src, _ = authors_file_for(name, root / "authors")
-        source_model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(src))).eval()
-        with torch.no_grad():
-            expected[name] = source_model(x)
-        folder = root / "repos" / f"{name}.in1k"
-        convert_checkpoint(src, name, folder, check_size=64, log=lambda _: None)
+        folder, expected[name] = convert(name)
         repos[f"{ORG}/{name}.in1k"] = folder
     pins = {f"{name}.in1k": sha256_file(folder / "model.safetensors") for name, folder in zip(ARCHS, repos.values())}
-    return dict(root=root, x=x, expected=expected, repos=repos, pin=PIN.format(pins=pins, commit=LoopbackHub.COMMIT))
+    return dict(
+        root=convert.root,
+        x=convert.x,
+        expected=expected,
+        repos=repos,
+        pin=PIN.format(pins=pins, commit=LoopbackHub.COMMIT),
+    )
 
 
 def _load_all(world, env, names=tuple(ARCHS), tag="out", extra=False):
@@ -199,11 +221,10 @@ except eca_models.WeightsError as e:
 
 
 @pytest.fixture(scope="module")
-def bad_files(world, tmp_path_factory):
+def bad_files(convert, tmp_path_factory):
     """Every bad download at once, from one loopback Hub, in one fresh interpreter."""
     root = tmp_path_factory.mktemp("bad")
-    r18 = world["repos"][f"{ORG}/eca_resnet18_k3577.in1k"]
-    r34 = world["repos"][f"{ORG}/eca_resnet34_k3357.in1k"]
+    r18, r34 = convert("eca_resnet18_k3577")[0], convert("eca_resnet34_k3357")[0]
 
     def variant(name, mutate):
         folder = root / name
@@ -305,8 +326,8 @@ def test_an_uncached_hf_hub_id_without_the_hub_is_one_line_at_once(monkeypatch, 
     )
 
 
-def test_converted_folder_is_hub_ready(world):
-    folder = world["repos"][f"{ORG}/eca_resnet50_k3557.in1k"]
+def test_converted_folder_is_hub_ready(convert):
+    folder = convert("eca_resnet50_k3557")[0]
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == "eca_resnet50_k3557" and config["model_args"]["kernel_sizes"] == "k3557"
     assert config["pretrained_cfg"]["crop_pct"] == 0.875 and config["pretrained_cfg"]["interpolation"] == "bilinear"
@@ -323,7 +344,7 @@ def test_converted_folder_is_hub_ready(world):
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         meta = f.metadata()
     assert meta["kernel_code"] == "k3557" and meta["checkpoint"] == "eca_resnet50_k3557.in1k"
-    assert meta["source_sha256"] == sha256_file(world["root"] / "authors" / "eca_resnet50_k3557.pth.tar")
+    assert meta["source_sha256"] == sha256_file(convert.root / "authors" / "eca_resnet50_k3557.pth.tar")
 
 
 DETECTOR = """

@@ -164,6 +164,7 @@ def test_torch_export(name, x64):
     torch.testing.assert_close(exported.module()(x64), model(x64))
 
 
+@pytest.mark.slow  # Inductor's first compilation: about 40 s on 2 cores
 def test_torch_compile(x64):
     model = timm.create_model("eca_resnet18").eval()
     compiled = torch.compile(model)
