@@ -6,6 +6,7 @@ An image that cannot be read is named on stderr, counted, and the rest are still
 
 import dataclasses
 import io
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -208,12 +209,15 @@ def draw(image: torch.Tensor, detection: Dict[str, torch.Tensor], label_map, sco
 
 def short_names(paths: Sequence[str]) -> Dict[str, str]:
     """Each path's shortest ending that tells it apart from the others: ``a/x.jpg`` and ``b/x.jpg`` stay so,
-    ``a/y.jpg`` beside them is ``y.jpg``."""
-    parts = {p: Path(p).parts for p in paths}
+    ``a/y.jpg`` beside them is ``y.jpg``. The endings are of the absolute paths (``..`` resolved, no root), so that a
+    drawing named by one stays inside its folder: ``x.jpg`` and ``../x.jpg`` are ``photos/x.jpg`` and ``x.jpg`` under
+    the parent's name, never ``../x.jpg`` (the original's own path). One file given twice has one name."""
+    parts = {p: Path(os.path.abspath(p)).parts[1:] for p in paths}
+    distinct = set(parts.values())
     names: Dict[str, str] = {}
     depth = 1
     while len(names) < len(parts):  # one count per depth: linear in the images, not quadratic
-        tails = Counter(own[-depth:] for own in parts.values())
+        tails = Counter(own[-depth:] for own in distinct)
         for path, own in parts.items():
             if path not in names and (tails[own[-depth:]] == 1 or depth >= len(own)):
                 names[path] = Path(*own[-depth:]).as_posix()

@@ -98,7 +98,7 @@ def test_explicit_splits_are_read_and_a_partial_set_is_one_line(coco_root):
             read_splits(options)
 
 
-def test_predict_json_and_drawing(converted, coco_root, tmp_path, capsys):
+def test_predict_json_and_drawing(converted, coco_root, tmp_path, capsys, monkeypatch):
     folder = converted["maskrcnn"][2]
     images = sorted((coco_root / "val2017").glob("*.jpg"))[:2]
     assert main(["predict", *map(str, images), "--model", str(folder), *SMALL[:4], "--json", "--score-thr", "0.1"]) == 0
@@ -129,6 +129,16 @@ def test_predict_json_and_drawing(converted, coco_root, tmp_path, capsys):
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["a/x.jpg", "b/x.jpg", "y.bmp.png", "y.webp.png"]
     assert Image.open(out / "b" / "x.jpg").format == "JPEG" and Image.open(out / "y.bmp.png").format == "PNG"
+
+    # x.jpg and ../x.jpg: each drawing inside the folder (../x.jpg was drawn over the original a/x.jpg)
+    source.convert("RGB").save(tmp_path / "x.jpg")
+    original = same[0].read_bytes()
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["predict", "x.jpg", "../x.jpg", "--model", str(folder), *SMALL[:4], "--out-dir", "drawn-up"]) == 0
+    assert same[0].read_bytes() == original
+    up = tmp_path / "a" / "drawn-up"
+    written = sorted(p.relative_to(up).as_posix() for p in up.rglob("*") if p.is_file())
+    assert written == ["a/x.jpg", f"{tmp_path.name}/x.jpg"]
 
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
