@@ -228,6 +228,13 @@ def test_offline_and_hub_only_say_at_once_what_is_missing_and_the_ways(served, c
         timm.create_model("eca_mobilenetv2", pretrained=True)
     assert main(["download", "eca_mobilenetv2", "--source", "hub"]) == 2
     assert "not published on the Hub yet" in _one_line(capsys, "download")
+    (cache.parent / "weights").mkdir(parents=True)
+    has_none = f"has no {MOBILE.name}/model.safetensors"
+    for where, why in ((cache.parent / "nowhere", "is not a folder"), (cache.parent / "weights", has_none)):
+        monkeypatch.setenv("ECA_MODELS_WEIGHTS_DIR", str(where))  # set, yet it supplies nothing: the line says why
+        assert main(["download", "eca_mobilenetv2", "--source", "hub"]) == 2
+        assert _one_line(capsys, "download").endswith(f"(it is set to {where}, which {why})")
+    monkeypatch.delenv("ECA_MODELS_WEIGHTS_DIR")
     assert main(["list", "eca_mobilenetv2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["weights"] == "not published"
     assert time.perf_counter() - start < 10 and len(served["drive"].requests) == asked

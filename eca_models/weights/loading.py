@@ -257,11 +257,15 @@ def ways_to_supply(ckpt: Optional[Checkpoint], repo_id: str = "", drive: bool = 
     source = release.get("file_name") or (ckpt.source_file if ckpt else "the authors' .pth.tar")
     command = f"`eca-models convert {source} --model {ckpt.model_name if ckpt else 'MODEL'} --out DIR`"
     repo = (repo_id or (ckpt.hf_hub_id if ckpt else "REPO")).split("/")[-1]
+    root = os.environ.get(WEIGHTS_DIR_ENV)
+    if root:  # set, yet it did not supply this checkpoint: say why
+        found = f"has no {repo}/{WEIGHTS_FILE}" if Path(root).is_dir() else "is not a folder"
+        local = f"or put DIR in {WEIGHTS_DIR_ENV} as {repo}/ (it is set to {root}, which {found})"
+    else:
+        local = f"or set {WEIGHTS_DIR_ENV} to a folder holding DIR as {repo}/"
     return (
-        (f"get it from {', or '.join(parts)}, then " if parts else "") + f"convert it with {command} and pass "
-        f"checkpoint=DIR (timm: pretrained_cfg_overlay=dict(file=DIR)), or set {WEIGHTS_DIR_ENV} to a folder "
-        f"holding DIR as {repo}/"
-    )
+        f"get it from {', or '.join(parts)}, then " if parts else ""
+    ) + f"convert it with {command} and pass checkpoint=DIR (timm: pretrained_cfg_overlay=dict(file=DIR)), {local}"
 
 
 def download_from_hub(
