@@ -170,10 +170,12 @@ def _serve(served, ckpt, answer):
         ("other kernel code", "this checkpoint is k3357"),
         ("pickled code", "pickled code"),
         ("ten classes", "10 classes"),
+        ("timeout 0", "ECA_MODELS_DRIVE_TIMEOUT='0': expected a number of seconds above 0"),  # requests' ValueError
+        ("timeout nan", "ECA_MODELS_DRIVE_TIMEOUT='nan': expected"),  # no timeout at all
     ],
 )
 def test_every_failure_is_one_line_and_leaves_the_cache_as_it_was(served, cache, monkeypatch, capsys, case, says):
-    monkeypatch.setenv("ECA_MODELS_DRIVE_TIMEOUT", "1")
+    monkeypatch.setenv("ECA_MODELS_DRIVE_TIMEOUT", case.split()[1] if case.startswith("timeout") else "1")
     good = served["drive"].files[R18.release["drive_id"]]
     answers = {
         "quota": "quota",
@@ -188,7 +190,7 @@ def test_every_failure_is_one_line_and_leaves_the_cache_as_it_was(served, cache,
         ),
     }
     try:
-        _serve(served, R18, answers[case])
+        _serve(served, R18, answers.get(case, good))
         assert main(["download", "eca_resnet18_k3577"]) == 2
         err = _one_line(capsys, "download")
         assert says in err, err

@@ -18,6 +18,7 @@ import datetime
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -260,10 +261,13 @@ def _remove_if_empty(folder: Path) -> None:
 
 def _timeout() -> Tuple[float, float]:
     """(connect, read) seconds: ``ECA_MODELS_DRIVE_TIMEOUT`` sets the read timeout (default 60)."""
+    given = os.environ.get(DRIVE_TIMEOUT_ENV, "60")
     try:
-        read = float(os.environ.get(DRIVE_TIMEOUT_ENV, "60"))
+        read = float(given)
     except ValueError:
-        raise WeightsError(f"{DRIVE_TIMEOUT_ENV} must be a number of seconds") from None
+        read = math.nan
+    if not (math.isfinite(read) and read > 0):  # 0 or less: requests' ValueError; nan or inf: no timeout at all
+        raise WeightsError(f"{DRIVE_TIMEOUT_ENV}={given!r}: expected a number of seconds above 0")
     return (min(10.0, read), read)
 
 
