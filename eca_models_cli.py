@@ -13,6 +13,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args == ["--version"]:
         print(f"eca-models {metadata.version('eca-models')}")
         return 0
-    from eca_models.cli import main as run
-
+    try:
+        from eca_models.cli import main as run
+    except Exception as e:  # the package's own error at import (a manifest ECA_MODELS_MANIFEST names that is bad)
+        errors = sys.modules.get("eca_models.errors")
+        if errors is None or not isinstance(e, errors.EcaModelsError):
+            raise
+        print(f"eca-models: error: {e}", file=sys.stderr)
+        return 2
     return run(args)

@@ -111,3 +111,31 @@ def test_every_checkpoint_has_its_release_sources():
     assert len(ids) == 12  # one file each
     assert get_checkpoint("eca_resnet50_k3557.in1k").release["drive_id"] == "1670rce333c_lyMWFzBlNZoVUvtxbCF_U"
     assert get_checkpoint("maskrcnn_eca_resnet50_fpn.coco").release["baidu_code"] == "xe19"
+
+
+def test_a_manifest_that_cannot_be_read_is_one_line_and_so_is_the_command(tmp_path, monkeypatch, capsys):
+    """ECA_MODELS_MANIFEST naming a missing or non-JSON file: one line, at the first use of the manifest (it is read
+    when eca_models is imported, so the console script's entry answers for the import too)."""
+    import sys
+    import types
+
+    import eca_models_cli
+    from eca_models.errors import UsageError
+
+    (tmp_path / "page.json").write_text("<html>", encoding="utf-8")
+    (tmp_path / "list.json").write_text("[1]", encoding="utf-8")
+    for name, says in (("nowhere.json", "No such file"), ("page.json", "Expecting value"), ("list.json", "schema")):
+        with pytest.raises(UsageError) as raised:
+            load_manifest(tmp_path / name)
+        assert says in str(raised.value) and "\n" not in str(raised.value), raised.value
+
+    class Failing(types.ModuleType):  # eca_models.cli as its import fails on a bad manifest
+        def __getattr__(self, name):
+            raise UsageError("the manifest /x.json (ECA_MODELS_MANIFEST) cannot be read: No such file")
+
+    monkeypatch.setitem(sys.modules, "eca_models.cli", Failing("eca_models.cli"))
+    assert eca_models_cli.main(["list"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "eca-models: error: the manifest /x.json (ECA_MODELS_MANIFEST) cannot be read: No such file\n"
+    )

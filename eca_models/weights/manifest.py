@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from ..errors import UnknownModel
+from ..errors import UnknownModel, UsageError, first_line
 from ..files import write_text_atomic
 
 __all__ = [
@@ -136,18 +136,23 @@ def load_manifest(path: Optional[Union[str, Path]] = None) -> Dict[str, Checkpoi
         path: A manifest file; defaults to the one shipped in the package.
     """
     path = Path(path or _manifest_path())
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    if raw.get("schema") != SCHEMA:
-        raise ValueError(
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # a draft named by ECA_MODELS_MANIFEST that is missing or not JSON
+        source = f" ({MANIFEST_ENV})" if os.environ.get(MANIFEST_ENV) else ""
+        raise UsageError(f"the manifest {path}{source} cannot be read: {first_line(e)}") from None
+    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+        raw = raw if isinstance(raw, dict) else {}
+        raise UsageError(
             f"{path} has manifest schema {raw.get('schema')!r}; this eca-models reads schema {SCHEMA}: "
             "use the eca-models release that wrote it, or update the manifest"
         )
     entries = {name: Checkpoint(name=name, **entry) for name, entry in raw["checkpoints"].items()}
     for ckpt in entries.values():
         if ckpt.task not in TASKS or len(ckpt.metrics) != 1:
-            raise ValueError(f"{path}: {ckpt.name} needs a task of {', '.join(TASKS)} and metrics for one dataset")
+            raise UsageError(f"{path}: {ckpt.name} needs a task of {', '.join(TASKS)} and metrics for one dataset")
         if ckpt.release is not None and (not isinstance(ckpt.release, dict) or set(ckpt.release) != set(RELEASE_KEYS)):
-            raise ValueError(f"{path}: {ckpt.name}'s release source needs exactly {', '.join(RELEASE_KEYS)}")
+            raise UsageError(f"{path}: {ckpt.name}'s release source needs exactly {', '.join(RELEASE_KEYS)}")
     return entries
 
 
