@@ -172,6 +172,10 @@ def _serve(served, ckpt, answer):
         ("ten classes", "10 classes"),
         ("timeout 0", "ECA_MODELS_DRIVE_TIMEOUT='0': expected a number of seconds above 0"),  # requests' ValueError
         ("timeout nan", "ECA_MODELS_DRIVE_TIMEOUT='nan': expected"),  # no timeout at all
+        (
+            "endpoint",
+            "ECA_MODELS_DRIVE_ENDPOINT='127.0.0.1:9': expected an http:// or https:// address",
+        ),  # not 'run again'
     ],
 )
 def test_every_failure_is_one_line_and_leaves_the_cache_as_it_was(served, cache, monkeypatch, capsys, case, says):
@@ -189,6 +193,8 @@ def test_every_failure_is_one_line_and_leaves_the_cache_as_it_was(served, cache,
             {**served["r18"].state_dict(), "fc.weight": torch.zeros(10, 512), "fc.bias": torch.zeros(10)}
         ),
     }
+    if case == "endpoint":
+        monkeypatch.setenv("ECA_MODELS_DRIVE_ENDPOINT", "127.0.0.1:9")
     try:
         _serve(served, R18, answers.get(case, good))
         assert main(["download", "eca_resnet18_k3577"]) == 2

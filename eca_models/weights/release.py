@@ -125,6 +125,8 @@ def allowed_sources(source: Optional[str] = None) -> Tuple[str, ...]:
 def drive_url(file_id: str) -> str:
     """Where a Drive file is asked for: ``{endpoint}/uc?id=<id>`` (``ECA_MODELS_DRIVE_ENDPOINT``, default Drive's)."""
     endpoint = (os.environ.get(DRIVE_ENDPOINT_ENV) or DEFAULT_DRIVE_ENDPOINT).rstrip("/")
+    if not re.match(r"https?://[^/]", endpoint):
+        raise WeightsError(f"{DRIVE_ENDPOINT_ENV}={endpoint!r}: expected an http:// or https:// address")
     return f"{endpoint}/uc?id={file_id}"
 
 
