@@ -250,3 +250,13 @@ def test_a_timm_model_fine_tuned_with_add_eca_reloads_everywhere_to_the_same_out
     other = [*argv[:-2], "--output", str(tmp_path / "other"), "--epochs", "1", "--batch-size", "4", "--workers", "0"]
     assert main(other) == 2
     assert "no pretrained weights for resnet18 here" in capsys.readouterr().err
+
+
+def test_a_hybrid_byobnet_takes_eca_in_its_convolutional_blocks_only():
+    """timm's self-attention ByobNets: the bottleneck blocks take ECA, the self-attention blocks stay (the guide's
+    5 of lambda_resnet26t's 8)."""
+    model = eca_models.add_eca(timm.create_model("lambda_resnet26t"))
+    blocks = [m for m in model.modules() if type(m).__name__ in ("BottleneckBlock", "SelfAttnBlock")]
+    assert len(blocks) == 8 and model.eca_insertion["layers"] == 5
+    assert all(isinstance(b.attn_last, EcaLayer) for b in blocks if type(b).__name__ == "BottleneckBlock")
+    assert not any(isinstance(m, EcaLayer) for b in blocks if type(b).__name__ == "SelfAttnBlock" for m in b.modules())
