@@ -45,12 +45,12 @@ def load(
     if kwargs.get("num_classes", 0) is None:
         kwargs.pop("num_classes")
     require_whole_number("num_classes", kwargs.get("num_classes"), 0)  # 0: no classifier, as timm takes it
+    require_model(source)
     path = Path(source)
     if path.is_dir():
         read_model_config(path)
         return timm.create_model(f"local-dir:{path}", pretrained=pretrained, **kwargs).eval()
     name = str(source)
-    require_model(name)
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if ckpt.is_dir() and (ckpt / "config.json").is_file():
@@ -91,6 +91,8 @@ def require_model(source: Union[str, Path]) -> None:
     """Raise `UnknownModel` unless ``source`` is a folder, a registered timm name (with a pretrained tag timm knows,
     if tagged) or a well-formed ``hf-hub:ORG/REPO[@REVISION]`` id: the one message for a name that is nothing."""
     name = str(source)
+    if not name.strip():  # Path("") is the working folder
+        raise UnknownModel("the model name is empty: give a registered name or a model folder (see `eca-models list`)")
     if Path(name).is_dir():
         return
     if name.startswith("hf-hub:"):

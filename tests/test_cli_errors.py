@@ -26,13 +26,15 @@ def test_unknown_model_is_one_line_and_2_in_every_command_that_loads_one(tmp_pat
 
 
 def test_names_timm_or_the_hub_would_refuse_are_one_line_before_any_weights(tmp_path, capsys):
-    """A pretrained tag timm has not, an hf-hub: id the Hub cannot have, timm's local-dir: prefix: one line naming
-    what to give (they were timm's and huggingface_hub's tracebacks, reported as bugs)."""
+    """A pretrained tag timm has not, an hf-hub: id the Hub cannot have, timm's local-dir: prefix, an empty name: one
+    line naming what to give (they were timm's and huggingface_hub's tracebacks, reported as bugs; the empty name was
+    read as the working folder)."""
     cases = {
         "eca_resnet50.foo": "eca_resnet50 has no weights tagged 'foo'; its tags: in1k",
         "hf-hub:": "'hf-hub:' is not an hf-hub:ORG/REPO[@REVISION] id: ",
         "hf-hub:a/b/c@v1": "'hf-hub:a/b/c@v1' is not an hf-hub:ORG/REPO[@REVISION] id: ",
         f"local-dir:{tmp_path}": f"'local-dir:{tmp_path}': pass the folder itself, {tmp_path} (local-dir: is timm's",
+        "": "the model name is empty: give a registered name or a model folder",  # not the working folder
     }
     for name, expected in cases.items():
         with pytest.raises(UnknownModel) as raised:
