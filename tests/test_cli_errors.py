@@ -46,6 +46,8 @@ def test_names_timm_or_the_hub_would_refuse_are_one_line_before_any_weights(tmp_
     assert main(["predict", "--model", "eca_resnet50.foo", str(tmp_path / "x.jpg")]) == 2
     assert "its tags: in1k" in one_line_error(capsys, "predict")
     assert eca_models.load("eca_resnet18.in1k", pretrained=False).pretrained_cfg["tag"] == "in1k"
+    with pytest.raises(UnknownModel, match="^unknown detector '': not a registered detector nor a folder"):
+        eca_models.detection.load_detector("")
 
 
 def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch):

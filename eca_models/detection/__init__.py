@@ -124,7 +124,7 @@ def load_detector(
     path = Path(source)
     if checkpoint is not None:
         return create_detector(str(source), checkpoint=checkpoint, **kwargs)
-    if path.is_dir():
+    if str(source).strip() and path.is_dir():  # Path("") is the working folder
         config = read_model_config(path, detector=True)
         return create_detector(config["architecture"], checkpoint=path, **kwargs)
     if not (is_detector(str(source)) or is_torchvision_detector(str(source))):
