@@ -61,7 +61,10 @@ def first_line(e: BaseException) -> str:
 
 def local_path(path: Union[str, Path], what: str) -> Path:
     """``path`` as a ``Path``; a `UsageError` for a URL, given as text or already folded by ``Path`` (``https:/x``),
-    which would otherwise be reported as a missing file."""
+    which would otherwise be reported as a missing file, and for an empty string, which ``Path`` reads as the working
+    folder."""
+    if not str(path).strip():  # Path("") is the working folder: an unset shell variable, not a choice
+        raise UsageError(f"the {what} path is empty: name the file or folder (. for the working folder)")
     url = re.match(r"(https?|ftp|s3|gs):[/\\]+(.*)", str(path), re.IGNORECASE)
     if url:
         shown = f"{url[1]}://{url[2]}"

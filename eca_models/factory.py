@@ -9,7 +9,7 @@ from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .data.imagenet import imagenet_wnids
-from .errors import UnknownModel, first_line, require_whole_number
+from .errors import UnknownModel, first_line, local_path, require_whole_number
 from .weights import WeightsError
 from .weights.folders import read_model_config
 from .weights.loading import hub_errors
@@ -52,7 +52,7 @@ def load(
         return timm.create_model(f"local-dir:{path}", pretrained=pretrained, **kwargs).eval()
     name = str(source)
     if checkpoint is not None:
-        ckpt = Path(checkpoint)
+        ckpt = local_path(checkpoint, "weights file")
         if ckpt.is_dir() and (ckpt / "config.json").is_file():
             read_model_config(ckpt)
             model = timm.create_model(f"local-dir:{ckpt}", pretrained=True, **kwargs)

@@ -334,3 +334,27 @@ def test_an_unknown_model_or_a_file_as_output_is_said_first(folders, tmp_path, c
         eca_models.load("eca_resnt18")
     with pytest.raises(UsageError, match="^unknown detector 'no_dir': not a registered detector nor a folder"):
         load_detector("no_dir")
+
+
+@pytest.mark.parametrize(
+    "call, what",
+    [
+        (lambda out: eca_models.predict("", "eca_resnet99"), "image"),
+        (lambda out: eca_models.predict([out, ""], "eca_resnet99"), "image"),
+        (lambda out: eca_models.validate("eca_resnet99", ""), "data folder"),
+        (lambda out: eca_models.finetune("eca_resnet99", "", output=out), "data folder"),
+        (lambda out: eca_models.finetune("eca_resnet99", out, output=""), "output"),
+        (lambda out: eca_models.convert("", "eca_resnet18_k3577", out), "weights file"),
+        (lambda out: eca_models.convert("", "maskrcnn_eca_resnet50_fpn", out), "weights file"),
+        (lambda out: eca_models.load("eca_resnet18", checkpoint=""), "weights file"),
+        (lambda out: eca_models.attention_figure("eca_resnet99", "", out.with_suffix(".png")), "data folder"),
+    ],
+)
+def test_an_empty_path_is_one_line_not_the_working_folder(tmp_path, monkeypatch, call, what):
+    """``Path("")`` is the working folder: an empty path (an unset shell variable) predicted every image under it,
+    validated or fine-tuned on it, or was read as a checkpoint folder. Now one line, before any model or weights
+    (the model names that do not exist show nothing was loaded first)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=f"^the {what} path is empty: name the file or folder"):
+        call(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ import timm
 import torch
 
 from ..complexity import count_macs, count_params
-from ..errors import UnknownModel, require_whole_number
+from ..errors import UnknownModel, local_path, require_whole_number
 from ..files import sha256_file
 from ..weights.folders import check_out_dir, new_model_folder, write_hub_files
 from ..weights.loading import WEIGHTS_FILE, WeightsError, read_weights_file
@@ -114,7 +114,7 @@ def convert_checkpoint(
         check_size: Image size of the fixed input used for the logits check.
         log: Where progress lines go.
     """
-    src = Path(src)
+    src = local_path(src, "weights file")
     if model_name not in list_models():
         raise UnknownModel(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
     require_whole_number("check_size", check_size, 1)

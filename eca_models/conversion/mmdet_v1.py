@@ -20,6 +20,7 @@ from ..detection.labels import LabelMap, coco_categories
 from ..detection.legacy import use_legacy_coordinates
 from ..detection.model_card import render_detector_card
 from ..detection.weights import released_checkpoint, state_dict_mismatch, write_detector_files
+from ..errors import local_path
 from ..files import sha256_file
 from ..layers.kernel_codes import format_kernel_code, parse_kernel_code, stage_kernel_sizes
 from ..models import describe_state_dict
@@ -78,7 +79,7 @@ def read_mmdet_checkpoint(path: Union[str, Path]) -> MmdetCheckpoint:
     Raises:
         WeightsError: Unreadable or unsafe; a classification checkpoint; no ECA trunk; an unknown head.
     """
-    path = Path(path)
+    path = local_path(path, "weights file")
     obj = read_weights_file(path)
     state = obj.get("state_dict", obj)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -23,6 +23,7 @@ from ..errors import (
     DataError,
     ModelUnavailable,
     UsageError,
+    local_path,
     require_folder,
     require_number,
     require_suffix,
@@ -175,7 +176,7 @@ def validate(
     """
     opts = ValidateOptions(**options)
     names = expand_models([models] if isinstance(models, (str, Path)) else [str(m) for m in models])
-    detectors = _check(names, Path(data), opts)
+    detectors = _check(names, local_path(data, "data folder"), opts)
     validate_one = validate_detector if detectors else validate_classifier
     device = distributed.setup(opts.device)
     run = ValidationRun([], [], names)

@@ -11,7 +11,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
 from ..detection.backbone import check_trainable_layers
-from ..errors import UsageError, first_line, require_number, require_whole_number
+from ..errors import UsageError, first_line, local_path, require_number, require_whole_number
 from ..layers import parse_kernel_code
 from ..runtime import check_device, default_device, default_workers
 
@@ -94,8 +94,8 @@ class FinetuneOptions:
 
     def __post_init__(self) -> None:
         check_device(self.device)
-        self.model, self.output = str(self.model), str(self.output)
-        self.data = None if self.data is None else str(self.data)
+        self.model, self.output = str(self.model), str(local_path(self.output, "output"))
+        self.data = None if self.data is None else str(local_path(self.data, "data folder"))
         self.img_size = 224 if self.img_size is None else self.img_size  # None: the default, as for the others
         for name in ("epochs", "batch_size", "img_size", "min_size", "max_size"):
             require_whole_number(name, getattr(self, name), 1)
