@@ -141,10 +141,10 @@ def load_manifest(path: Optional[Union[str, Path]] = None) -> Dict[str, Checkpoi
     except (OSError, ValueError) as e:  # a draft named by ECA_MODELS_MANIFEST that is missing or not JSON
         source = f" ({MANIFEST_ENV})" if os.environ.get(MANIFEST_ENV) else ""
         raise UsageError(f"the manifest {path}{source} cannot be read: {first_line(e)}") from None
-    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
-        raw = raw if isinstance(raw, dict) else {}
+    schema = raw.get("schema") if isinstance(raw, dict) else None
+    if schema != SCHEMA:
         raise UsageError(
-            f"{path} has manifest schema {raw.get('schema')!r}; this eca-models reads schema {SCHEMA}: "
+            f"{path} has manifest schema {schema!r}; this eca-models reads schema {SCHEMA}: "
             "use the eca-models release that wrote it, or update the manifest"
         )
     entries = {name: Checkpoint(name=name, **entry) for name, entry in raw["checkpoints"].items()}
