@@ -7,10 +7,11 @@ An image that cannot be read is named on stderr, counted, and the rest are still
 import dataclasses
 import io
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -54,12 +55,15 @@ class Predictions:
         images: How many images were asked for.
         unreadable: How many could not be read (each named on stderr).
         drawn: How many were drawn into ``out_dir``.
+        names: Each image's shortest path ending that tells it apart from the others asked for (`short_names`):
+            what the command's lines call it, and its drawing's name in ``out_dir``.
     """
 
     results: List[Dict[str, Any]]
     images: int
     unreadable: int = 0
     drawn: int = 0
+    names: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def predict(
@@ -147,7 +151,7 @@ def classify_images(model: torch.nn.Module, images: List[Path], top_k: int, devi
             {"class": names[i], "index": int(i), "prob": round(float(p), 4)} for p, i in zip(top.values, top.indices)
         ]
         results.append({"image": str(path), "top": classes})
-    return Predictions(results, len(images), failed[0])
+    return Predictions(results, len(images), failed[0], names=short_names(map(str, images)))
 
 
 def detect_objects(
@@ -157,7 +161,7 @@ def detect_objects(
     the first drawing), each under the shortest ending of its path that tells it apart (``a/x.jpg`` and
     ``b/x.jpg`` stay so), a JPEG or PNG image as its own format, any other as PNG (``x.bmp.png``)."""
     results, failed, drawn = [], [0], 0
-    names = short_names([str(p) for p in images]) if out_dir is not None else {}
+    names = short_names(map(str, images))
     for path, image in _readable(images, read_rgb, failed):
         with torch.inference_mode():
             detection = {k: v.cpu() for k, v in model([image.to(device).float().div(255)])[0].items()}
@@ -171,7 +175,7 @@ def detect_objects(
             draw(image, detection, model.label_map, score_thr).save(buffer, format="JPEG" if jpeg else "PNG")
             write_bytes_atomic(out_dir / name, buffer.getvalue())
             drawn += 1
-    return Predictions(results, len(images), failed[0], drawn)
+    return Predictions(results, len(images), failed[0], drawn, names)
 
 
 def detections_of(detection: Dict[str, torch.Tensor], label_map, score_thr: float) -> List[Dict[str, Any]]:
@@ -207,12 +211,16 @@ def draw(image: torch.Tensor, detection: Dict[str, torch.Tensor], label_map, sco
     return Image.fromarray(out.permute(1, 2, 0).numpy())
 
 
-def short_names(paths: Sequence[str]) -> Dict[str, str]:
+def short_names(paths: Iterable[str]) -> Dict[str, str]:
     """Each path's shortest ending that tells it apart from the others: ``a/x.jpg`` and ``b/x.jpg`` stay so,
     ``a/y.jpg`` beside them is ``y.jpg``. The endings are of the absolute paths (``..`` resolved, no root), so that a
     drawing named by one stays inside its folder: ``x.jpg`` and ``../x.jpg`` are ``photos/x.jpg`` and ``x.jpg`` under
-    the parent's name, never ``../x.jpg`` (the original's own path). One file given twice has one name."""
-    parts = {p: Path(os.path.abspath(p)).parts[1:] for p in paths}
+    the parent's name, never ``../x.jpg`` (the original's own path); a Windows drive is a part (``C/a/x.jpg`` and
+    ``D/a/x.jpg``). One file given twice has one name."""
+    parts = {}
+    for p in paths:
+        absolute = Path(os.path.abspath(p))
+        parts[p] = (*re.findall(r"[^\\/:]+", absolute.drive), *absolute.parts[1:])
     distinct = set(parts.values())
     names: Dict[str, str] = {}
     depth = 1

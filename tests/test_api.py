@@ -205,7 +205,12 @@ def test_what_python_callers_met_raw_or_not_at_all(folders, tmp_path, monkeypatc
         eca_models.load("eca_resnet18", pretrained=False, num_classes="3")  # TypeError from deep inside
 
 
-def test_predict_names_images_by_the_shortest_path_that_tells_them_apart():
+def test_predict_names_images_by_the_shortest_path_that_tells_them_apart(monkeypatch):
+    import ntpath
+    import pathlib
+    import types
+
+    from eca_models import prediction
     from eca_models.prediction import short_names
 
     names = short_names(["/d/a/x.jpg", "/d/b/x.jpg", "/d/a/y.jpg", "/e/a/x.jpg"])
@@ -215,6 +220,11 @@ def test_predict_names_images_by_the_shortest_path_that_tells_them_apart():
         "/d/a/y.jpg": "y.jpg",
         "/e/a/x.jpg": "e/a/x.jpg",
     }
+    monkeypatch.setattr(prediction, "os", types.SimpleNamespace(path=ntpath))  # as on Windows
+    monkeypatch.setattr(prediction, "Path", pathlib.PureWindowsPath)
+    paths = ["C:\\a\\x.jpg", "D:\\a\\x.jpg", "\\\\srv\\share\\a\\x.jpg", "C:\\b\\y.jpg"]
+    names = short_names(paths)
+    assert [names[p] for p in paths] == ["C/a/x.jpg", "D/a/x.jpg", "share/a/x.jpg", "y.jpg"]
 
 
 @pytest.mark.parametrize(

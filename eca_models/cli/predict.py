@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from ..prediction import detection_line, predict, short_names
+from ..prediction import detection_line, predict
 from ..runtime import default_device
 from .common import add_detector_size_args, add_num_classes_arg, positive_int, probability
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.results, indent=2))
     else:
-        names = short_names([r["image"] for r in found.results])  # a/x.jpg and b/x.jpg told apart
+        names = found.names  # a/x.jpg and b/x.jpg told apart, as their drawings are
         for r in found.results:
             if "detections" in r:
                 print(detection_line(r, args.max_boxes, names[r["image"]]))
