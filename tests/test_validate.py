@@ -1,6 +1,7 @@
 """eca-models validate on generated ImageNet-style sets whose expected Top-1/Top-5 are exact."""
 
 import csv
+import importlib
 import json
 import shutil
 
@@ -167,6 +168,37 @@ def test_pattern_validates_each_model(data, tmp_path, monkeypatch):
     rows = json.loads(results.read_text())
     assert [r["model"] for r in rows] == ["eca_resnet18", "eca_resnet18_k3577"]
     assert all((r["top1"], r["top5"], r["verdict"]) == (62.5, 87.5, "PASS") for r in rows)
+
+    # stopped during the second model: the first one's row is kept (the file was written only at the end)
+    validate_module = importlib.import_module("eca_models.evaluation.validate")  # the package names its function so
+    measured = validate_module.validate_classifier
+
+    def stopped_at_the_second(name, *args):
+        if name == "eca_resnet18_k3577":
+            raise KeyboardInterrupt
+        return measured(name, *args)
+
+    monkeypatch.setattr(validate_module, "validate_classifier", stopped_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        _measure("eca_resnet18*", data["folder"], results_file=str(tmp_path / "stopped.csv"))
+    with open(tmp_path / "stopped.csv", newline="") as f:
+        assert [r["model"] for r in csv.DictReader(f)] == ["eca_resnet18"]
+
+
+def test_a_csv_row_per_model_holds_every_models_columns(tmp_path):
+    """A box-only detector's row before a Mask R-CNN's: the mask columns were not in the first row's, and writing
+    the file failed after every model had been measured."""
+    from eca_models.evaluation.validate import write_results
+
+    box = {"model": "fasterrcnn", "metrics": {"box": {"map": 38.1}}, "reported": {"box_map": 38.0}}
+    mask = {"model": "maskrcnn", "metrics": {"box": {"map": 39.1}, "mask": {"map": 35.5}}, "reported": None}
+    write_results(tmp_path / "rows.csv", [box, mask])
+    with open(tmp_path / "rows.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["box_map"], r["mask_map"], r["reported_box_map"]) for r in rows] == [
+        ("fasterrcnn", "38.1", "", "38.0"),
+        ("maskrcnn", "39.1", "35.5", ""),
+    ]
 
 
 def test_a_folder_without_ground_truth_is_said_before_any_weights(tmp_path, capsys):

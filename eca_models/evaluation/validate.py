@@ -164,7 +164,8 @@ def validate(
         data: ImageNet val (class folders, or flat images with ``labels``); detectors: a COCO-layout root, or an
             image folder with ``annotations``.
         on_result: Called with each model's `Validation` as soon as it is measured (on rank 0).
-        **options: `ValidateOptions` fields.
+        **options: `ValidateOptions` fields; ``results_file`` is written again after each model, so an interrupted
+            run keeps the rows it measured.
 
     Returns:
         The validations, in order; with several models, one that cannot be loaded is skipped (named on stderr).
@@ -194,12 +195,12 @@ def validate(
             run.validations.append(result)
             if on_result is not None and distributed.is_main():
                 on_result(result)
+            if opts.results_file and distributed.is_main():  # the rows so far: an interrupted run keeps them
+                write_results(Path(opts.results_file), [v.row for v in run.validations])
     finally:
         distributed.cleanup()
     if not run.validations:
         raise UsageError(f"none of the {len(names)} models could be loaded (see the lines above)")
-    if opts.results_file and distributed.is_main():
-        write_results(Path(opts.results_file), [v.row for v in run.validations])
     return run
 
 
@@ -231,14 +232,15 @@ def _check(names: List[str], data: Path, opts: ValidateOptions) -> bool:
 
 def write_results(path: Path, rows: List[Dict[str, Any]]) -> None:
     """The rows as JSON (a list) or CSV (one line per model; lists joined by ``;``, detectors' metrics as
-    columns), written atomically."""
+    columns, every row's columns, empty where a row has none: a box-only detector beside a Mask R-CNN), written
+    atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
         write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
         return
     rows = [_flat_row(row) for row in rows]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
     writer.writeheader()
     for row in rows:
         flat = {k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
