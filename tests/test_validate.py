@@ -476,3 +476,14 @@ def test_three_column_imagenet_labels(val, tmp_path):
     labels.write_text("ILSVRC2012_val_00000347.JPEG n02951358 473\n")
     with pytest.raises(DataError, match="val.txt:1: n02951358 is class 472"):
         imagenet_samples(flat, labels)
+    # saved again by Excel or Notepad: a byte order mark and CRLF line ends (the first line was refused)
+    kaggle = tmp_path / "LOC_val_solution.csv"
+    rows = [
+        "ImageId,PredictionString",
+        "ILSVRC2012_val_00000347,n02951358 1 2 3 4",
+        f"ILSVRC2012_val_00000001,{wnids[65]} 1 2 3 4",
+    ]
+    for labels in (kaggle, tmp_path / "val.txt"):
+        lines = rows if labels == kaggle else ["ILSVRC2012_val_00000347.JPEG 472", "ILSVRC2012_val_00000001.JPEG 65"]
+        labels.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+        assert sorted(label for _, label in imagenet_samples(flat, labels)) == [65, 472]

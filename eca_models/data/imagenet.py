@@ -54,7 +54,7 @@ def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tu
 def _read_labels(labels_file: Path, wnids: Sequence[str]) -> Dict[str, int]:
     """Image stem -> global index, from Kaggle's LOC_val_solution.csv or lines of ``file label_index``."""
     index = {w: i for i, w in enumerate(wnids)}
-    text = labels_file.read_text(encoding="utf-8", errors="replace")
+    text = labels_file.read_text(encoding="utf-8-sig", errors="replace")  # -sig: as Excel or Notepad saved it
     labels: Dict[str, int] = {}
     if text.startswith("ImageId,PredictionString"):
         for row in csv.DictReader(text.splitlines()):

@@ -124,7 +124,7 @@ def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> 
 def _read_json(annotations: Path) -> Dict[str, Any]:
     """The file's JSON object, with its ``images`` and ``categories`` lists (``annotations`` empty if missing)."""
     try:
-        data = json.loads(annotations.read_text(encoding="utf-8"))
+        data = json.loads(annotations.read_text(encoding="utf-8-sig"))  # -sig: a byte order mark is read past
     except UnicodeDecodeError:
         raise DataError(f"{annotations} is not a UTF-8 JSON file") from None
     except json.JSONDecodeError as e:
