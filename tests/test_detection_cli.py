@@ -51,6 +51,14 @@ def test_coco_evaluation_gives_known_ap(tmp_path):
     # one image of the three scored: only its ground truth counts
     assert coco_evaluate(data, perfect[:1], data.image_ids[:1]).metrics["box"]["map"] == 100.0
     assert coco_evaluate(data, [], data.image_ids).metrics["box"]["map"] == 0.0
+    # annotation ids from 0 (Roboflow's exports) or repeated (merged files): pycocotools scored hits as misses
+    for ids in ([0, 1, 2], [7, 7, 7]):
+        written = json.loads(annotations.read_text(encoding="utf-8-sig"))
+        for ann, ann_id in zip(written["annotations"], ids):
+            ann["id"] = ann_id
+        annotations.write_text(json.dumps(written))
+        again = read_coco(annotations, tmp_path / "val2017")
+        assert coco_evaluate(again, perfect, again.image_ids).metrics["box"]["map"] == 100.0, ids  # was 44.2, 11.2
 
 
 def test_dataset_targets(coco_root):

@@ -3,7 +3,8 @@
 `read_coco` reads an ``instances_*.json`` and its image folder and refuses, in one line, what would fail
 later or silently: JSON that is unreadable or truncated, missing sections, annotations whose image is not listed,
 listed images whose file is missing (named). Boxes with no area are dropped and counted (``CocoData.dropped``);
-crowd boxes are kept for evaluation and left out of training losses. `find_coco_splits` finds the splits of
+crowd boxes are kept for evaluation and left out of training losses. Annotation ids that are missing, repeat
+(merged files) or start at 0 (Roboflow's exports) are numbered afresh: pycocotools' evaluation matches boxes by them. `find_coco_splits` finds the splits of
 a COCO-layout root by their ``annotations/instances_<split>.json`` names.
 """
 
@@ -177,10 +178,13 @@ def _boxes(annotations: Path, entries: List[Dict[str, Any]], images, category_id
         if w <= 0 or h <= 0:
             dropped += 1  # no area: no box to learn or match
             continue
-        ann.setdefault("id", i + 1)
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", w * h)
         kept.append(ann)
+    ids = [ann.get("id") for ann in kept]
+    if not all(type(i) is int and i > 0 for i in ids) or len(set(ids)) < len(ids):
+        for n, ann in enumerate(kept, 1):  # pycocotools matches by id: one repeated, or 0, scored a hit as a miss
+            ann["id"] = n
     return kept, dropped
 
 
