@@ -51,14 +51,40 @@ def test_coco_evaluation_gives_known_ap(tmp_path):
     # one image of the three scored: only its ground truth counts
     assert coco_evaluate(data, perfect[:1], data.image_ids[:1]).metrics["box"]["map"] == 100.0
     assert coco_evaluate(data, [], data.image_ids).metrics["box"]["map"] == 0.0
-    # annotation ids from 0 (Roboflow's exports) or repeated (merged files): pycocotools scored hits as misses
-    for ids in ([0, 1, 2], [7, 7, 7]):
+    # annotation ids from 0 (Roboflow's exports) or repeated (merged files): pycocotools scored hits as misses; ids
+    # written as strings ("100") matched no image
+    for ids in ([0, 1, 2], [7, 7, 7], "strings"):
         written = json.loads(annotations.read_text(encoding="utf-8-sig"))
-        for ann, ann_id in zip(written["annotations"], ids):
-            ann["id"] = ann_id
+        for n, ann in enumerate(written["annotations"]):
+            ann["id"] = ids[n] if ids != "strings" else str(n + 1)
+            ann["image_id"], ann["category_id"] = (
+                str(ann[k]) if ids == "strings" else ann[k] for k in ("image_id", "category_id")
+            )
+        for entry in written["images"] + written["categories"]:
+            entry["id"] = str(entry["id"]) if ids == "strings" else entry["id"]
         annotations.write_text(json.dumps(written))
         again = read_coco(annotations, tmp_path / "val2017")
         assert coco_evaluate(again, perfect, again.image_ids).metrics["box"]["map"] == 100.0, ids  # was 44.2, 11.2
+    label_map = LabelMap.from_categories(again.categories)
+    assert CocoDataset(again, label_map)[0][1]["labels"].tolist() == [1]  # the string ids' dataset serves its boxes
+
+
+def test_an_image_stored_sideways_is_read_in_its_annotations_frame(tmp_path):
+    """A phone photo stored 128 x 96 with an EXIF tag to turn it: annotated upright (the JSON says 96 x 128), it is
+    turned; annotated as stored (a tool that ignored the tag: 128 x 96), it stays, where turning it moved every box."""
+    write_coco_dataset(tmp_path, "val2017", n_images=1, size=(128, 96), empty_images=0)
+    annotations = tmp_path / "annotations" / "instances_val2017.json"
+    written = json.loads(annotations.read_text())
+    image = tmp_path / "val2017" / written["images"][0]["file_name"]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.open(image).save(image, exif=exif.tobytes())
+    for width, height in ((128, 96), (96, 128)):
+        written["images"][0].update(width=width, height=height)
+        annotations.write_text(json.dumps(written))
+        data = read_coco(annotations, tmp_path / "val2017")
+        served = CocoDataset(data, LabelMap.from_categories(data.categories))[0][0]
+        assert served.shape[-2:] == (height, width)
 
 
 def test_dataset_targets(coco_root):

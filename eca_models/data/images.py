@@ -33,16 +33,23 @@ IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.
 _HIGH_DEPTH_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def open_rgb(path: Union[str, Path]) -> Image.Image:
+def open_rgb(path: Union[str, Path], size: Optional[Tuple[int, int]] = None) -> Image.Image:
     """An image file as an 8-bit RGB PIL image, upright: turned as its EXIF orientation says (a phone's photo is
     stored sideways with a tag to turn it); grayscale, palette, CMYK and alpha converted; 16-bit grayscale (medical
     and scientific PNGs and TIFFs) scaled to 8 bits rather than clipped to white.
+
+    Args:
+        path: The image file.
+        size: The (width, height) its annotations were drawn at, where known: an image stored sideways at that size
+            stays as stored (the annotation tool did not turn it; turning it would move every box).
 
     Raises:
         One of `IMAGE_ERRORS` for a file that cannot be read.
     """
     with Image.open(path) as opened:
         img = ImageOps.exif_transpose(opened)
+        if size is not None and img.size != opened.size and opened.size == tuple(size):
+            img = opened
         if img.mode in _HIGH_DEPTH_GRAY:
             pixels = np.asarray(img, dtype=np.float64)
             return Image.fromarray(np.clip(np.rint(pixels * (255.0 / 65535.0)), 0, 255).astype(np.uint8)).convert("RGB")

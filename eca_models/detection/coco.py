@@ -139,12 +139,13 @@ def _read_json(annotations: Path) -> Dict[str, Any]:
 def _check_entries(annotations: Path, data: Dict[str, Any]) -> Tuple[Dict[int, Dict[str, Any]], Set[int]]:
     """The images by id and the category ids, each entry checked (and its fields given their types)."""
     try:
-        images = {int(img["id"]): img for img in data["images"]}
-        for img in data["images"]:
-            img["file_name"], img["height"], img["width"] = str(img["file_name"]), int(img["height"]), int(img["width"])
-        category_ids = {int(c["id"]) for c in data["categories"]}
+        for img in data["images"]:  # the types pycocotools and torch take: ids written as "12" match 12
+            img["id"], img["file_name"] = int(img["id"]), str(img["file_name"])
+            img["height"], img["width"] = int(img["height"]), int(img["width"])
+        images = {img["id"]: img for img in data["images"]}
         for c in data["categories"]:
-            c["name"] = str(c["name"])
+            c["id"], c["name"] = int(c["id"]), str(c["name"])
+        category_ids = {c["id"] for c in data["categories"]}
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(
             f"{annotations}: an image or category entry lacks {e} (images need id, file_name, width, height)"
@@ -178,6 +179,7 @@ def _boxes(annotations: Path, entries: List[Dict[str, Any]], images, category_id
         if w <= 0 or h <= 0:
             dropped += 1  # no area: no box to learn or match
             continue
+        ann.update(image_id=image_id, category_id=category_id, bbox=[x, y, w, h])  # "12" as 12, as the images' ids
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", w * h)
         kept.append(ann)
@@ -273,7 +275,7 @@ class CocoDataset(Dataset):
         info = self.images[self.ids[index]]
         anns = [a for a in self.by_image[info["id"]] if not (self.skip_crowd and a.get("iscrowd"))]
         try:
-            image = read_rgb(self.data.images_dir / info["file_name"])
+            image = read_rgb(self.data.images_dir / info["file_name"], (info["width"], info["height"]))
         except IMAGE_ERRORS:
             empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
             return (
@@ -309,13 +311,13 @@ class CocoDataset(Dataset):
         return image, target, True
 
 
-def read_rgb(path) -> torch.Tensor:
-    """An image file as a uint8 RGB tensor (3, H, W), read by `open_rgb`.
+def read_rgb(path, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """An image file as a uint8 RGB tensor (3, H, W), read by `open_rgb` (``size``: the annotations' width, height).
 
     Raises:
         One of `IMAGE_ERRORS` for a file that cannot be read.
     """
-    return torch.from_numpy(np.asarray(open_rgb(path), dtype=np.uint8).copy()).permute(2, 0, 1)
+    return torch.from_numpy(np.asarray(open_rgb(path, size), dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def collate(batch):
