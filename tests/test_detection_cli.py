@@ -134,6 +134,21 @@ def test_explicit_splits_are_read_and_a_partial_set_is_one_line(coco_root):
             read_splits(options)
 
 
+def test_a_roboflow_export_is_found_as_its_splits(coco_root, tmp_path):
+    """Roboflow's COCO export: train/, valid/ and test/, each holding its images and _annotations.coco.json."""
+    from eca_models.evaluation.detection import read_split
+    from eca_models.training.detection import read_splits
+    from eca_models.training.options import FinetuneOptions
+
+    root = tmp_path / "roboflow"
+    for split, source in (("train", "train2017"), ("valid", "val2017"), ("test", "val2017")):
+        shutil.copytree(coco_root / source, root / split)
+        shutil.copy(coco_root / "annotations" / f"instances_{source}.json", root / split / "_annotations.coco.json")
+    train, val = read_splits(FinetuneOptions(model="fasterrcnn_eca_resnet50_fpn", output="o", data=str(root)))
+    assert (train.images_dir.name, val.images_dir.name, len(train.dataset["images"])) == ("train", "valid", 4)
+    assert read_split(str(root), None).images_dir.name == "valid"
+
+
 def test_predict_json_and_drawing(converted, coco_root, tmp_path, capsys, monkeypatch):
     folder = converted["maskrcnn"][2]
     images = sorted((coco_root / "val2017").glob("*.jpg"))[:2]

@@ -73,10 +73,10 @@ def quiet_coco():
 
 def find_coco_splits(root: Path) -> Dict[str, Tuple[Path, Path]]:
     """``{split: (annotation file, image folder)}`` of a COCO-layout root (``annotations/instances_train2017.json``
-    with ``train2017/``, ...).
+    with ``train2017/``, ...), or of Roboflow's COCO export (``train/_annotations.coco.json`` among its images).
 
     Raises:
-        DataError: No ``annotations/instances_*.json``, or a split without its image folder.
+        DataError: Neither layout, or a split without its image folder.
     """
     root = Path(root)
     found = {}
@@ -87,9 +87,11 @@ def find_coco_splits(root: Path) -> Dict[str, Tuple[Path, Path]]:
             raise DataError(f"{path} has no image folder {images}: put the {split} images there")
         found[split] = (path, images)
     if not found:
+        found = {path.parent.name: (path, path.parent) for path in sorted(root.glob("*/_annotations.coco.json"))}
+    if not found:
         raise DataError(
-            f"{root} is not a COCO-layout folder: expected annotations/instances_<split>.json beside <split>/ "
-            "(or pass the annotation file and image folder explicitly)"
+            f"{root} is not a COCO-layout folder: expected annotations/instances_<split>.json beside <split>/, or "
+            "<split>/_annotations.coco.json among its images (or pass the annotation file and image folder explicitly)"
         )
     return found
 

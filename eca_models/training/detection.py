@@ -57,9 +57,7 @@ def read_splits(options: FinetuneOptions) -> Tuple[CocoData, CocoData]:
     train = [s for s in splits if s.startswith("train")]
     val = [s for s in splits if s.startswith("val")]
     if not train or not val:
-        raise DataError(
-            f"{options.data} has splits {', '.join(splits)}: fine-tuning needs instances_train*.json and instances_val*.json"
-        )
+        raise DataError(f"{options.data} has splits {', '.join(splits)}: fine-tuning needs a train* and a val* split")
     return read_coco(*splits[train[0]]), read_coco(*splits[val[0]])
 
 
