@@ -48,14 +48,14 @@ def test_a_decompression_bomb_is_an_unreadable_image(val, tmp_path, capsys):
 
 
 def test_predict_takes_folders_recursively_sorted(val, tmp_path, capsys):
-    for name in ("b/2.png", "a/1.jpg", "c.png", ".hidden/x.png", "notes.txt"):
+    for name in ("b/2.png", "a/1.jpg", "c.png", ".hidden/x.png", "notes.txt", "d.jfif"):  # .jfif: a browser's JPEG
         path = tmp_path / "imgs" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_image(path, seed=len(name)) if name.endswith(("png", "jpg")) else path.write_text("x")
+        write_image(path, seed=len(name)) if name.endswith(("png", "jpg", "jfif")) else path.write_text("x")
     argv = ["predict", str(tmp_path / "imgs"), "--model", "eca_resnet18_k3577", "--checkpoint", str(val["ckpt"])]
     assert main([*argv, "--json", "--top-k", "1"]) == 0
     shown = [Path(r["image"]).relative_to(tmp_path / "imgs").as_posix() for r in json.loads(capsys.readouterr().out)]
-    assert shown == ["a/1.jpg", "b/2.png", "c.png"]
+    assert shown == ["a/1.jpg", "b/2.png", "c.png", "d.jfif"]
 
 
 def test_wildcards_stand_for_what_they_match_and_a_url_is_one_line(tmp_path, capsys):
