@@ -390,6 +390,11 @@ def _unknown_category(data, root):
     data["categories"].append({"id": 200, "name": "unicorn"})
 
 
+def _resized(data, root):  # the image made smaller after it was annotated
+    path = root / "val2017" / data["images"][1]["file_name"]
+    Image.open(path).resize((64, 48)).save(path)
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [
@@ -397,6 +402,7 @@ def _unknown_category(data, root):
         (_orphan, "is of image 4242, which 'images' does not list"),
         (_missing_file, "1 images listed in instances_val2017.json are not in"),
         (_unknown_category, "1 categories the model does not know (200 'unicorn')"),
+        (_resized, "is 64 x 48, the file says 128 x 96): resized after annotation, their boxes would lie off"),
     ],
 )
 def test_bad_annotations_get_one_line(converted, coco_root, tmp_path, capsys, change, expected):

@@ -2,10 +2,10 @@
 
 `read_coco` reads an ``instances_*.json`` and its image folder and refuses, in one line, what would fail
 later or silently: JSON that is unreadable or truncated, missing sections, annotations whose image is not listed,
-listed images whose file is missing (named). Boxes with no area are dropped and counted (``CocoData.dropped``);
-crowd boxes are kept for evaluation and left out of training losses. Annotation ids that are missing, repeat
-(merged files) or start at 0 (Roboflow's exports) are numbered afresh: pycocotools' evaluation matches boxes by them. `find_coco_splits` finds the splits of
-a COCO-layout root by their ``annotations/instances_<split>.json`` names.
+listed images whose file is missing or of another size (named). Boxes with no area are dropped and counted
+(``CocoData.dropped``); crowd boxes are kept for evaluation and left out of training losses. Annotation ids that are
+missing, repeat (merged files) or start at 0 (Roboflow's exports) are numbered afresh: pycocotools' evaluation
+matches boxes by them. `find_coco_splits` finds the splits of a COCO-layout root, or of Roboflow's export.
 """
 
 import contextlib
@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..data.images import IMAGE_ERRORS, open_rgb
@@ -102,7 +103,7 @@ def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> 
     Args:
         annotations: The JSON file.
         images_dir: Where its images are.
-        check_files: Also check that every listed image file exists.
+        check_files: Also check that every listed image file exists and is the size the file gives.
 
     Raises:
         DataError: One line naming what is wrong and where.
@@ -121,7 +122,29 @@ def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> 
             raise DataError(
                 f"{len(missing)} images listed in {annotations.name} are not in {images_dir} (first: {missing[0]})"
             )
+        _check_sizes(annotations, images_dir, data["images"])
     return CocoData(annotations, images_dir, data, dropped)
+
+
+def _check_sizes(annotations: Path, images_dir: Path, images: List[Dict[str, Any]]) -> None:
+    """Refuse images whose file is not the size the annotations were drawn at (resized since): every box would lie
+    off its object. Either way round for a photo its EXIF tag turns; an unreadable file is left to be named when read.
+    """
+    wrong = []
+    for img in images:
+        try:
+            with Image.open(images_dir / img["file_name"]) as opened:  # the header only
+                size = opened.size
+                turned = size[::-1] == (img["width"], img["height"]) and opened.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        except IMAGE_ERRORS:
+            continue
+        if size != (img["width"], img["height"]) and not turned:
+            wrong.append(f"{img['file_name']} is {size[0]} x {size[1]}, the file says {img['width']} x {img['height']}")
+    if wrong:
+        raise DataError(
+            f"{len(wrong)} images in {images_dir} are not the size {annotations.name} gives (first: {wrong[0]}): "
+            "resized after annotation, their boxes would lie off their objects; annotate the images as they are"
+        )
 
 
 def _read_json(annotations: Path) -> Dict[str, Any]:
