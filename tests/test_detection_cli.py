@@ -69,6 +69,38 @@ def test_coco_evaluation_gives_known_ap(tmp_path):
     assert CocoDataset(again, label_map)[0][1]["labels"].tolist() == [1]  # the string ids' dataset serves its boxes
 
 
+def test_mask_ap_is_scored_where_the_ground_truth_has_outlines(tmp_path):
+    """Box-only ground truth ("segmentation": [], as Roboflow writes it, or none): pycocotools failed on it after
+    every image was predicted (and after a Mask R-CNN fine-tune's first epoch); now box AP alone. An annotation
+    without an outline beside ones with: scored against its box."""
+    from pycocotools import mask as mask_utils
+
+    write_coco_dataset(tmp_path, "val2017", n_images=3, categories=((5, "airplane"),), empty_images=0, seed=3)
+    annotations = tmp_path / "annotations" / "instances_val2017.json"
+    written = json.loads(annotations.read_text())
+    size = {img["id"]: (img["height"], img["width"]) for img in written["images"]}
+    perfect = []
+    for ann in written["annotations"]:
+        x, y, w, h = map(int, ann["bbox"])
+        box = np.zeros(size[ann["image_id"]], np.uint8, order="F")
+        box[y : y + h, x : x + w] = 1
+        rle = mask_utils.encode(box)
+        rle["counts"] = rle["counts"].decode("ascii")
+        perfect.append({"image_id": ann["image_id"], "category_id": 5, "bbox": ann["bbox"], "score": 0.9})
+        perfect[-1]["segmentation"] = rle
+    drawn = [ann["segmentation"] for ann in written["annotations"]]
+    for outlines in ([], [0]):  # none has one; the first has its own
+        for n, ann in enumerate(written["annotations"]):
+            ann["segmentation"] = drawn[n] if n in outlines else []
+        annotations.write_text(json.dumps(written))
+        data = read_coco(annotations, tmp_path / "val2017")
+        metrics = coco_evaluate(data, perfect, data.image_ids, ("bbox", "segm")).metrics
+        assert metrics["box"]["map"] == 100.0 and ("mask" in metrics) == bool(outlines)
+    assert (
+        metrics["mask"]["map"] > 50
+    )  # the boxes as masks match the two without outlines; the polygon's IoU is its own
+
+
 def test_an_image_stored_sideways_is_read_in_its_annotations_frame(tmp_path):
     """A phone photo stored 128 x 96 with an EXIF tag to turn it: annotated upright (the JSON says 96 x 128), it is
     turned; annotated as stored (a tool that ignored the tag: 128 x 96), it stays, where turning it moved every box."""

@@ -54,12 +54,27 @@ class CocoData:
         """Every image id, in file order."""
         return [img["id"] for img in self.dataset["images"]]
 
-    def coco(self):
-        """A pycocotools ``COCO`` over the checked dataset (its chatter silenced)."""
+    def coco(self, outlines: bool = False):
+        """A pycocotools ``COCO`` over the checked dataset (its chatter silenced).
+
+        Args:
+            outlines: For mask AP: each annotation's segmentation as `outline` reads it, its box where it has none
+                (pycocotools fails on ``[]``, as box-only exports write it); None where no annotation has one.
+        """
         from pycocotools.coco import COCO  # it loads matplotlib: only when scoring (start-up time)
 
-        coco = COCO()
-        coco.dataset = self.dataset
+        coco, dataset = COCO(), self.dataset
+        if outlines:
+            sizes = {img["id"]: (img["height"], img["width"]) for img in dataset["images"]}
+            found = [outline(ann, *sizes[ann["image_id"]]) for ann in dataset["annotations"]]
+            if not any(o is not None for o in found):
+                return None
+            boxes = [
+                [[x, y, x + w, y, x + w, y + h, x, y + h]] for x, y, w, h in (a["bbox"] for a in dataset["annotations"])
+            ]
+            annotations = [{**a, "segmentation": o or b} for a, o, b in zip(dataset["annotations"], found, boxes)]
+            dataset = {**dataset, "annotations": annotations}
+        coco.dataset = dataset
         with quiet_coco():
             coco.createIndex()
         return coco
@@ -231,31 +246,33 @@ def check_categories(data: CocoData, label_map: LabelMap) -> None:
 
 
 def _masks(anns: List[Dict[str, Any]], height: int, width: int) -> torch.Tensor:
-    """Each annotation's mask at the image's own size: its polygons or RLE, or its box where it has no usable outline
-    (no segmentation, polygons of fewer than three points, an RLE of another size than the image)."""
+    """Each annotation's mask at the image's own size: its `outline`, or its box where it has none."""
+    from pycocotools import mask as mask_utils
+
     out = np.zeros((len(anns), height, width), dtype=np.uint8)
     for i, ann in enumerate(anns):
-        mask = _decode_outline(ann.get("segmentation"), height, width)
-        if mask is None:
+        found = outline(ann, height, width)
+        if found is None:
             x, y, w, h = ann["bbox"]
             out[i, int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = 1
+        elif isinstance(found, list):
+            out[i] = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(found, height, width)))
         else:
-            out[i] = mask
+            out[i] = mask_utils.decode(
+                mask_utils.frPyObjects(found, height, width) if isinstance(found["counts"], list) else found
+            )
     return torch.from_numpy(out)
 
 
-def _decode_outline(seg: Any, height: int, width: int) -> Optional[np.ndarray]:
-    from pycocotools import mask as mask_utils
-
+def outline(ann: Dict[str, Any], height: int, width: int) -> Any:
+    """An annotation's own outline as pycocotools reads it: its polygons of three points or more, or an RLE of the
+    image's size; None where it has none usable (no segmentation, ``[]``, an RLE of another size)."""
+    seg = ann.get("segmentation")
     if isinstance(seg, list):
-        polygons = [p for p in seg if isinstance(p, list) and len(p) >= 6]
-        if not polygons:
-            return None
-        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)))
-    if not isinstance(seg, dict) or list(seg.get("size", ())) != [height, width] or "counts" not in seg:
-        return None
-    rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
-    return mask_utils.decode(rle)
+        return [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0] or None
+    if isinstance(seg, dict) and list(seg.get("size", ())) == [height, width] and "counts" in seg:
+        return seg
+    return None
 
 
 class CocoDataset(Dataset):

@@ -162,13 +162,15 @@ def coco_evaluate(
         data: The ground truth.
         results: COCO-format results (``segmentation`` needed for ``segm``).
         image_ids: The images the results cover: only these are scored (a subset, or one shard's).
-        iou_types: ``bbox`` and/or ``segm``.
+        iou_types: ``bbox`` and/or ``segm`` (left out where no annotation has an outline).
     """
     from pycocotools.cocoeval import COCOeval  # pycocotools loads matplotlib: only when scoring (start-up time)
 
-    gt = data.coco()
     metrics: Dict[str, Dict[str, float]] = {}
     for iou_type in iou_types:
+        gt = data.coco(outlines=iou_type == "segm")
+        if gt is None:
+            continue  # no annotation has an outline (a box-only dataset): no mask AP to measure
         kept = [r for r in results if iou_type != "segm" or "segmentation" in r]
         with quiet_coco():
             dt = gt.loadRes(kept) if kept else _empty_results(gt)
