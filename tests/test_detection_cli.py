@@ -101,6 +101,20 @@ def test_mask_ap_is_scored_where_the_ground_truth_has_outlines(tmp_path):
     )  # the boxes as masks match the two without outlines; the polygon's IoU is its own
 
 
+def test_file_names_written_on_windows_are_found(tmp_path):
+    write_coco_dataset(tmp_path, "val2017", n_images=1, empty_images=0)
+    annotations = tmp_path / "annotations" / "instances_val2017.json"
+    written = json.loads(annotations.read_text())
+    name = written["images"][0]["file_name"]
+    (tmp_path / "val2017" / "day 1").mkdir()
+    (tmp_path / "val2017" / name).rename(tmp_path / "val2017" / "day 1" / name)
+    written["images"][0]["file_name"] = f"day 1\\{name}"
+    annotations.write_text(json.dumps(written))
+    data = read_coco(annotations, tmp_path / "val2017")
+    assert data.dataset["images"][0]["file_name"] == f"day 1/{name}"
+    assert CocoDataset(data, LabelMap.from_categories(data.categories))[0][2]  # read
+
+
 def test_an_image_stored_sideways_is_read_in_its_annotations_frame(tmp_path):
     """A phone photo stored 128 x 96 with an EXIF tag to turn it: annotated upright (the JSON says 96 x 128), it is
     turned; annotated as stored (a tool that ignored the tag: 128 x 96), it stays, where turning it moved every box."""

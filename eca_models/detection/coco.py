@@ -132,6 +132,10 @@ def read_coco(annotations: Path, images_dir: Path, check_files: bool = True) -> 
     images, category_ids = _check_entries(annotations, data)
     data["annotations"], dropped = _boxes(annotations, data["annotations"], images, category_ids)
     if check_files:
+        for img in data["images"]:  # a file made on Windows names its sub-folders with backslashes
+            posix = img["file_name"].replace("\\", "/")
+            if posix != img["file_name"] and not (images_dir / img["file_name"]).is_file():
+                img["file_name"] = posix
         missing = [img["file_name"] for img in data["images"] if not (images_dir / img["file_name"]).is_file()]
         if missing:
             raise DataError(
