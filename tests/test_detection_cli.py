@@ -289,6 +289,24 @@ def test_validate_measures_and_writes_what_it_scored(converted, coco_root, tmp_p
     assert "2 scored" in capsys.readouterr().out
 
 
+def test_all_the_images_of_fewer_categories_are_not_judged(converted, coco_root, tmp_path, monkeypatch, capsys):
+    """A file of every val2017 image but only some categories (a person-only file): measured, where it was judged
+    (and recorded with record=True) against the release's 80-category AP. val2017's size stands at this one's 3."""
+    from eca_models.evaluation import detection
+    from eca_models.weights.manifest import _manifest_path
+
+    manifest, shipped = tmp_path / "manifest.json", _manifest_path().read_bytes()
+    manifest.write_bytes(shipped)
+    monkeypatch.setenv("ECA_MODELS_MANIFEST", str(manifest))  # what record=True would write to
+    monkeypatch.setattr(detection, "COCO_VAL2017_IMAGES", 3)
+    args = ["validate", "--model", str(converted["maskrcnn"][2]), "--data", str(coco_root), *SMALL, "--record"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "verdict   MEASURED: a subset or another set than val2017's 3 images and 80 categories" in out
+    assert "not recorded: record=True takes a released detector measured on all 3 val2017 images and 80" in out
+    assert manifest.read_bytes() == shipped
+
+
 def test_verdicts():
     from eca_models.evaluation.detection import detection_verdict
 

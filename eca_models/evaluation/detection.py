@@ -230,7 +230,8 @@ def detection_verdict(
         return "MEASURED", "no reported figures for this model (another kernel code, classes or architecture)"
     if not full:
         return "MEASURED", (
-            f"a subset or another set than val2017's {COCO_VAL2017_IMAGES:,} images: AP is only comparable on the whole set"
+            f"a subset or another set than val2017's {COCO_VAL2017_IMAGES:,} images and 80 categories: AP is only "
+            "comparable on the whole set"
         )
     failures = [
         f"{key} {measured[key]:.2f} is {measured[key] - reported[key]:+.2f} from {reported[key]}"
@@ -264,7 +265,8 @@ def validate_detector(name: str, data: str, options: Any, device: torch.device) 
     scores = coco_evaluate(coco, predictions.results, predictions.image_ids, iou_types)
     measured = scores.flat()
     checkpoint_name, reported = released_metrics(model)
-    full = len(predictions.image_ids) == len(coco.image_ids) == COCO_VAL2017_IMAGES
+    every_class = {c["id"] for c in coco.categories} == set(model.label_map.category_ids)  # not a person-only file
+    full = len(predictions.image_ids) == len(coco.image_ids) == COCO_VAL2017_IMAGES and every_class
     tolerance = DEFAULT_TOLERANCE if options.tolerance is None else options.tolerance
     state, why = detection_verdict(measured, reported, full, tolerance, len(predictions.image_ids))
     released = find_checkpoint(checkpoint_name) if checkpoint_name else None
@@ -299,6 +301,9 @@ def validate_detector(name: str, data: str, options: Any, device: torch.device) 
 def record_detector(checkpoint_name: Optional[str], measured: Dict[str, float], full: bool) -> str:
     """Keep a measurement in the manifest: only a released detector's, on all of val2017. Returns what was done."""
     if checkpoint_name is None or not full:
-        return f"not recorded: record=True takes a released detector measured on all {COCO_VAL2017_IMAGES:,} val2017 images"
+        return (
+            f"not recorded: record=True takes a released detector measured on all {COCO_VAL2017_IMAGES:,} val2017 "
+            "images and 80 categories"
+        )
     update_manifest(checkpoint_name, measured_metrics={"COCO-val2017": {k: round(v, 3) for k, v in measured.items()}})
     return f"recorded the measurement in the manifest entry {checkpoint_name}"
