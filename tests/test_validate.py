@@ -105,6 +105,21 @@ def test_flat_layout_with_ground_truth_file(data, tmp_path, labels):
     assert (row["images"], row["top1"], row["top5"], row["verdict"]) == ("8", "62.5", "87.5", "PASS")
 
 
+def test_another_test_set_is_measured_not_judged(data, tmp_path):
+    """Class folders of images not named as ImageNet val's (ImageNet-Sketch, -R, V2 as WordNet folders): another
+    distribution, whose accuracy says nothing of the release's; it was judged as a subset of val (PASS or FAIL)."""
+    sketch = tmp_path / "sketch"
+    for path in data["folder"].rglob("*.JPEG"):
+        (sketch / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, sketch / path.parent.name / path.name.replace("ILSVRC2012_val_", "sketch_"))
+    row = _measure("eca_resnet18_k3577", sketch, checkpoint=str(data["ckpt"])).validations[0].row
+    assert (row["top1"], row["reported_top1"], row["verdict"]) == (62.5, 70.92, "MEASURED")
+    assert (
+        row["verdict_reason"]
+        == "the images are not ImageNet val's (named ILSVRC2012_val_NNNNNNNN): another test set, measured only"
+    )
+
+
 def test_flat_layout_finds_kaggle_solution_beside_it(data, tmp_path):
     run = _measure("eca_resnet18_k3577", data["flat"], checkpoint=str(data["ckpt"]))
     assert run.status == 0

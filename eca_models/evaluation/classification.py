@@ -8,6 +8,7 @@ the reported value lies inside the 95% confidence interval.
 
 import dataclasses
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 IMAGENET_VAL_SIZE = 50_000
+VAL_NAME = re.compile(r"ILSVRC2012_val_\d{8}")  # what ImageNet val's images are called (less their suffix)
 NOT_SCORED = "NOT SCORED"  # the state of a run that scored no image: never PASS or FAIL
 
 
@@ -218,7 +220,14 @@ def validate_classifier(name: str, data: str, options: Any, device: torch.device
         ckpt = None  # another kernel code: not the released checkpoint, nothing to compare with
     tolerance = 0.3 if options.tolerance is None else options.tolerance
     judged = verdict(measured, ckpt.metrics[ckpt.dataset] if ckpt else None, counts.images, tolerance)
-    notes = [record_classifier(ckpt, measured, counts.images)] if options.record and distributed.is_main() else []
+    val_set = all(VAL_NAME.fullmatch(path.stem) for path, _ in samples)  # not ImageNetV2, -Sketch, -R, ...
+    if judged[0] in ("PASS", "FAIL") and not val_set:
+        judged = (
+            "MEASURED",
+            "the images are not ImageNet val's (named ILSVRC2012_val_NNNNNNNN): another test set, measured only",
+        )
+    record = options.record and distributed.is_main()
+    notes = [record_classifier(ckpt if val_set else None, measured, counts.images)] if record else []
     params, macs = count_params(model), count_macs(model.to("cpu").float(), tuple(data_config["input_size"]))
     # the weights used: the checkpoint, the folder given as the model, or the folder ECA_MODELS_WEIGHTS_DIR supplied
     weights = options.checkpoint or (name if Path(name).is_dir() else None)
