@@ -211,6 +211,21 @@ def _cli_error(*args):
     return main(["finetune", "--model", "eca_resnet18", *args, "--epochs", "1", *FAST])
 
 
+def test_a_class_holds_the_images_of_its_sub_folders(tmp_path):
+    """As torchvision's ImageFolder reads a class folder: train/cat/2024/x.png is a cat (it was left out)."""
+    from eca_models.data.folders import find_class_folders
+
+    for path in ("train/cat/a.png", "train/cat/2024/b.png", "train/cat/.cache/c.png", "train/dog/d.png"):
+        write_image(tmp_path / path, 0)
+    for path in ("val/cat/e.png", "val/dog/2024/f.png"):
+        write_image(tmp_path / path, 0)
+    found = find_class_folders(tmp_path)
+    assert [(p.relative_to(tmp_path).as_posix(), c) for p, c in found.train + found.val] == [
+        ("train/cat/2024/b.png", 0), ("train/cat/a.png", 0), ("train/dog/d.png", 1), ("val/cat/e.png", 0),
+        ("val/dog/2024/f.png", 1),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "make,expected",
     [

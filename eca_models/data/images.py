@@ -85,14 +85,10 @@ def find_images(paths: Sequence[Union[str, Path]]) -> List[Path]:
         matches = sorted(glob.glob(given, recursive=True)) if wildcard else []
         for path in map(Path, matches or [given]):
             if path.is_dir():
-                found += sorted(p for p in path.rglob("*") if is_image(p) and not _hidden(p.relative_to(path)))
+                found += list_images(path)
             else:
                 found.append(path)
     return found
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
 
 
 def is_image(path: Path) -> bool:
@@ -146,8 +142,13 @@ class ShardSampler(Sampler[int]):
 
 
 def list_images(folder: Path) -> List[Path]:
-    """Image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if is_image(p))
+    """Image files under ``folder``, its sub-folders too (as torchvision's ImageFolder reads a class folder), sorted;
+    hidden files and folders left out."""
+    return sorted(p for p in folder.rglob("*") if is_image(p) and not _hidden(p.relative_to(folder)))
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def unreadable(batch_ok: torch.Tensor, batch_index: torch.Tensor, samples: Sequence[Tuple[Path, int]]) -> List[str]:
