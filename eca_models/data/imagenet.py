@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from timm.data import ImageNetInfo
 
 from ..errors import DataError, require_folder
-from .images import list_images
+from .images import is_image, list_images
 
 __all__ = ["folder_samples", "ground_truth_file", "imagenet_class_names", "imagenet_samples", "imagenet_wnids"]
 
@@ -137,7 +137,7 @@ def imagenet_samples(
         samples = folder_samples(data, wnids, what)
     else:
         labels = _read_labels(labels_file, wnids)
-        images = list_images(data)
+        images = sorted(p for p in data.iterdir() if is_image(p))  # the flat layout: the folder's own files
         unlabelled = [p.name for p in images if p.stem not in labels]
         if unlabelled:
             raise DataError(f"{len(unlabelled)} images of {data} have no label in {labels_file} (e.g. {unlabelled[0]})")
