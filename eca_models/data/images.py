@@ -26,21 +26,7 @@ __all__ = [
     "open_rgb",
 ]
 
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".jfif",
-    ".jpe",
-    ".png",
-    ".bmp",
-    ".webp",
-    ".avif",
-    ".tif",
-    ".tiff",
-    ".gif",
-    ".ppm",
-    ".pgm",
-)
+IMAGE_EXTENSIONS = tuple(".jpg .jpeg .jfif .jpe .png .bmp .webp .avif .tif .tiff .gif .ppm .pgm".split())
 # what reading an image can raise for a bad file: damaged, not an image, or a decompression bomb (PIL refuses
 # images of over twice Image.MAX_IMAGE_PIXELS before decoding them)
 IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)

@@ -58,7 +58,7 @@ class CocoData:
         """A pycocotools ``COCO`` over the checked dataset (its chatter silenced).
 
         Args:
-            outlines: For mask AP: each annotation's segmentation as `outline` reads it, its box where it has none
+            outlines: For mask AP: each annotation's segmentation as `_outline` reads it, its box where it has none
                 (pycocotools fails on ``[]``, as box-only exports write it); None where no annotation has one.
         """
         from pycocotools.coco import COCO  # it loads matplotlib: only when scoring (start-up time)
@@ -66,7 +66,7 @@ class CocoData:
         coco, dataset = COCO(), self.dataset
         if outlines:
             sizes = {img["id"]: (img["height"], img["width"]) for img in dataset["images"]}
-            found = [outline(ann, *sizes[ann["image_id"]]) for ann in dataset["annotations"]]
+            found = [_outline(ann, *sizes[ann["image_id"]]) for ann in dataset["annotations"]]
             if not any(o is not None for o in found):
                 return None
             boxes = [
@@ -250,12 +250,12 @@ def check_categories(data: CocoData, label_map: LabelMap) -> None:
 
 
 def _masks(anns: List[Dict[str, Any]], height: int, width: int) -> torch.Tensor:
-    """Each annotation's mask at the image's own size: its `outline`, or its box where it has none."""
+    """Each annotation's mask at the image's own size: its `_outline`, or its box where it has none."""
     from pycocotools import mask as mask_utils
 
     out = np.zeros((len(anns), height, width), dtype=np.uint8)
     for i, ann in enumerate(anns):
-        found = outline(ann, height, width)
+        found = _outline(ann, height, width)
         if found is None:
             x, y, w, h = ann["bbox"]
             out[i, int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = 1
@@ -268,7 +268,7 @@ def _masks(anns: List[Dict[str, Any]], height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def outline(ann: Dict[str, Any], height: int, width: int) -> Any:
+def _outline(ann: Dict[str, Any], height: int, width: int) -> Any:
     """An annotation's own outline as pycocotools reads it: its polygons of three points or more, or an RLE of the
     image's size; None where it has none usable (no segmentation, ``[]``, an RLE of another size)."""
     seg = ann.get("segmentation")
