@@ -88,6 +88,23 @@ def test_in_chans_adaptation(r18_file):
     assert model.conv1.weight.shape[1] == 1
 
 
+def test_a_timm_training_checkpoint_loads(tmp_path):
+    """timm's train.py (its CheckpointSaver) keeps its arguments, an argparse.Namespace, in the file: timm reads it
+    with weights_only=True and that class allowed, and so do we (it was refused as pickled code)."""
+    import argparse
+
+    from timm.utils import CheckpointSaver
+
+    model = timm.create_model("eca_resnet18", num_classes=10)
+    args = argparse.Namespace(model="eca_resnet18", num_classes=10, lr=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    CheckpointSaver(
+        model, optimizer, args=args, checkpoint_dir=str(tmp_path), recovery_dir=str(tmp_path)
+    ).save_checkpoint(0, 1.0)
+    loaded = _load("eca_resnet18", tmp_path / "model_best.pth.tar", num_classes=10)
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
 def test_file_needing_pickled_code_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth.tar"
     torch.save({"state_dict": {}, "extra": Payload()}, path)

@@ -7,6 +7,7 @@ found in `fetch`'s order. Hub downloads go through ``huggingface_hub`` (its cach
 Nothing pickled is ever executed: PyTorch files are read with ``weights_only=True``.
 """
 
+import argparse
 import contextlib
 import io
 import json
@@ -159,9 +160,9 @@ def read_safetensors(path: Union[str, Path]) -> Dict[str, Any]:
 
 def _read_torch_file(path: Path) -> Dict[str, Any]:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says what matters
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True)  # Namespace: timm train.py's args, as timm
     except Exception as e:  # noqa: BLE001 - torch's unpickler fails in many ways on a damaged or unsafe file
         code = _pickled_code(path)
         if code:
@@ -189,6 +190,7 @@ def _torch_reason(e: Exception) -> str:
 # what a file of tensors and plain containers names; anything else is code that unpickling would call
 _DATA_GLOBALS = re.compile(r"(torch\._utils\._rebuild_\w+|torch\.\w*Storage|torch\.(Size|device|dtype|\w+_dtype)"
                            r"|collections\.OrderedDict|(builtins|__builtin__)\.(set|frozenset|slice|complex|bytearray)"
+                           r"|argparse\.Namespace"
                            r"|torch\._tensor\._rebuild_from_type_v2|torch\.nn\.parameter\.Parameter|_codecs\.encode)")  # fmt: skip
 
 
