@@ -88,7 +88,7 @@ def test_in_chans_adaptation(r18_file):
     assert model.conv1.weight.shape[1] == 1
 
 
-def test_a_timm_training_checkpoint_loads(tmp_path):
+def test_checkpoints_of_timm_training_and_of_compiled_models_load(tmp_path):
     """timm's train.py (its CheckpointSaver) keeps its arguments, an argparse.Namespace, in the file: timm reads it
     with weights_only=True and that class allowed, and so do we (it was refused as pickled code)."""
     import argparse
@@ -103,6 +103,11 @@ def test_a_timm_training_checkpoint_loads(tmp_path):
     ).save_checkpoint(0, 1.0)
     loaded = _load("eca_resnet18", tmp_path / "model_best.pth.tar", num_classes=10)
     torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
+    # a torch.compile'd model's own state dict, as saved from a DDP run or not: its keys begin "_orig_mod."
+    for prefix in ("_orig_mod.", "module._orig_mod."):
+        torch.save({prefix + k: v for k, v in model.state_dict().items()}, tmp_path / "compiled.pth")
+        loaded = _load("eca_resnet18", tmp_path / "compiled.pth", num_classes=10)
+        torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
 
 
 def test_file_needing_pickled_code_is_refused(tmp_path, capsys):

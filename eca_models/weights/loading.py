@@ -124,14 +124,12 @@ def sniff_format(path: Union[str, Path]) -> str:
 
 
 def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """The state dict in a checkpoint: the authors' ``{'state_dict': ...}`` or a plain one, with DataParallel's
-    ``module.`` prefix stripped."""
+    """The state dict in a checkpoint: the authors' ``{'state_dict': ...}`` or a plain one, with the prefixes of
+    DataParallel (``module.``) and of a ``torch.compile``d model (``_orig_mod.``) stripped."""
     state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     if not isinstance(state_dict, dict):
         return {}
-    return {
-        k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k: v for k, v in state_dict.items()
-    }
+    return {re.sub(r"^((module|_orig_mod)\.)+", "", k) if isinstance(k, str) else k: v for k, v in state_dict.items()}
 
 
 def intact_safetensors(path: Path) -> bool:
