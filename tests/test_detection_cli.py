@@ -586,6 +586,7 @@ def test_masks_fall_back_to_the_box_where_the_outline_is_unusable():
         {**box, "segmentation": rle},  # a good RLE (compressed)
         {**box, "segmentation": [[2, 3, 6, 3, 6, 8]]},  # a good triangle
         box,  # none at all
+        {**box, "segmentation": [2, 3, 6, 3, 6, 8]},  # the triangle written flat, as some converters do
     ]
     masks = _masks(anns, 10, 10)
     as_box = torch.zeros(10, 10, dtype=torch.uint8)
@@ -593,7 +594,7 @@ def test_masks_fall_back_to_the_box_where_the_outline_is_unusable():
     for i in (0, 1, 4):
         assert torch.equal(masks[i], as_box), i
     assert masks[2].sum() == 4 and masks[2][1:3, 1:3].all()
-    assert 0 < masks[3].sum() < 20
+    assert 0 < masks[3].sum() < 20 and torch.equal(masks[5], masks[3])
 
 
 def test_detector_with_every_image_unreadable_gives_no_verdict(converted, tmp_path, capsys):

@@ -273,6 +273,8 @@ def _outline(ann: Dict[str, Any], height: int, width: int) -> Any:
     image's size; None where it has none usable (no segmentation, ``[]``, an RLE of another size)."""
     seg = ann.get("segmentation")
     if isinstance(seg, list):
+        if seg and all(isinstance(v, (int, float)) for v in seg):
+            seg = [seg]  # one polygon written flat, as some converters do, for a list of polygons
         return [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0] or None
     if isinstance(seg, dict) and list(seg.get("size", ())) == [height, width] and "counts" in seg:
         return seg
