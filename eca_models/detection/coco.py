@@ -69,10 +69,7 @@ class CocoData:
             found = [_outline(ann, *sizes[ann["image_id"]]) for ann in dataset["annotations"]]
             if not any(o is not None for o in found):
                 return None
-            boxes = [
-                [[x, y, x + w, y, x + w, y + h, x, y + h]] for x, y, w, h in (a["bbox"] for a in dataset["annotations"])
-            ]
-            annotations = [{**a, "segmentation": o or b} for a, o, b in zip(dataset["annotations"], found, boxes)]
+            annotations = [{**a, "segmentation": o or _box_outline(a)} for a, o in zip(dataset["annotations"], found)]
             dataset = {**dataset, "annotations": annotations}
         coco.dataset = dataset
         with quiet_coco():
@@ -279,6 +276,12 @@ def _outline(ann: Dict[str, Any], height: int, width: int) -> Any:
     if isinstance(seg, dict) and list(seg.get("size", ())) == [height, width] and "counts" in seg:
         return seg
     return None
+
+
+def _box_outline(ann: Dict[str, Any]) -> List[List[float]]:
+    """An annotation's box as a polygon, the outline pycocotools scores it by where it has none of its own."""
+    x, y, w, h = ann["bbox"]
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
 
 
 class CocoDataset(Dataset):
