@@ -105,13 +105,17 @@ def test_flat_layout_with_ground_truth_file(data, tmp_path, labels):
     assert (row["images"], row["top1"], row["top5"], row["verdict"]) == ("8", "62.5", "87.5", "PASS")
 
 
-def test_another_test_set_is_measured_not_judged(data, tmp_path):
+@pytest.mark.parametrize("folders", ["wnid", "index"])
+def test_another_test_set_is_measured_not_judged(data, tmp_path, folders):
     """Class folders of images not named as ImageNet val's (ImageNet-Sketch, -R, V2 as WordNet folders): another
-    distribution, whose accuracy says nothing of the release's; it was judged as a subset of val (PASS or FAIL)."""
+    distribution, whose accuracy says nothing of the release's; it was judged as a subset of val (PASS or FAIL).
+    ImageNetV2's own layout names its folders by class index (``7/``, ``250/``: not ImageFolder's sorted order); it
+    was refused."""
     sketch = tmp_path / "sketch"
-    for path in data["folder"].rglob("*.JPEG"):
-        (sketch / path.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, sketch / path.parent.name / path.name.replace("ILSVRC2012_val_", "sketch_"))
+    for n, path in enumerate(sorted(data["folder"].rglob("*.JPEG"))):
+        folder = sketch / (path.parent.name if folders == "wnid" else str(imagenet_wnids().index(path.parent.name)))
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / f"{n:040x}.jpeg")  # V2's names are hashes
     row = _measure("eca_resnet18_k3577", sketch, checkpoint=str(data["ckpt"])).validations[0].row
     assert (row["top1"], row["reported_top1"], row["verdict"]) == (62.5, 70.92, "MEASURED")
     assert (

@@ -32,6 +32,11 @@ def imagenet_class_names() -> Tuple[str, ...]:
     return tuple(d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions())
 
 
+def _class_folders(root: Path) -> List[Path]:
+    """The sub-folders of ``root``, sorted, hidden ones left out."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tuple[Path, int]]:
     """``(path, label)`` for a folder of class sub-folders, labels looked up in ``class_names``.
 
@@ -42,7 +47,7 @@ def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tu
     """
     index = {name: i for i, name in enumerate(class_names)}
     samples = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for sub in _class_folders(root):
         if sub.name not in index:
             split = next((root / n for n in ("val", "validation") if (root / n).is_dir()), None)  # a dataset's root
             hint = f" (the validation split: data={split}?)" if split is not None else ""
@@ -121,8 +126,9 @@ def imagenet_samples(
 ) -> List[Tuple[Path, int]]:
     """The labelled images of a validation folder, in either layout.
 
-    (a) one sub-folder per class (WordNet ids for ImageNet); (b) a flat folder of images plus a
-    ground-truth file (``--labels``, or ``LOC_val_solution.csv`` found in the folder or its parent).
+    (a) one sub-folder per class (WordNet ids for ImageNet, or ImageNetV2's class indices ``0`` to ``999``, read as
+    numbers where ImageFolder's sorted names would not be); (b) a flat folder of images plus a ground-truth file
+    (``labels_file``, or ``LOC_val_solution.csv`` found in the folder or its parent).
 
     Args:
         data: The folder.
@@ -133,6 +139,8 @@ def imagenet_samples(
     wnids = class_names or imagenet_wnids()
     what = "an ImageNet-1k WordNet id" if class_names is None else "a class of this model"
     labels_file = ground_truth_file(data, labels_file)
+    if labels_file is None and class_names is None and all(p.name.isdecimal() for p in _class_folders(data)):
+        wnids, what = tuple(map(str, range(1000))), "a class index 0 to 999 (ImageNetV2's layout)"
     if labels_file is None:
         samples = folder_samples(data, wnids, what)
     else:
