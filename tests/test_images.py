@@ -4,9 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from helpers import FAST_64, bomb_png, one_line_error, write_image
-from PIL import Image
+import timm
+import torch
+from helpers import FAST_64, bomb_png, one_line_error, save_authors_checkpoint, write_image
+from PIL import Image, ImageOps
+from timm.data import create_transform, resolve_data_config
 
+import eca_models
 from eca_models.cli import main
 from eca_models.data.imagenet import imagenet_wnids
 from eca_models.data.images import find_images, open_rgb
@@ -88,3 +92,27 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert pixels.shape == (64, 64, 3) and pixels.dtype == np.uint8
     np.testing.assert_array_equal(pixels[..., 0], np.rint(ramp / 257.0).astype(np.uint8))
     assert 120 < pixels.mean() < 135  # a ramp, not a white image
+
+
+def test_imagenet_val_is_read_as_stored_as_the_published_figures_were(tmp_path):
+    """torchvision's ImageFolder (the authors') and timm's validate.py read val's pixels as stored, an EXIF
+    orientation tag ignored. The checkpoint here ranks class 500 first for the stored image and class 3 first for
+    it turned upright; the image was turned, and scored 0 where the reference loaders score 100."""
+    path = tmp_path / "val" / imagenet_wnids()[500] / "ILSVRC2012_val_00000001.JPEG"
+    path.parent.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.open(write_image(tmp_path / "src.png", seed=3, size=48)).crop((0, 0, 48, 30)).save(path, exif=exif.tobytes())
+    model = timm.create_model("eca_resnet18_k3577").eval()
+    transform = create_transform(**resolve_data_config({"input_size": (3, 64, 64)}, model=model))
+    with Image.open(path) as stored, torch.no_grad():
+        images = (stored.convert("RGB"), ImageOps.exif_transpose(stored).convert("RGB"))
+        stored_f, turned_f = (model.forward_head(model.forward_features(transform(i)[None]), True)[0] for i in images)
+    state = model.state_dict()
+    state["fc.weight"] = torch.zeros_like(state["fc.weight"])
+    state["fc.weight"][500] = stored_f - turned_f  # class 500 beats class 3 nearer the stored image's features
+    state["fc.bias"] = torch.full_like(state["fc.bias"], -1e4)
+    state["fc.bias"][[3, 500]] = torch.tensor([0.0, -float((stored_f - turned_f) @ (stored_f + turned_f) / 2)])
+    ckpt = save_authors_checkpoint(state, tmp_path / "eca_resnet18_k3577.pth.tar", "eca_resnet18")
+    run = eca_models.validate("eca_resnet18_k3577", tmp_path / "val", checkpoint=str(ckpt), workers=0, img_size=64)
+    assert run.validations[0].row["top1"] == 100.0

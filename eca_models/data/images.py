@@ -33,7 +33,7 @@ IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.
 _HIGH_DEPTH_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def open_rgb(path: Union[str, Path], size: Optional[Tuple[int, int]] = None) -> Image.Image:
+def open_rgb(path: Union[str, Path], size: Optional[Tuple[int, int]] = None, upright: bool = True) -> Image.Image:
     """An image file as an 8-bit RGB PIL image, upright: turned as its EXIF orientation says (a phone's photo is
     stored sideways with a tag to turn it); grayscale, palette, CMYK and alpha converted; 16-bit grayscale (medical
     and scientific PNGs and TIFFs) scaled to 8 bits rather than clipped to white.
@@ -42,12 +42,14 @@ def open_rgb(path: Union[str, Path], size: Optional[Tuple[int, int]] = None) -> 
         path: The image file.
         size: The (width, height) its annotations were drawn at, where known: an image stored sideways at that size
             stays as stored (the annotation tool did not turn it; turning it would move every box).
+        upright: False: the pixels as stored, the EXIF orientation ignored, as torchvision's and timm's loaders read
+            ImageNet for the published figures.
 
     Raises:
         One of `IMAGE_ERRORS` for a file that cannot be read.
     """
     with Image.open(path) as opened:
-        img = ImageOps.exif_transpose(opened)
+        img = ImageOps.exif_transpose(opened) if upright else opened
         if size is not None and img.size != opened.size and opened.size == tuple(size):
             img = opened
         if img.mode in _HIGH_DEPTH_GRAY:
@@ -86,17 +88,23 @@ class ImageListDataset(Dataset):
     """Images from a list of ``(path, label)``; unreadable ones are flagged, not raised."""
 
     def __init__(
-        self, samples: Sequence[Tuple[Path, int]], transform: Callable, image_size: Tuple[int, int, int]
+        self,
+        samples: Sequence[Tuple[Path, int]],
+        transform: Callable,
+        image_size: Tuple[int, int, int],
+        upright: bool = True,
     ) -> None:
         """
         Args:
             samples: ``(path, label)`` pairs.
             transform: PIL image -> tensor.
             image_size: ``(C, H, W)`` of the transform's output, for the placeholder of a bad image.
+            upright: Turn images as their EXIF orientation says (`open_rgb`).
         """
         self.samples = list(samples)
         self.transform = transform
         self.image_size = image_size
+        self.upright = upright
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -104,7 +112,7 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int, int, bool]:
         path, label = self.samples[index]
         try:
-            image = self.transform(open_rgb(path))
+            image = self.transform(open_rgb(path, upright=self.upright))
         except IMAGE_ERRORS:
             return torch.zeros(self.image_size), label, index, False
         return image, label, index, True

@@ -201,7 +201,9 @@ def validate_classifier(name: str, data: str, options: Any, device: torch.device
     labels = class_labels(model)
     data_config = _data_config(model, options)
     samples = imagenet_samples(Path(data), Path(options.labels) if options.labels else None, labels)
-    dataset = ImageListDataset(samples, create_transform(**data_config, is_training=False), data_config["input_size"])
+    transform = create_transform(**data_config, is_training=False)
+    # an ImageNet model sees val's pixels as stored (EXIF orientation ignored), as the published figures were measured
+    dataset = ImageListDataset(samples, transform, data_config["input_size"], upright=labels is not None)
     sampler = ShardSampler(subset(len(samples), options.limit), distributed.rank(), distributed.world_size())
     loader = torch.utils.data.DataLoader(
         dataset,
