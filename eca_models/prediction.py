@@ -20,7 +20,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm import tqdm
 
 from .data.imagenet import imagenet_class_names
-from .data.images import IMAGE_ERRORS, find_images, open_rgb
+from .data.images import IMAGE_ERRORS, ImageListDataset, find_images, open_rgb, unreadable
 from .detection import load_detector
 from .detection.coco import read_rgb
 from .detection.weights import is_detector_source
@@ -28,7 +28,7 @@ from .errors import UsageError, first_line, require_number, require_whole_number
 from .evaluation.detection import to_coco_results
 from .factory import load
 from .files import check_output_folder, write_bytes_atomic
-from .runtime import check_device, default_device
+from .runtime import check_device, default_device, default_workers, loader_workers
 
 __all__ = [
     "BAR_FROM",
@@ -134,24 +134,41 @@ def _readable(paths: List[Path], read, note: List[int]):
         yield path, image
 
 
-def classify_images(model: torch.nn.Module, images: List[Path], top_k: int, device: str) -> Predictions:
+def classify_images(
+    model: torch.nn.Module, images: List[Path], top_k: int, device: str, batch_size: int = 32
+) -> Predictions:
     """The ``top_k`` classes of each image, by name, index and probability (the model's own class names, or
-    ImageNet's for a 1000-class model)."""
+    ImageNet's for a 1000-class model), ``batch_size`` images a forward pass, read by data loading processes
+    where there is more than one batch."""
     names = model.pretrained_cfg.get("label_names") or (imagenet_class_names() if model.num_classes == 1000 else None)
     if names is None:
         names = [str(i) for i in range(model.num_classes)]
-    transform = create_transform(**resolve_data_config({}, model=model), is_training=False)
-    k = min(top_k, model.num_classes)
-    results, failed = [], [0]
-    for path, image in _readable(images, open_rgb, failed):
+    config = resolve_data_config({}, model=model)
+    dataset = ImageListDataset([(p, 0) for p in images], create_transform(**config), config["input_size"])
+    workers = loader_workers(default_workers()) if len(images) > batch_size else 0
+    loader = torch.utils.data.DataLoader(dataset, batch_size, num_workers=workers, pin_memory=device != "cpu")
+    results, failed = [], 0
+    for x, _, index, ok in tqdm(loader, desc="predict", unit="batch", disable=len(images) < BAR_FROM, leave=False):
+        for path in unreadable(ok, index, dataset.samples):
+            tqdm.write(f"eca-models predict: cannot read {path}: {_read_error(path)}", file=sys.stderr)
+            failed += 1
+        if not ok.any():
+            continue
         with torch.inference_mode():
-            probs = model(transform(image).unsqueeze(0).to(device)).float().softmax(dim=1)[0]
-        top = probs.topk(k)
-        classes = [
-            {"class": names[i], "index": int(i), "prob": round(float(p), 4)} for p, i in zip(top.values, top.indices)
-        ]
-        results.append({"image": str(path), "top": classes})
-    return Predictions(results, len(images), failed[0], names=short_names(map(str, images)))
+            top = model(x[ok].to(device)).float().softmax(dim=1).topk(min(top_k, model.num_classes))
+        for i, probs, classes in zip(index[ok].tolist(), top.values.tolist(), top.indices.tolist()):
+            ranked = [{"class": names[c], "index": c, "prob": round(p, 4)} for p, c in zip(probs, classes)]
+            results.append({"image": str(images[i]), "top": ranked})
+    return Predictions(results, len(images), failed, names=short_names(map(str, images)))
+
+
+def _read_error(path: Path) -> str:
+    """Why ``path`` cannot be read, in one line (read again: a loading process only says that it could not)."""
+    try:
+        open_rgb(path)
+    except IMAGE_ERRORS as e:
+        return first_line(e)
+    return "unreadable"
 
 
 def detect_objects(

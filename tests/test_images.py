@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import timm
 import torch
 from helpers import FAST_64, bomb_png, one_line_error, save_authors_checkpoint, write_image
@@ -14,6 +15,7 @@ import eca_models
 from eca_models.cli import main
 from eca_models.data.imagenet import imagenet_wnids
 from eca_models.data.images import find_images, open_rgb
+from eca_models.prediction import classify_images
 
 
 def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
@@ -116,3 +118,21 @@ def test_imagenet_val_is_read_as_stored_as_the_published_figures_were(tmp_path):
     ckpt = save_authors_checkpoint(state, tmp_path / "eca_resnet18_k3577.pth.tar", "eca_resnet18")
     run = eca_models.validate("eca_resnet18_k3577", tmp_path / "val", checkpoint=str(ckpt), workers=0, img_size=64)
     assert run.validations[0].row["top1"] == 100.0
+
+
+def test_predict_classifies_in_batches_read_by_loading_processes(tmp_path, capsys):
+    """A folder is classified a batch at a time, its images read by data loading processes (it was one image a
+    forward pass, read in the main process); each image's classes are those it gets alone, in the images' order."""
+    images = [write_image(tmp_path / f"{i:02d}.png", seed=i) for i in range(9)]
+    (tmp_path / "04.png").write_bytes(b"not a png")
+    model = timm.create_model("eca_resnet18_k3577", num_classes=10, pretrained_cfg_overlay={"input_size": (3, 64, 64)})
+    calls = []
+    model.eval().register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    found = classify_images(model, images, 3, "cpu", batch_size=4)
+    assert calls == [4, 3, 1] and found.unreadable == 1
+    assert f"cannot read {images[4]}: " in capsys.readouterr().err
+    alone = [classify_images(model, [path], 3, "cpu").results for path in images]
+    assert [r["image"] for r in found.results] == [str(p) for p in images if p.name != "04.png"]
+    for result, [single] in zip(found.results, [a for a in alone if a]):
+        assert [t["index"] for t in result["top"]] == [t["index"] for t in single["top"]]
+        assert [t["prob"] for t in result["top"]] == pytest.approx([t["prob"] for t in single["top"]], abs=2e-4)
