@@ -146,7 +146,7 @@ def classify_images(
     config = resolve_data_config({}, model=model)
     dataset = ImageListDataset([(p, 0) for p in images], create_transform(**config), config["input_size"])
     workers = loader_workers(default_workers()) if len(images) > batch_size else 0
-    loader = torch.utils.data.DataLoader(dataset, batch_size, num_workers=workers, pin_memory=device != "cpu")
+    loader = torch.utils.data.DataLoader(dataset, batch_size, num_workers=workers, pin_memory=device.startswith("cuda"))
     results, failed = [], 0
     for x, _, index, ok in tqdm(loader, desc="predict", unit="batch", disable=len(images) < BAR_FROM, leave=False):
         for path in unreadable(ok, index, dataset.samples):
