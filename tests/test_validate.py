@@ -124,6 +124,20 @@ def test_another_test_set_is_measured_not_judged(data, tmp_path, folders):
     )
 
 
+def test_flat_layout_named_by_class_as_hugging_face_holds_it(data, tmp_path):
+    """Hugging Face's imagenet-1k val archive is one flat folder of ``ILSVRC2012_val_00000001_n01751748.JPEG``: the
+    class is in each name. It was refused for want of a ground-truth file."""
+    named = tmp_path / "val_images"
+    named.mkdir()
+    for path in data["folder"].rglob("*.JPEG"):
+        shutil.copy(path, named / f"{path.stem}_{path.parent.name}.JPEG")
+    row = _measure("eca_resnet18_k3577", named, checkpoint=str(data["ckpt"])).validations[0].row
+    assert (row["images"], row["top1"], row["top5"], row["verdict"]) == (8, 62.5, 87.5, "PASS")
+    (named / "ILSVRC2012_val_00000100_n99999999.JPEG").write_bytes(b"")
+    with pytest.raises(DataError, match=r"_n99999999.JPEG is named by n99999999, which is not an ImageNet-1k WordNet"):
+        _measure("eca_resnet18_k3577", named, checkpoint=str(data["ckpt"]))
+
+
 def test_flat_layout_finds_kaggle_solution_beside_it(data, tmp_path):
     run = _measure("eca_resnet18_k3577", data["flat"], checkpoint=str(data["ckpt"]))
     assert run.status == 0
@@ -223,7 +237,7 @@ def test_a_csv_row_per_model_holds_every_models_columns(tmp_path):
 def test_a_folder_without_ground_truth_is_said_before_any_weights(tmp_path, capsys):
     """No class sub-folders and no labels: said before the model's weights are looked for (there are none here)."""
     write_image(tmp_path / "flat" / "a.JPEG", 0)
-    with pytest.raises(DataError, match=r"flat has no class sub-folders .*: pass labels=FILE$"):
+    with pytest.raises(DataError, match=r"flat has no class sub-folders, .*: pass labels=FILE$"):
         eca_models.validate("eca_resnet50", tmp_path / "flat")
     args = ["attention", "--model", "eca_resnet50", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "a.png")]
     assert main(args) == 2
@@ -246,7 +260,7 @@ def test_a_folder_without_ground_truth_is_said_before_any_weights(tmp_path, caps
         ("unknown_model", "unknown model 'eca_resnet99'"),
         ("other_arch", "does not fit eca_resnet34"),
         ("on_error_fail", "cannot read image"),
-        ("no_labels", "no class sub-folders and no ground truth"),
+        ("no_labels", "no class sub-folders, no images named by class (x_n01751748.JPEG) and no ground truth"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_2(data, tmp_path, capsys, case, expected):

@@ -1,4 +1,4 @@
-"""ImageNet-1k validation images with their global labels, from either common layout.
+"""ImageNet-1k validation images with their global labels, from any of the common layouts.
 
 Labels are always positions in the 1000 sorted WordNet ids (the ImageFolder order on the full
 set), so a folder that holds only some classes still maps each image to its true global index.
@@ -18,6 +18,8 @@ from .images import is_image, list_images
 __all__ = ["folder_samples", "ground_truth_file", "imagenet_class_names", "imagenet_samples", "imagenet_wnids"]
 
 WNID = re.compile(r"^n\d{8}$")
+# Hugging Face's ILSVRC/imagenet-1k archives name each image by its class: ILSVRC2012_val_00000001_n01751748.JPEG
+NAMED_CLASS = re.compile(r"_(n\d{8})$")
 
 
 @lru_cache(maxsize=1)
@@ -35,6 +37,24 @@ def imagenet_class_names() -> Tuple[str, ...]:
 def _class_folders(root: Path) -> List[Path]:
     """The sub-folders of ``root``, sorted, hidden ones left out."""
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _named_images(data: Path) -> List[Path]:
+    """The images of a flat folder, sorted, where every one is named by its class (`NAMED_CLASS`); else none."""
+    images = sorted(p for p in data.iterdir() if is_image(p))
+    return images if images and all(NAMED_CLASS.search(p.stem) for p in images) else []
+
+
+def _named_samples(data: Path, class_names: Sequence[str], what: str) -> List[Tuple[Path, int]]:
+    """``(path, label)`` for a flat folder of images named by their class (Hugging Face's imagenet-1k)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = []
+    for path in _named_images(data):
+        wnid = NAMED_CLASS.search(path.stem).group(1)
+        if wnid not in index:
+            raise DataError(f"{path} is named by {wnid}, which is not {what}")
+        samples.append((path, index[wnid]))
+    return samples
 
 
 def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tuple[Path, int]]:
@@ -101,20 +121,23 @@ def _label_of_line(line: str, index: Dict[str, int], labels_file: Path, n: int) 
 
 
 def ground_truth_file(data: Path, labels_file: Optional[Path] = None, hint: str = "pass labels=FILE") -> Optional[Path]:
-    """Which layout a validation folder has, checked before any model is loaded: None for class sub-folders, else
-    the flat layout's ground truth (``labels_file``, or ``LOC_val_solution.csv`` in the folder or its parent);
-    ``hint`` ends the message where there is neither.
+    """Which layout a validation folder has, checked before any model is loaded: None for class sub-folders or
+    images named by their class (`NAMED_CLASS`), else the flat layout's ground truth (``labels_file``, or
+    ``LOC_val_solution.csv`` in the folder or its parent); ``hint`` ends the message where there is none.
 
     Raises:
-        DataError: The folder is missing, or has neither class sub-folders nor a ground-truth file.
+        DataError: The folder is missing, or has neither class sub-folders, nor named images, nor a ground-truth file.
     """
     data = require_folder(data)
-    if labels_file is None and any(p.is_dir() and not p.name.startswith(".") for p in data.iterdir()):
+    if labels_file is None and (_class_folders(data) or _named_images(data)):
         return None
     if labels_file is None:
         found = [p / "LOC_val_solution.csv" for p in (data, data.parent) if (p / "LOC_val_solution.csv").is_file()]
         if not found:
-            raise DataError(f"{data} has no class sub-folders and no ground truth (LOC_val_solution.csv): {hint}")
+            raise DataError(
+                f"{data} has no class sub-folders, no images named by class (x_n01751748.JPEG) and no ground truth "
+                f"(LOC_val_solution.csv): {hint}"
+            )
         labels_file = found[0]
     if not Path(labels_file).is_file():
         raise DataError(f"labels file not found: {labels_file}")
@@ -127,7 +150,8 @@ def imagenet_samples(
     """The labelled images of a validation folder, in either layout.
 
     (a) one sub-folder per class (WordNet ids for ImageNet, or ImageNetV2's class indices ``0`` to ``999``, read as
-    numbers where ImageFolder's sorted names would not be); (b) a flat folder of images plus a ground-truth file
+    numbers where ImageFolder's sorted names would not be); (b) a flat folder of images named by their class, as
+    Hugging Face's imagenet-1k archives hold them; (c) a flat folder of images plus a ground-truth file
     (``labels_file``, or ``LOC_val_solution.csv`` found in the folder or its parent).
 
     Args:
@@ -138,11 +162,13 @@ def imagenet_samples(
     data = Path(data)
     wnids = class_names or imagenet_wnids()
     what = "an ImageNet-1k WordNet id" if class_names is None else "a class of this model"
-    labels_file = ground_truth_file(data, labels_file)
-    if labels_file is None and class_names is None and all(p.name.isdecimal() for p in _class_folders(data)):
+    labels_file, folders = ground_truth_file(data, labels_file), _class_folders(data)
+    if labels_file is None and class_names is None and folders and all(p.name.isdecimal() for p in folders):
         wnids, what = tuple(map(str, range(1000))), "a class index 0 to 999 (ImageNetV2's layout)"
-    if labels_file is None:
+    if labels_file is None and folders:
         samples = folder_samples(data, wnids, what)
+    elif labels_file is None:
+        samples = _named_samples(data, wnids, what)
     else:
         labels = _read_labels(labels_file, wnids)
         images = sorted(p for p in data.iterdir() if is_image(p))  # the flat layout: the folder's own files
