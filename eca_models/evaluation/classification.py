@@ -201,17 +201,7 @@ def validate_classifier(name: str, data: str, options: Any, device: torch.device
     labels = class_labels(model)
     data_config = _data_config(model, options)
     samples = imagenet_samples(Path(data), Path(options.labels) if options.labels else None, labels)
-    transform = create_transform(**data_config, is_training=False)
-    # an ImageNet model sees val's pixels as stored (EXIF orientation ignored), as the published figures were measured
-    dataset = ImageListDataset(samples, transform, data_config["input_size"], upright=labels is not None)
-    sampler = ShardSampler(subset(len(samples), options.limit), distributed.rank(), distributed.world_size())
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        options.batch_size,
-        sampler=sampler,
-        num_workers=loader_workers(options.workers),
-        pin_memory=device.type == "cuda",
-    )
+    loader = _loader(samples, data_config, options, device, upright=labels is not None)
     model = model.to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -245,6 +235,18 @@ def validate_classifier(name: str, data: str, options: Any, device: torch.device
         "img_per_sec": round(counts.images / counts.seconds, 1) if counts.seconds else None,
     }
     return row, notes
+
+
+def _loader(samples, data_config: Dict[str, Any], options: Any, device: torch.device, upright: bool):
+    """The evaluation loader over this process's share of ``samples`` (``options.limit`` of them, spread). An ImageNet
+    model sees val's pixels as stored (``upright`` False: EXIF orientation ignored), as the published figures were
+    measured by torchvision's and timm's loaders."""
+    dataset = ImageListDataset(samples, create_transform(**data_config), data_config["input_size"], upright=upright)
+    sampler = ShardSampler(subset(len(samples), options.limit), distributed.rank(), distributed.world_size())
+    workers = loader_workers(options.workers)
+    return torch.utils.data.DataLoader(
+        dataset, options.batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda"
+    )
 
 
 def _data_config(model: torch.nn.Module, options: Any) -> Dict[str, Any]:
