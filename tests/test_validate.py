@@ -29,7 +29,7 @@ def data(tmp_path_factory):
     wnids = imagenet_wnids()
     folder, flat = root / "folders", root / "flat"
     flat.mkdir()
-    solution, pairs, n = ["ImageId,PredictionString"], [], 0
+    solution, pairs, synsets, n = ["ImageId,PredictionString"], [], [], 0
     for cls, count in LAYOUT.items():
         for _ in range(count):
             n += 1
@@ -38,11 +38,13 @@ def data(tmp_path_factory):
             shutil.copy(folder / wnids[cls] / name, flat / name)
             solution.append(f"ILSVRC2012_val_{n:08d},{wnids[cls]} 1 2 3 4 {wnids[cls]} 5 6 7 8")
             pairs.append(f"{name} {cls}")
+            synsets.append(wnids[cls])
     corrupt = folder / wnids[7] / "ILSVRC2012_val_00000099.JPEG"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     (folder / wnids[7] / "notes.txt").write_text("not an image: ignored")
     (root / "LOC_val_solution.csv").write_text("\n".join(solution) + "\n")
     (root / "val.txt").write_text("\n".join(pairs) + "\n")
+    (root / "synsets.txt").write_text("\n".join(synsets) + "\n")  # TensorFlow's: a WordNet id a line, in val's order
     ckpt = ranking_checkpoint(root / "eca_resnet18_k3577.pth.tar", RANKED)
     wrong = ranking_checkpoint(root / "wrong.pth.tar", [1, 2, 4, 5, 6])
     return dict(root=root, folder=folder, flat=flat, ckpt=ckpt, wrong=wrong, corrupt=corrupt)
@@ -93,7 +95,7 @@ def test_folder_layout_with_class_subset_and_corrupt_image(data, tmp_path, capsy
     assert "published 11.15M (params / 2^20)" in out and "published 1.70G (thop MACs / 2^30)" in out
 
 
-@pytest.mark.parametrize("labels", ["LOC_val_solution.csv", "val.txt"])
+@pytest.mark.parametrize("labels", ["LOC_val_solution.csv", "val.txt", "synsets.txt"])
 def test_flat_layout_with_ground_truth_file(data, tmp_path, labels):
     results = tmp_path / "r.csv"
     run = _measure(
@@ -136,6 +138,17 @@ def test_flat_layout_named_by_class_as_hugging_face_holds_it(data, tmp_path):
     (named / "ILSVRC2012_val_00000100_n99999999.JPEG").write_bytes(b"")
     with pytest.raises(DataError, match=r"_n99999999.JPEG is named by n99999999, which is not an ImageNet-1k WordNet"):
         _measure("eca_resnet18_k3577", named, checkpoint=str(data["ckpt"]))
+
+
+def test_the_devkits_numbered_labels_are_refused_with_the_file_to_use(data, tmp_path):
+    """ILSVRC2012_validation_ground_truth.txt numbers the classes in the devkit's order, not the sorted WordNet ids'."""
+    (tmp_path / "ground_truth.txt").write_text("490\n361\n")
+    with pytest.raises(
+        DataError, match=r"'490' is not one \(the devkit's .* own order, .*: use LOC_val_solution.csv\)$"
+    ):
+        _measure(
+            "eca_resnet18_k3577", data["flat"], checkpoint=str(data["ckpt"]), labels=str(tmp_path / "ground_truth.txt")
+        )
 
 
 def test_flat_layout_finds_kaggle_solution_beside_it(data, tmp_path):

@@ -77,7 +77,8 @@ def folder_samples(root: Path, class_names: Sequence[str], what: str) -> List[Tu
 
 
 def _read_labels(labels_file: Path, wnids: Sequence[str]) -> Dict[str, int]:
-    """Image stem -> global index, from Kaggle's LOC_val_solution.csv or lines of ``file label_index``."""
+    """Image stem -> global index, from Kaggle's LOC_val_solution.csv, lines of ``file label_index`` (`_label_of_line`),
+    or a WordNet id a line in val's order."""
     index = {w: i for i, w in enumerate(wnids)}
     text = labels_file.read_text(encoding="utf-8-sig", errors="replace")  # -sig: as Excel or Notepad saved it
     labels: Dict[str, int] = {}
@@ -88,11 +89,27 @@ def _read_labels(labels_file: Path, wnids: Sequence[str]) -> Dict[str, int]:
                 raise DataError(f"{labels_file}: {wnid!r} for {row['ImageId']} is not an ImageNet-1k WordNet id")
             labels[Path(row["ImageId"]).stem] = index[wnid]
         return labels
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if lines and all(len(parts) == 1 for parts in lines):
+        return _labels_in_val_order([parts[0] for parts in lines], index, labels_file)
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         labels[Path(line.split()[0]).stem] = _label_of_line(line, index, labels_file, n)
     return labels
+
+
+def _labels_in_val_order(labels: List[str], index: Dict[str, int], labels_file: Path) -> Dict[str, int]:
+    """A label a line for ``ILSVRC2012_val_00000001`` on, as WordNet ids (TensorFlow's
+    ``imagenet_2012_validation_synset_labels.txt``); the devkit's numbers count the classes in another order."""
+    unknown = next((label for label in labels if label not in index), None)
+    if unknown is not None:
+        raise DataError(
+            f"{labels_file}: a label a line is read as the WordNet id of ILSVRC2012_val_00000001 on, and {unknown!r} is "
+            "not one (the devkit's ILSVRC2012_validation_ground_truth.txt numbers classes in its own order, not the "
+            "sorted WordNet ids': use LOC_val_solution.csv)"
+        )
+    return {f"ILSVRC2012_val_{n:08d}": index[label] for n, label in enumerate(labels, 1)}
 
 
 def _label_of_line(line: str, index: Dict[str, int], labels_file: Path, n: int) -> int:
