@@ -157,6 +157,16 @@ def test_flat_layout_finds_kaggle_solution_beside_it(data, tmp_path):
     assert run.validations[0].row["images"] == 8
 
 
+def test_flat_layout_finds_kaggle_solution_where_kaggles_download_holds_it(data, tmp_path):
+    """Kaggle's ImageNet download keeps LOC_val_solution.csv four folders above its flat ILSVRC/Data/CLS-LOC/val; only
+    the folder and its parent were looked in, and the user was asked for the file."""
+    val = tmp_path / "imagenet-object-localization-challenge" / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+    shutil.copytree(data["flat"], val)
+    shutil.copy(data["root"] / "LOC_val_solution.csv", tmp_path / "imagenet-object-localization-challenge")
+    row = _measure("eca_resnet18_k3577", val, checkpoint=str(data["ckpt"])).validations[0].row
+    assert (row["images"], row["top1"], row["top5"], row["verdict"]) == (8, 62.5, 87.5, "PASS")
+
+
 def test_amp_channels_last_and_recording_a_full_set(data, tmp_path, monkeypatch, capsys):
     import eca_models.evaluation.classification as validate_cmd
     from eca_models.weights import manifest

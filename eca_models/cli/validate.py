@@ -38,8 +38,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_detector_size_args(parser)
     parser.add_argument(
         "--labels",
-        help="ground truth of a flat folder: LOC_val_solution.csv, or lines 'file label_index', 'file wnid' or "
-        "'file wnid label_index'",
+        help="ground truth of a flat folder: LOC_val_solution.csv (found in or above it by default), lines "
+        "'file label_index', 'file wnid' or 'file wnid label_index', or a WordNet id a line in val's order",
     )
     add_runtime_args(parser, batch_size=DEFAULTS["batch_size"])
     add_num_classes_arg(parser)

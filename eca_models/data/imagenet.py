@@ -139,8 +139,8 @@ def _label_of_line(line: str, index: Dict[str, int], labels_file: Path, n: int) 
 
 def ground_truth_file(data: Path, labels_file: Optional[Path] = None, hint: str = "pass labels=FILE") -> Optional[Path]:
     """Which layout a validation folder has, checked before any model is loaded: None for class sub-folders or
-    images named by their class (`NAMED_CLASS`), else the flat layout's ground truth (``labels_file``, or
-    ``LOC_val_solution.csv`` in the folder or its parent); ``hint`` ends the message where there is none.
+    images named by their class (`NAMED_CLASS`), else the flat layout's ground truth (``labels_file``, or the nearest
+    ``LOC_val_solution.csv`` in the folder or up to four above it); ``hint`` ends the message where there is none.
 
     Raises:
         DataError: The folder is missing, or has neither class sub-folders, nor named images, nor a ground-truth file.
@@ -149,7 +149,8 @@ def ground_truth_file(data: Path, labels_file: Optional[Path] = None, hint: str 
     if labels_file is None and (_class_folders(data) or _named_images(data)):
         return None
     if labels_file is None:
-        found = [p / "LOC_val_solution.csv" for p in (data, data.parent) if (p / "LOC_val_solution.csv").is_file()]
+        near = [data, *data.absolute().parents][:5]  # Kaggle's is four folders above its ILSVRC/Data/CLS-LOC/val
+        found = [p / "LOC_val_solution.csv" for p in near if (p / "LOC_val_solution.csv").is_file()]
         if not found:
             raise DataError(
                 f"{data} has no class sub-folders, no images named by class (x_n01751748.JPEG) and no ground truth "
@@ -169,7 +170,7 @@ def imagenet_samples(
     (a) one sub-folder per class (WordNet ids for ImageNet, or ImageNetV2's class indices ``0`` to ``999``, read as
     numbers where ImageFolder's sorted names would not be); (b) a flat folder of images named by their class, as
     Hugging Face's imagenet-1k archives hold them; (c) a flat folder of images plus a ground-truth file
-    (``labels_file``, or ``LOC_val_solution.csv`` found in the folder or its parent).
+    (``labels_file``, or ``LOC_val_solution.csv`` found in the folder or above it, as Kaggle's download holds it).
 
     Args:
         data: The folder.
