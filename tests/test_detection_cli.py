@@ -195,6 +195,28 @@ def test_a_roboflow_export_is_found_as_its_splits(coco_root, tmp_path):
     assert read_split(str(root), None).images_dir.name == "valid"
 
 
+def test_roboflows_dataset_category_is_no_class(tmp_path):
+    """Roboflow lists the dataset itself as category 0, every class's supercategory, with no annotation: it became a
+    head class no box teaches, named among the model's classes. A category that is its own supercategory (COCO's
+    person) or has no annotations but groups nothing stays a class."""
+    from eca_models.detection.coco import check_categories
+
+    write_coco_dataset(tmp_path, "train", n_images=3, categories=((1, "car"), (2, "dog")), empty_images=0)
+    annotations = tmp_path / "annotations" / "instances_train.json"
+    data = json.loads(annotations.read_text())
+    data["categories"] = [
+        {"id": 0, "name": "pets-and-cars", "supercategory": "none"},
+        {"id": 1, "name": "car", "supercategory": "pets-and-cars"},
+        {"id": 2, "name": "dog", "supercategory": "pets-and-cars"},
+        {"id": 3, "name": "person", "supercategory": "person"},
+        {"id": 4, "name": "cat", "supercategory": "pets-and-cars"},
+    ]
+    annotations.write_text(json.dumps(data))
+    read = read_coco(annotations, tmp_path / "train")
+    assert [c["name"] for c in read.classes] == ["car", "dog", "person", "cat"]
+    check_categories(read, LabelMap.from_categories(read.classes))  # the model fine-tuned on it knows the file
+
+
 def test_predict_json_and_drawing(converted, coco_root, tmp_path, capsys, monkeypatch):
     folder = converted["maskrcnn"][2]
     images = sorted((coco_root / "val2017").glob("*.jpg"))[:2]

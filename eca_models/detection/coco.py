@@ -50,6 +50,17 @@ class CocoData:
         return sorted(self.dataset["categories"], key=lambda c: c["id"])
 
     @property
+    def classes(self) -> List[Dict[str, Any]]:
+        """The categories a detector learns and knows from this data: all but a group with no annotation that names
+        other categories' ``supercategory`` (Roboflow's exports list the dataset itself so, as category 0)."""
+        used, categories = {ann["category_id"] for ann in self.dataset["annotations"]}, self.categories
+
+        def group(c: Dict[str, Any]) -> bool:
+            return any(o is not c and o.get("supercategory") == c["name"] for o in categories)
+
+        return [c for c in categories if c["id"] in used or not group(c)]
+
+    @property
     def image_ids(self) -> List[int]:
         """Every image id, in file order."""
         return [img["id"] for img in self.dataset["images"]]
@@ -237,7 +248,7 @@ def check_categories(data: CocoData, label_map: LabelMap) -> None:
     Raises:
         DataError: The unknown ids, named.
     """
-    unknown = [c for c in data.categories if c["id"] not in label_map.category_ids]
+    unknown = [c for c in data.classes if c["id"] not in label_map.category_ids]
     if unknown:
         names = ", ".join(f"{c['id']} {c['name']!r}" for c in unknown[:4])
         raise DataError(

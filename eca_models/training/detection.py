@@ -110,7 +110,7 @@ def start_detector(options: FinetuneOptions, label_map: LabelMap) -> torch.nn.Mo
 def finetune_detector(options: FinetuneOptions, run_dir: Path, device: torch.device) -> Progress:
     """Fine-tune the detector ``options.model`` on COCO-format data in ``run_dir`` (prepared by the runner)."""
     train, val = read_splits(options)
-    unknown = {c["id"] for c in val.categories} - {c["id"] for c in train.categories}
+    unknown = {c["id"] for c in val.classes} - {c["id"] for c in train.classes}
     if unknown:
         raise UsageError(f"{val.annotations.name} has categories {sorted(unknown)} that {train.annotations.name} lacks")
     if len(train.image_ids) // distributed.world_size() < options.batch_size:
@@ -119,7 +119,7 @@ def finetune_detector(options: FinetuneOptions, run_dir: Path, device: torch.dev
         )
     seed_everything(options.seed)  # before the new heads: a fresh run's initialisation is reproducible
     arch, _ = _architecture(options)
-    label_map = LabelMap.from_categories(train.categories, background=get_architecture(arch).background)
+    label_map = LabelMap.from_categories(train.classes, background=get_architecture(arch).background)
     model = start_detector(options, label_map).to(device)
     for data in (train, val):
         if data.dropped and distributed.is_main():
