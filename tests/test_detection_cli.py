@@ -195,6 +195,25 @@ def test_a_roboflow_export_is_found_as_its_splits(coco_root, tmp_path):
     assert read_split(str(root), None).images_dir.name == "valid"
 
 
+def test_a_cvat_export_is_found_as_its_splits(coco_root, tmp_path):
+    """CVAT's COCO 1.0 export (Datumaro's layout) keeps each subset's images in images/<subset>/ beside
+    annotations/instances_<subset>.json; it was refused as a split without its image folder."""
+    from eca_models.evaluation.detection import read_split
+    from eca_models.training.detection import read_splits
+    from eca_models.training.options import FinetuneOptions
+
+    root = tmp_path / "cvat"
+    for split, source in (("train", "train2017"), ("val", "val2017")):
+        shutil.copytree(coco_root / source, root / "images" / split)
+        (root / "annotations").mkdir(exist_ok=True)
+        shutil.copy(
+            coco_root / "annotations" / f"instances_{source}.json", root / "annotations" / f"instances_{split}.json"
+        )
+    train, val = read_splits(FinetuneOptions(model="fasterrcnn_eca_resnet50_fpn", output="o", data=str(root)))
+    assert (train.images_dir, val.images_dir) == (root / "images" / "train", root / "images" / "val")
+    assert read_split(str(root), None).images_dir == root / "images" / "val"
+
+
 def test_roboflows_dataset_category_is_no_class(tmp_path):
     """Roboflow lists the dataset itself as category 0, every class's supercategory, with no annotation: it became a
     head class no box teaches, named among the model's classes. A category that is its own supercategory (COCO's

@@ -97,7 +97,8 @@ def quiet_coco():
 
 def find_coco_splits(root: Path) -> Dict[str, Tuple[Path, Path]]:
     """``{split: (annotation file, image folder)}`` of a COCO-layout root (``annotations/instances_train2017.json``
-    with ``train2017/``, ...), or of Roboflow's COCO export (``train/_annotations.coco.json`` among its images).
+    with ``train2017/``, or ``images/train2017/`` as CVAT exports it), or of Roboflow's COCO export
+    (``train/_annotations.coco.json`` among its images).
 
     Raises:
         DataError: Neither layout, or a split without its image folder.
@@ -106,9 +107,11 @@ def find_coco_splits(root: Path) -> Dict[str, Tuple[Path, Path]]:
     found = {}
     for path in sorted((root / "annotations").glob("instances_*.json")):
         split = path.stem[len("instances_") :]
-        images = root / split
-        if not images.is_dir():
-            raise DataError(f"{path} has no image folder {images}: put the {split} images there")
+        images = next((p for p in (root / split, root / "images" / split) if p.is_dir()), None)  # COCO's, CVAT's
+        if images is None:
+            raise DataError(
+                f"{path} has no image folder {root / split} (or images/{split}): put the {split} images there"
+            )
         found[split] = (path, images)
     if not found:
         found = {path.parent.name: (path, path.parent) for path in sorted(root.glob("*/_annotations.coco.json"))}
