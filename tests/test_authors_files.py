@@ -90,7 +90,8 @@ def test_in_chans_adaptation(r18_file):
 
 def test_checkpoints_of_timm_training_and_of_compiled_models_load(tmp_path):
     """timm's train.py (its CheckpointSaver) keeps its arguments, an argparse.Namespace, in the file: timm reads it
-    with weights_only=True and that class allowed, and so do we (it was refused as pickled code)."""
+    with weights_only=True and that class allowed, and so do we (it was refused as pickled code). torchvision's
+    references keep the weights under "model", which timm reads too (it was taken as the state dict itself)."""
     import argparse
 
     from timm.utils import CheckpointSaver
@@ -102,6 +103,11 @@ def test_checkpoints_of_timm_training_and_of_compiled_models_load(tmp_path):
         model, optimizer, args=args, checkpoint_dir=str(tmp_path), recovery_dir=str(tmp_path)
     ).save_checkpoint(0, 1.0)
     loaded = _load("eca_resnet18", tmp_path / "model_best.pth.tar", num_classes=10)
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
+    # torchvision's training references keep the weights under "model", beside the optimizer, scheduler and args
+    reference = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3, "args": args}
+    torch.save(reference, tmp_path / "checkpoint.pth")
+    loaded = _load("eca_resnet18", tmp_path / "checkpoint.pth", num_classes=10)
     torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
     # a torch.compile'd model's own state dict, as saved from a DDP run or not: its keys begin "_orig_mod."
     for prefix in ("_orig_mod.", "module._orig_mod."):

@@ -102,8 +102,8 @@ def _with_folder_classes(cfg: Any) -> Any:
 def checkpoint_filter(checkpoint: Dict[str, Any], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """Unwrap and check a checkpoint for ``model``.
 
-    Accepts the authors' dict (``{'state_dict': ..., 'arch': ..., ...}``, its ``arch`` ignored) or a
-    plain state dict, strips DataParallel's ``module.`` prefix, and refuses a file whose ECA
+    Accepts the authors' dict (``{'state_dict': ..., 'arch': ..., ...}``, its ``arch`` ignored), a training
+    checkpoint's ``{'model': ...}`` or a plain state dict (`unwrap_checkpoint`), and refuses a file whose ECA
     kernels or layout don't fit the model, naming what the file is.
 
     Args:
@@ -111,12 +111,11 @@ def checkpoint_filter(checkpoint: Dict[str, Any], model: torch.nn.Module) -> Dic
         model: The model to load into; its ``eca_kernel_groups()`` says which ECA weights share a
             kernel-code digit.
     """
-    raw = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+    state_dict = unwrap_checkpoint(checkpoint) if isinstance(checkpoint, dict) else None
+    if state_dict is None or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise WeightsError(
             "the file holds no state dict of tensors (expected a model's state_dict or the authors' checkpoint dict)"
         )
-    state_dict = unwrap_checkpoint(checkpoint)
     _check_kernels(state_dict, model, model.eca_kernel_groups())
     _check_keys(state_dict, model)
     return state_dict

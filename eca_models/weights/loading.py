@@ -124,9 +124,11 @@ def sniff_format(path: Union[str, Path]) -> str:
 
 
 def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """The state dict in a checkpoint: the authors' ``{'state_dict': ...}`` or a plain one, with the prefixes of
-    DataParallel (``module.``) and of a ``torch.compile``d model (``_orig_mod.``) stripped."""
-    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    """The state dict in a checkpoint: the authors' ``{'state_dict': ...}``, the ``{'model': ...}`` of torchvision's
+    training references (timm reads both), or a plain one, with the prefixes of DataParallel (``module.``) and of a
+    ``torch.compile``d model (``_orig_mod.``) stripped."""
+    held = [checkpoint[k] for k in ("state_dict", "model") if isinstance(checkpoint, dict) and k in checkpoint]
+    state_dict = held[0] if held else checkpoint
     if not isinstance(state_dict, dict):
         return {}
     return {re.sub(r"^((module|_orig_mod)\.)+", "", k) if isinstance(k, str) else k: v for k, v in state_dict.items()}
