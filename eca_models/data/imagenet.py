@@ -105,9 +105,9 @@ def _labels_in_val_order(labels: List[str], index: Dict[str, int], labels_file: 
     unknown = next((label for label in labels if label not in index), None)
     if unknown is not None:
         raise DataError(
-            f"{labels_file}: a label a line is read as the WordNet id of ILSVRC2012_val_00000001 on, and {unknown!r} is "
-            "not one (the devkit's ILSVRC2012_validation_ground_truth.txt numbers classes in its own order, not the "
-            "sorted WordNet ids': use LOC_val_solution.csv)"
+            f"{labels_file}: lines of one label are read as the WordNet ids of ILSVRC2012_val_00000001, 00000002, ... "
+            f"and {unknown!r} is not one (the devkit's ILSVRC2012_validation_ground_truth.txt numbers classes in its "
+            "own order, not the sorted WordNet ids': use LOC_val_solution.csv)"
         )
     return {f"ILSVRC2012_val_{n:08d}": index[label] for n, label in enumerate(labels, 1)}
 
