@@ -127,7 +127,11 @@ def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     """The state dict in a checkpoint: the authors' ``{'state_dict': ...}``, the ``{'model': ...}`` of torchvision's
     training references (timm reads both), or a plain one, with the prefixes of DataParallel (``module.``) and of a
     ``torch.compile``d model (``_orig_mod.``) stripped."""
-    held = [checkpoint[k] for k in ("state_dict", "model") if isinstance(checkpoint, dict) and k in checkpoint]
+    held = [
+        checkpoint[k]
+        for k in ("state_dict", "model")
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(k), dict)
+    ]
     state_dict = held[0] if held else checkpoint
     if not isinstance(state_dict, dict):
         return {}
