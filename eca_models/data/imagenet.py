@@ -40,9 +40,15 @@ def _class_folders(root: Path) -> List[Path]:
 
 
 def _named_images(data: Path) -> List[Path]:
-    """The images of a flat folder, sorted, where every one is named by its class (`NAMED_CLASS`); else none."""
-    images = sorted(p for p in data.iterdir() if is_image(p))
-    return images if images and all(NAMED_CLASS.search(p.stem) for p in images) else []
+    """The images of a flat folder, sorted, where every one is named by its class (`NAMED_CLASS`); else none, said at
+    the first image that is not (a flat val of 50,000 with a ground-truth file is not listed whole for it)."""
+    images = []
+    for path in data.iterdir():
+        if is_image(path):
+            if not NAMED_CLASS.search(path.stem):
+                return []
+            images.append(path)
+    return sorted(images)
 
 
 def _named_samples(data: Path, class_names: Sequence[str], what: str) -> List[Tuple[Path, int]]:
